@@ -1,0 +1,42 @@
+package kafka
+
+import (
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/parley-im/parley/schema"
+)
+
+// Partitioner is the partitioner every Parley producer uses. Records for
+// the outcomes and sequencer-state topics go to the partition set on the
+// record (the connector's reply partition; the command's partition). All
+// other records are keyed by conversation and go to murmur2(key) mod n, as
+// Kafka's default partitioner does, so outside clients agree on where a
+// conversation lives.
+func Partitioner(t schema.Topics) kgo.Partitioner {
+	manual := kgo.ManualPartitioner()
+	byKey := kgo.StickyKeyPartitioner(nil)
+	return partitioner{manual: manual, byKey: byKey, t: t}
+}
+
+type partitioner struct {
+	manual, byKey kgo.Partitioner
+	t             schema.Topics
+}
+
+func (p partitioner) ForTopic(topic string) kgo.TopicPartitioner {
+	if topic == p.t.Outcomes || topic == p.t.SequencerState {
+		return p.manual.ForTopic(topic)
+	}
+	return p.byKey.ForTopic(topic)
+}
+
+// KeyPartition returns the partition of key among n partitions: murmur2 of
+// the key, as Kafka's default partitioner computes it.
+// It allocates nothing and is safe for concurrent use.
+func KeyPartition(key []byte, n int32) int32 {
+	return int32(keyHash.Partition(&kgo.Record{Key: key}, int(n)))
+}
+
+// keyHash only ever sees records with a key, for which the sticky key
+// partitioner is a pure function of key and n.
+var keyHash = kgo.StickyKeyPartitioner(nil).ForTopic("")

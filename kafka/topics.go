@@ -1,0 +1,90 @@
+package kafka
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// TopicSpec is one topic EnsureTopics creates.
+type TopicSpec struct {
+	Name       string
+	Partitions int32
+	Configs    map[string]*string
+}
+
+// TopicSpecs returns the topics Parley needs under c, with their partition
+// counts and configs: the state changelog compacted, every other topic with
+// an explicit retention.
+func (c Config) TopicSpecs() []TopicSpec {
+	c = c.WithDefaults()
+	t := c.Topics()
+	retention := func(d time.Duration) map[string]*string {
+		ms := "-1"
+		if d > 0 {
+			ms = strconv.FormatInt(d.Milliseconds(), 10)
+		}
+		return map[string]*string{"cleanup.policy": kadm.StringPtr("delete"), "retention.ms": kadm.StringPtr(ms)}
+	}
+	return []TopicSpec{
+		{Name: t.Commands, Partitions: c.Partitions, Configs: retention(c.CommandsRetention)},
+		{Name: t.Events, Partitions: c.Partitions, Configs: retention(c.EventsRetention)},
+		{Name: t.Outcomes, Partitions: c.OutcomesPartitions, Configs: retention(c.OutcomesRetention)},
+		{Name: t.SequencerState, Partitions: c.Partitions, Configs: map[string]*string{
+			"cleanup.policy": kadm.StringPtr("compact"),
+			// Keep tombstones long enough for a restoring sequencer that
+			// started reading before compaction to see them.
+			"delete.retention.ms": kadm.StringPtr(strconv.FormatInt((24 * time.Hour).Milliseconds(), 10)),
+		}},
+	}
+}
+
+// EnsureTopics creates any of Parley's topics that do not exist yet and
+// checks that the commands and sequencer-state topics have the same
+// partition count (the sequencer's state is co-partitioned with its input).
+// Existing topics are left as they are.
+func EnsureTopics(ctx context.Context, cl *kgo.Client, c Config) error {
+	c = c.WithDefaults()
+	adm := kadm.NewClient(cl)
+	for _, spec := range c.TopicSpecs() {
+		resp, err := adm.CreateTopic(ctx, spec.Partitions, c.ReplicationFactor, spec.Configs, spec.Name)
+		if err == nil {
+			err = resp.Err
+		}
+		if err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
+			return fmt.Errorf("kafka: create topic %s: %w", spec.Name, err)
+		}
+	}
+	t := c.Topics()
+	details, err := adm.ListTopics(ctx, t.Commands, t.SequencerState)
+	if err != nil {
+		return fmt.Errorf("kafka: list topics: %w", err)
+	}
+	nc, ns := len(details[t.Commands].Partitions), len(details[t.SequencerState].Partitions)
+	if nc == 0 || nc != ns {
+		return fmt.Errorf("kafka: %s has %d partitions and %s has %d: they must be equal and non-zero", t.Commands, nc, t.SequencerState, ns)
+	}
+	return nil
+}
+
+// PartitionCount returns the number of partitions of topic.
+func PartitionCount(ctx context.Context, cl *kgo.Client, topic string) (int32, error) {
+	details, err := kadm.NewClient(cl).ListTopics(ctx, topic)
+	if err != nil {
+		return 0, err
+	}
+	d, ok := details[topic]
+	if !ok || d.Err != nil || len(d.Partitions) == 0 {
+		if d.Err != nil {
+			return 0, fmt.Errorf("kafka: topic %s: %w", topic, d.Err)
+		}
+		return 0, fmt.Errorf("kafka: topic %s does not exist", topic)
+	}
+	return int32(len(d.Partitions)), nil
+}

@@ -1,0 +1,302 @@
+// Package pebblestore is the embedded timeline store on Pebble, for the
+// all-in-one mode and single-node deployments.
+//
+// Key layout (conversation and user ids never contain NUL):
+//
+//	'e' conv 0x00 seq(8 bytes, big-endian)  -> parleyv1.Event (protobuf)
+//	'h' conv                                -> conversation head
+//	'm' conv 0x00 user                      -> membership
+//	'u' user 0x00 conv                      -> "" while user is a member
+//
+// so a conversation's events are one contiguous range, scanned forward or
+// backward, and a user's conversations are one prefix scan.
+package pebblestore
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/cockroachdb/pebble/v2"
+	"google.golang.org/protobuf/proto"
+
+	parleyv1 "github.com/parley-im/parley/schema/parley/v1"
+	"github.com/parley-im/parley/store"
+)
+
+// Store is a store.Store on Pebble.
+type Store struct {
+	db   *pebble.DB
+	mu   sync.Mutex // serialises Append's read-modify-writes
+	sync *pebble.WriteOptions
+}
+
+var _ store.Store = (*Store)(nil)
+
+// Options tunes Open.
+type Options struct {
+	// NoSync makes Append return before its batch reaches the disk. For
+	// bulk loads (rebuild) that call Flush at the end.
+	NoSync bool
+}
+
+// Open opens (creating if needed) the store in dir. Only one process may
+// have a directory open at a time.
+func Open(dir string, o Options) (*Store, error) {
+	db, err := pebble.Open(dir, &pebble.Options{Logger: quietLogger{}})
+	if err != nil {
+		return nil, fmt.Errorf("pebblestore: open %s: %w", dir, err)
+	}
+	s := &Store{db: db}
+	if o.NoSync {
+		s.sync = pebble.NoSync
+	} else {
+		s.sync = pebble.Sync
+	}
+	return s, nil
+}
+
+// Close closes the store.
+func (s *Store) Close() error { return s.db.Close() }
+
+// Flush makes everything appended so far durable.
+func (s *Store) Flush() error { return s.db.Flush() }
+
+func eventKey(conv string, seq int64) []byte {
+	k := make([]byte, 0, 2+len(conv)+8)
+	k = append(k, 'e')
+	k = append(k, conv...)
+	k = append(k, 0)
+	return binary.BigEndian.AppendUint64(k, uint64(seq))
+}
+
+func headKey(conv string) []byte { return append([]byte{'h'}, conv...) }
+
+func memberKey(conv, user string) []byte {
+	k := append([]byte{'m'}, conv...)
+	k = append(k, 0)
+	return append(k, user...)
+}
+
+func userKey(user, conv string) []byte {
+	k := append([]byte{'u'}, user...)
+	k = append(k, 0)
+	return append(k, conv...)
+}
+
+// prefixEnd returns the smallest key greater than every key with prefix p,
+// where p ends in 0x00.
+func prefixEnd(p []byte) []byte {
+	e := append([]byte(nil), p...)
+	e[len(e)-1] = 1
+	return e
+}
+
+// Append implements store.Store.
+func (s *Store) Append(ctx context.Context, events []*parleyv1.Event) error {
+	if len(events) == 0 {
+		return nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	b := s.db.NewBatch()
+	defer b.Close()
+	buf := make([]byte, 0, 256)
+	for _, ev := range events {
+		var err error
+		buf, err = proto.MarshalOptions{}.MarshalAppend(buf[:0], ev)
+		if err != nil {
+			return fmt.Errorf("pebblestore: encode event: %w", err)
+		}
+		if err := b.Set(eventKey(ev.Conv, ev.Seq), buf, nil); err != nil {
+			return err
+		}
+	}
+	plan := store.MakePlan(events)
+	for _, h := range plan.Heads {
+		cur, err := s.head(h.Conv)
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			return err
+		}
+		cur.Conv = h.Conv
+		cur.LastSeq = max(cur.LastSeq, h.LastSeq)
+		if c := h.Created; c != nil {
+			cur.Kind, cur.Title, cur.CreatedTS = c.ConvKind, c.Title, c.Ts
+		}
+		if err := b.Set(headKey(h.Conv), encodeHead(cur), nil); err != nil {
+			return err
+		}
+	}
+	for _, u := range plan.Members {
+		cur, changed, err := s.membership(u.Conv, u.User)
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			return err
+		}
+		cur.Conv, cur.User = u.Conv, u.User
+		cur, changed = store.ApplyMember(cur, changed, u)
+		if err := b.Set(memberKey(u.Conv, u.User), encodeMember(cur, changed), nil); err != nil {
+			return err
+		}
+		if cur.Current() {
+			err = b.Set(userKey(u.User, u.Conv), nil, nil)
+		} else {
+			err = b.Delete(userKey(u.User, u.Conv), nil)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return b.Commit(s.sync)
+}
+
+// Events implements store.Store.
+func (s *Store) Events(ctx context.Context, conv string, r store.Range) ([]*parleyv1.Event, bool, error) {
+	if err := r.Validate(); err != nil {
+		return nil, false, err
+	}
+	prefix := eventKey(conv, 0)[:len(conv)+2]
+	var opts pebble.IterOptions
+	if r.Before > 0 {
+		opts.LowerBound, opts.UpperBound = prefix, eventKey(conv, r.Before)
+	} else {
+		opts.LowerBound, opts.UpperBound = eventKey(conv, r.After+1), prefixEnd(prefix)
+	}
+	it, err := s.db.NewIterWithContext(ctx, &opts)
+	if err != nil {
+		return nil, false, err
+	}
+	defer it.Close()
+
+	var out []*parleyv1.Event
+	more := false
+	valid, next := it.First, it.Next
+	if r.Before > 0 {
+		valid, next = it.Last, it.Prev
+	}
+	for ok := valid(); ok; ok = next() {
+		if len(out) == r.Limit {
+			more = true
+			break
+		}
+		v, err := it.ValueAndErr()
+		if err != nil {
+			return nil, false, err
+		}
+		ev := new(parleyv1.Event)
+		if err := proto.Unmarshal(v, ev); err != nil {
+			return nil, false, fmt.Errorf("pebblestore: decode event %s/%x: %w", conv, it.Key(), err)
+		}
+		out = append(out, ev)
+	}
+	if err := it.Error(); err != nil {
+		return nil, false, err
+	}
+	if r.Before > 0 {
+		for i, j := 0, len(out)-1; i < j; i, j = i+1, j-1 {
+			out[i], out[j] = out[j], out[i]
+		}
+	}
+	return out, more, nil
+}
+
+// Conversation implements store.Store.
+func (s *Store) Conversation(ctx context.Context, conv string) (store.Conversation, error) {
+	return s.head(conv)
+}
+
+// Membership implements store.Store.
+func (s *Store) Membership(ctx context.Context, conv, user string) (store.Membership, error) {
+	m, _, err := s.membership(conv, user)
+	return m, err
+}
+
+// Members implements store.Store.
+func (s *Store) Members(ctx context.Context, conv string) ([]store.Membership, error) {
+	prefix := memberKey(conv, "")
+	it, err := s.db.NewIterWithContext(ctx, &pebble.IterOptions{LowerBound: prefix, UpperBound: prefixEnd(prefix)})
+	if err != nil {
+		return nil, err
+	}
+	defer it.Close()
+	var out []store.Membership
+	for ok := it.First(); ok; ok = it.Next() {
+		v, err := it.ValueAndErr()
+		if err != nil {
+			return nil, err
+		}
+		m, _, err := decodeMember(v)
+		if err != nil {
+			return nil, err
+		}
+		if m.Current() {
+			m.Conv, m.User = conv, string(it.Key()[len(prefix):])
+			out = append(out, m)
+		}
+	}
+	return out, it.Error()
+}
+
+// UserConversations implements store.Store.
+func (s *Store) UserConversations(ctx context.Context, user string) ([]store.UserConversation, error) {
+	prefix := userKey(user, "")
+	it, err := s.db.NewIterWithContext(ctx, &pebble.IterOptions{LowerBound: prefix, UpperBound: prefixEnd(prefix)})
+	if err != nil {
+		return nil, err
+	}
+	defer it.Close()
+	var out []store.UserConversation
+	for ok := it.First(); ok; ok = it.Next() {
+		conv := string(it.Key()[len(prefix):])
+		h, err := s.head(conv)
+		if err != nil {
+			return nil, fmt.Errorf("pebblestore: conversation %s of user %s: %w", conv, user, err)
+		}
+		m, _, err := s.membership(conv, user)
+		if err != nil {
+			return nil, fmt.Errorf("pebblestore: membership %s of user %s: %w", conv, user, err)
+		}
+		out = append(out, store.UserConversation{Conversation: h, JoinedSeq: m.JoinedSeq, ReadSeq: m.ReadSeq})
+	}
+	return out, it.Error()
+}
+
+func (s *Store) head(conv string) (store.Conversation, error) {
+	v, closer, err := s.db.Get(headKey(conv))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return store.Conversation{}, store.ErrNotFound
+	}
+	if err != nil {
+		return store.Conversation{}, err
+	}
+	defer closer.Close()
+	h, err := decodeHead(v)
+	h.Conv = conv
+	return h, err
+}
+
+func (s *Store) membership(conv, user string) (store.Membership, int64, error) {
+	v, closer, err := s.db.Get(memberKey(conv, user))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return store.Membership{}, 0, store.ErrNotFound
+	}
+	if err != nil {
+		return store.Membership{}, 0, err
+	}
+	defer closer.Close()
+	m, changed, err := decodeMember(v)
+	m.Conv, m.User = conv, user
+	return m, changed, err
+}
+
+type quietLogger struct{}
+
+func (quietLogger) Infof(string, ...any)  {}
+func (quietLogger) Errorf(string, ...any) {}
+func (quietLogger) Fatalf(format string, args ...any) {
+	panic(fmt.Sprintf(format, args...))
+}
