@@ -13,7 +13,13 @@ type slogLogger struct{ l *slog.Logger }
 
 func newLogger(l *slog.Logger) kgo.Logger { return slogLogger{l.With("component", "kafka")} }
 
-func (s slogLogger) Level() kgo.LogLevel { return kgo.LogLevelWarn }
+func (s slogLogger) Level() kgo.LogLevel {
+	// The client's info logs are per-request chatter: only below debug.
+	if s.l.Enabled(context.Background(), slog.LevelDebug-4) {
+		return kgo.LogLevelInfo
+	}
+	return kgo.LogLevelWarn
+}
 
 func (s slogLogger) Log(level kgo.LogLevel, msg string, keyvals ...any) {
 	var lv slog.Level

@@ -199,7 +199,9 @@ type Outcome struct {
 	MsgId  string        `protobuf:"bytes,1,opt,name=msg_id,json=msgId,proto3" json:"msg_id,omitempty"`
 	Conv   string        `protobuf:"bytes,2,opt,name=conv,proto3" json:"conv,omitempty"`
 	Status OutcomeStatus `protobuf:"varint,3,opt,name=status,proto3,enum=parley.v1.OutcomeStatus" json:"status,omitempty"`
-	// SEQUENCED: the new event. DUPLICATE: the original event (no body).
+	// SEQUENCED: the new event; DUPLICATE: the original event. Identifiers
+	// only: body and members are left out (the event itself is on
+	// parley.events).
 	Event *Event `protobuf:"bytes,4,opt,name=event,proto3" json:"event,omitempty"`
 	// REJECTED: why.
 	Reason Reason `protobuf:"varint,5,opt,name=reason,proto3,enum=parley.v1.Reason" json:"reason,omitempty"`

@@ -1,0 +1,140 @@
+// Package allinone runs Parley on one machine in one process: the embedded
+// Kafka-protocol broker, the embedded (Pebble) timeline store and the roles,
+// each role talking to the broker over loopback with the same code a
+// cluster runs. Starting again on the same data directory keeps every
+// conversation and continues every seq.
+//
+// Roles present: sequencer and writer. The connector and fanout roles plug
+// in beside them here when they exist.
+package allinone
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"sync"
+
+	"github.com/parley-im/parley/kafka"
+	"github.com/parley-im/parley/kafka/embedded"
+	"github.com/parley-im/parley/sequencer"
+	"github.com/parley-im/parley/store/pebblestore"
+	"github.com/parley-im/parley/writer"
+)
+
+// Config configures the all-in-one node.
+type Config struct {
+	// DataDir holds the broker's log (broker/), the store (store/) and the
+	// secrets; default "./parley-data".
+	DataDir string
+	// BrokerListen is the embedded broker's address; default
+	// "127.0.0.1:9092".
+	BrokerListen string
+	// Partitions per topic; default 8.
+	Partitions int32
+	// Logger; default slog.Default().
+	Logger *slog.Logger
+}
+
+// Node is a started all-in-one node.
+type Node struct {
+	cfg    Config
+	broker *embedded.Broker
+	store  *pebblestore.Store
+	seq    *sequencer.Sequencer
+	writer *writer.Writer
+	kafka  kafka.Config
+
+	closeOnce sync.Once
+}
+
+// Start starts the broker and opens the store; Run runs the roles.
+func Start(cfg Config) (*Node, error) {
+	if cfg.DataDir == "" {
+		cfg.DataDir = "parley-data"
+	}
+	if cfg.BrokerListen == "" {
+		cfg.BrokerListen = "127.0.0.1:9092"
+	}
+	if cfg.Partitions == 0 {
+		cfg.Partitions = 8
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	b, err := embedded.Start(embedded.Config{
+		Listen: cfg.BrokerListen, DataDir: filepath.Join(cfg.DataDir, "broker"), Logger: cfg.Logger,
+	})
+	if err != nil {
+		return nil, err
+	}
+	st, err := pebblestore.Open(filepath.Join(cfg.DataDir, "store"), pebblestore.Options{})
+	if err != nil {
+		b.Close()
+		return nil, err
+	}
+	n := &Node{cfg: cfg, broker: b, store: st}
+	n.kafka = kafka.Config{
+		Brokers: []string{b.Addr()}, Partitions: cfg.Partitions, Logger: cfg.Logger, ClientID: "parley-dev",
+	}
+	n.seq, err = sequencer.New(sequencer.Config{Kafka: n.kafka, NodeID: "dev", Logger: cfg.Logger})
+	if err == nil {
+		n.writer, err = writer.New(writer.Config{Kafka: n.kafka, Logger: cfg.Logger}, st)
+	}
+	if err != nil {
+		n.close()
+		return nil, err
+	}
+	return n, nil
+}
+
+// BrokerAddr is the embedded broker's host:port.
+func (n *Node) BrokerAddr() string { return n.broker.Addr() }
+
+// Kafka is the Kafka configuration the roles use.
+func (n *Node) Kafka() kafka.Config { return n.kafka }
+
+// Store is the node's timeline store (valid until Run returns).
+func (n *Node) Store() *pebblestore.Store { return n.store }
+
+// Run runs every role until ctx ends, then stops them, closes the store and
+// stops the broker. If a role fails, the others are stopped too and its
+// error is returned.
+func (n *Node) Run(ctx context.Context) error {
+	defer n.close()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	roles := map[string]func(context.Context) error{
+		"sequencer": n.seq.Run,
+		"writer":    n.writer.Run,
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, len(roles))
+	for name, run := range roles {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := run(ctx); err != nil {
+				errs <- fmt.Errorf("%s: %w", name, err)
+				cancel()
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	var all []error
+	for err := range errs {
+		all = append(all, err)
+	}
+	return errors.Join(all...)
+}
+
+func (n *Node) close() {
+	n.closeOnce.Do(func() {
+		if err := n.store.Close(); err != nil {
+			n.cfg.Logger.Error("closing store", "err", err)
+		}
+		n.broker.Close()
+	})
+}

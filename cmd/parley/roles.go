@@ -1,0 +1,248 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	iofs "io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/parley-im/parley/allinone"
+	"github.com/parley-im/parley/auth"
+	"github.com/parley-im/parley/kafka"
+	"github.com/parley-im/parley/sequencer"
+	"github.com/parley-im/parley/store/pebblestore"
+	"github.com/parley-im/parley/tap"
+	"github.com/parley-im/parley/writer"
+)
+
+// kafkaFlags adds the flags that say how to reach the cluster.
+func kafkaFlags(fs *flag.FlagSet) func() (kafka.Config, error) {
+	brokers := fs.String("brokers", "127.0.0.1:9092", "comma-separated Kafka seed brokers")
+	prefix := fs.String("topic-prefix", "parley.", "prefix of every topic name")
+	partitions := fs.Int("partitions", 16, "partitions of topics this process creates (existing topics are kept as they are)")
+	return func() (kafka.Config, error) {
+		var bs []string
+		for _, b := range strings.Split(*brokers, ",") {
+			if b = strings.TrimSpace(b); b != "" {
+				bs = append(bs, b)
+			}
+		}
+		if *partitions < 1 || *partitions > 10000 {
+			return kafka.Config{}, fmt.Errorf("--partitions must be in 1..10000")
+		}
+		c := kafka.Config{Brokers: bs, TopicPrefix: *prefix, Partitions: int32(*partitions)}
+		return c, c.WithDefaults().Validate()
+	}
+}
+
+func runDev(ctx context.Context, args []string) error {
+	fs := newFlags("dev")
+	listen := fs.String("listen", "127.0.0.1:8080", "public listener (WebSocket, HTTP API, web client)")
+	brokerListen := fs.String("broker-listen", "127.0.0.1:9092", "embedded broker address")
+	dataDir := fs.String("data-dir", "parley-data", "data directory")
+	apiKey := fs.String("api-key", "", "API key for the HTTP API (default: a random key kept in the data dir)")
+	tokenSecret := fs.String("token-secret", "", "secret that signs client tokens (default: a random secret kept in the data dir)")
+	partitions := fs.Int("partitions", 8, "partitions per topic, for a new data dir")
+	logger := logFlags(fs)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	log, err := logger()
+	if err != nil {
+		return err
+	}
+	if *partitions < 1 || *partitions > 1000 {
+		return errors.New("--partitions must be in 1..1000")
+	}
+	if err := os.MkdirAll(*dataDir, 0o700); err != nil {
+		return err
+	}
+	if *apiKey == "" {
+		if *apiKey, err = auth.LoadOrCreateSecret(*dataDir, "api-key"); err != nil {
+			return err
+		}
+	}
+	if *tokenSecret == "" {
+		if *tokenSecret, err = auth.LoadOrCreateSecret(*dataDir, "token-secret"); err != nil {
+			return err
+		}
+	}
+	token, err := auth.Sign([]byte(*tokenSecret), "dev", 24*time.Hour, time.Now())
+	if err != nil {
+		return err
+	}
+	node, err := allinone.Start(allinone.Config{
+		DataDir: *dataDir, BrokerListen: *brokerListen, Partitions: int32(*partitions), Logger: log,
+	})
+	if err != nil {
+		return err
+	}
+	abs, _ := filepath.Abs(*dataDir)
+	fmt.Printf(`Parley is running (all in one process).
+  broker     %s
+  data dir   %s
+  public     %s: not served yet (the connector role is not part of this build)
+  API key    %s
+  dev token  %s  (user "dev", 24 h; more with: parley token --data-dir %s --user NAME)
+Stop with Ctrl-C.
+`, node.BrokerAddr(), abs, *listen, *apiKey, token, *dataDir)
+	err = node.Run(ctx)
+	log.Info("stopped")
+	return err
+}
+
+func runSequencer(ctx context.Context, args []string) error {
+	fs := newFlags("sequencer")
+	kc := kafkaFlags(fs)
+	nodeID := fs.String("node-id", "", "stable unique id of this instance (default: hostname-pid)")
+	group := fs.String("group", "parley-sequencer", "consumer group")
+	logger := logFlags(fs)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	log, err := logger()
+	if err != nil {
+		return err
+	}
+	k, err := kc()
+	if err != nil {
+		return err
+	}
+	k.Logger = log
+	s, err := sequencer.New(sequencer.Config{Kafka: k, NodeID: *nodeID, Group: *group, Logger: log})
+	if err != nil {
+		return err
+	}
+	return s.Run(ctx)
+}
+
+func runWriter(ctx context.Context, args []string) error {
+	fs := newFlags("writer")
+	kc := kafkaFlags(fs)
+	group := fs.String("group", "parley-writer", "consumer group")
+	storeDir := fs.String("store-dir", "parley-data/store", "directory of the embedded (Pebble) store")
+	logger := logFlags(fs)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	log, err := logger()
+	if err != nil {
+		return err
+	}
+	k, err := kc()
+	if err != nil {
+		return err
+	}
+	k.Logger = log
+	st, err := pebblestore.Open(*storeDir, pebblestore.Options{})
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	w, err := writer.New(writer.Config{Kafka: k, Group: *group, Logger: log}, st)
+	if err != nil {
+		return err
+	}
+	return w.Run(ctx)
+}
+
+func runTap(ctx context.Context, args []string) error {
+	fs := newFlags("tap")
+	kc := kafkaFlags(fs)
+	follow := fs.Bool("follow", true, "keep printing new events; false stops at the end")
+	logger := logFlags(fs)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	log, err := logger()
+	if err != nil {
+		return err
+	}
+	k, err := kc()
+	if err != nil {
+		return err
+	}
+	k.Logger = log
+	return tap.Run(ctx, tap.Config{Kafka: k, Follow: *follow, Logger: log}, os.Stdout)
+}
+
+func runRebuild(ctx context.Context, args []string) error {
+	fs := newFlags("rebuild")
+	kc := kafkaFlags(fs)
+	storeDir := fs.String("store-dir", "", "directory of the new embedded store; must not exist or be empty")
+	logger := logFlags(fs)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	log, err := logger()
+	if err != nil {
+		return err
+	}
+	k, err := kc()
+	if err != nil {
+		return err
+	}
+	k.Logger = log
+	if *storeDir == "" {
+		return errors.New("--store-dir is required")
+	}
+	if entries, err := os.ReadDir(*storeDir); err == nil && len(entries) > 0 {
+		return fmt.Errorf("--store-dir %s is not empty: rebuild fills an empty store", *storeDir)
+	} else if err != nil && !errors.Is(err, iofs.ErrNotExist) {
+		return err
+	}
+	st, err := pebblestore.Open(*storeDir, pebblestore.Options{NoSync: true})
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	stats, err := writer.Rebuild(ctx, k, st, 10000, log)
+	if err == nil {
+		err = st.Flush()
+	}
+	if cerr := st.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	took := time.Since(start)
+	fmt.Printf("rebuilt %d events into %s in %v (%.0f events/s); %d undecodable records skipped\n",
+		stats.Events, *storeDir, took.Round(time.Millisecond), float64(stats.Events)/took.Seconds(), stats.Undecodable)
+	return nil
+}
+
+func runToken(args []string) error {
+	fs := newFlags("token")
+	user := fs.String("user", "", "user id the token is for")
+	ttl := fs.Duration("ttl", 24*time.Hour, "lifetime")
+	dataDir := fs.String("data-dir", "parley-data", "data dir whose token secret signs the token")
+	secret := fs.String("token-secret", "", "signing secret (default: the one kept in --data-dir)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *user == "" {
+		return errors.New("--user is required")
+	}
+	if *secret == "" {
+		b, err := os.ReadFile(filepath.Join(*dataDir, "token-secret"))
+		if errors.Is(err, iofs.ErrNotExist) {
+			return fmt.Errorf("%s has no token secret: start parley dev with it once, or pass --token-secret", *dataDir)
+		}
+		if err != nil {
+			return err
+		}
+		*secret = strings.TrimSpace(string(b))
+	}
+	tok, err := auth.Sign([]byte(*secret), *user, *ttl, time.Now())
+	if err != nil {
+		return err
+	}
+	fmt.Println(tok)
+	return nil
+}

@@ -1,0 +1,169 @@
+package e2e
+
+import (
+	"context"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/parley-im/parley/sequencer"
+	"github.com/parley-im/parley/store/pebblestore"
+	"github.com/parley-im/parley/writer"
+)
+
+// The sizes of issue 2's runs: 100,000 sends across 1,000 conversations
+// and 200 senders, 5% retried.
+const (
+	nConvs    = 1000
+	nSenders  = 200
+	nSends    = 100_000
+	retryFrac = 0.05
+)
+
+// runInProcess runs fn as a role until the returned stop is called.
+func runInProcess(t *testing.T, name string, run func(context.Context) error) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := run(ctx); err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
+	}()
+	var once sync.Once
+	stop = func() { once.Do(func() { cancel(); wg.Wait() }) }
+	t.Cleanup(stop)
+	return stop
+}
+
+func newSequencer(t *testing.T, c *cluster, node string) *sequencer.Sequencer {
+	s, err := sequencer.New(sequencer.Config{Kafka: c.kc, NodeID: node, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func openStore(t *testing.T, dir string) *pebblestore.Store {
+	st, err := pebblestore.Open(dir, pebblestore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+// TestPipeline is run 1: sequencer and writer in-process; every invariant
+// over the log, the outcomes and the store.
+func TestPipeline(t *testing.T) {
+	c := newCluster(t)
+	w := newWorkload(nConvs, nSenders, nSends, retryFrac, 1)
+	outs := c.collectOutcomes(context.Background())
+	st := openStore(t, t.TempDir())
+	defer st.Close()
+	runInProcess(t, "sequencer", newSequencer(t, c, "seq-1").Run)
+	wr, err := writer.New(writer.Config{Kafka: c.kc, Logger: testLogger(t)}, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopWriter := runInProcess(t, "writer", wr.Run)
+
+	start := time.Now()
+	c.produce(w.creates...)
+	c.produce(w.sends...)
+	waitFor(t, 3*time.Minute, "every outcome", func() bool { return outs.answered() >= w.commands() })
+	t.Logf("%d commands sequenced in %v", w.commands(), time.Since(start))
+	waitFor(t, time.Minute, "the writer to catch up", func() bool { return c.groupCaughtUp("parley-writer", c.kc.Topics().Events) })
+	stopWriter()
+	w.check(t, c.events(), outs, st)
+}
+
+// TestSequencerKilled is run 2: the sequencer is a child process, killed
+// with SIGKILL mid-stream and restarted.
+func TestSequencerKilled(t *testing.T) {
+	c := newCluster(t)
+	w := newWorkload(nConvs, nSenders, nSends, retryFrac, 2)
+	outs := c.collectOutcomes(context.Background())
+	args := []string{"sequencer", "--brokers", c.broker.Addr(), "--node-id", "seq-k", "--log-level", "warn"}
+	seq := startChild(t, "sequencer-1", args...)
+	c.produce(w.creates...)
+	c.produce(w.sends...)
+	waitFor(t, 2*time.Minute, "a third of the outcomes", func() bool { return outs.count() >= w.commands()/3 })
+	seq.kill()
+	t.Logf("sequencer killed after %d outcomes", outs.count())
+	startChild(t, "sequencer-2", args...)
+	waitFor(t, 3*time.Minute, "every outcome", func() bool { return outs.answered() >= w.commands() })
+
+	// The writer runs after, from the log: the store must equal it.
+	st := openStore(t, t.TempDir())
+	defer st.Close()
+	wr, err := writer.New(writer.Config{Kafka: c.kc, Logger: testLogger(t)}, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := runInProcess(t, "writer", wr.Run)
+	waitFor(t, time.Minute, "the writer to catch up", func() bool { return c.groupCaughtUp("parley-writer", c.kc.Topics().Events) })
+	stop()
+	w.check(t, c.events(), outs, st)
+}
+
+// TestSequencerLeaves is run 3: two sequencers in one group, one leaving
+// mid-stream.
+func TestSequencerLeaves(t *testing.T) {
+	c := newCluster(t)
+	w := newWorkload(nConvs, nSenders, nSends, retryFrac, 3)
+	outs := c.collectOutcomes(context.Background())
+	runInProcess(t, "sequencer a", newSequencer(t, c, "seq-a").Run)
+	stopB := runInProcess(t, "sequencer b", newSequencer(t, c, "seq-b").Run)
+	c.produce(w.creates...)
+	c.produce(w.sends...)
+	waitFor(t, 2*time.Minute, "a third of the outcomes", func() bool { return outs.count() >= w.commands()/3 })
+	stopB()
+	t.Logf("sequencer b left after %d outcomes", outs.count())
+	defer func() {
+		if t.Failed() {
+			t.Log(c.dumpOffsets())
+			t.Log(c.rereadOutcomes(outs), " want ", w.commands())
+			t.Log(c.missingByPartition(w, outs))
+		}
+	}()
+	waitFor(t, 1*time.Minute, "every outcome", func() bool { return outs.answered() >= w.commands() })
+	w.check(t, c.events(), outs, nil)
+}
+
+// TestWriterKilledAndRebuild is runs 4 and 5: the writer is a child
+// process killed with SIGKILL mid-stream and restarted, and the store ends
+// equal to the log; then parley rebuild into an empty store gives the same
+// timelines.
+func TestWriterKilledAndRebuild(t *testing.T) {
+	c := newCluster(t)
+	w := newWorkload(nConvs, nSenders, nSends, retryFrac, 4)
+	outs := c.collectOutcomes(context.Background())
+	runInProcess(t, "sequencer", newSequencer(t, c, "seq-w").Run)
+	storeDir := filepath.Join(t.TempDir(), "store")
+	args := []string{"writer", "--brokers", c.broker.Addr(), "--store-dir", storeDir, "--log-level", "warn"}
+	wr := startChild(t, "writer-1", args...)
+	c.produce(w.creates...)
+	c.produce(w.sends...)
+	waitFor(t, 2*time.Minute, "a third of the outcomes", func() bool { return outs.count() >= w.commands()/3 })
+	wr.kill()
+	t.Logf("writer killed after %d outcomes", outs.count())
+	wr = startChild(t, "writer-2", args...)
+	waitFor(t, 3*time.Minute, "every outcome", func() bool { return outs.answered() >= w.commands() })
+	waitFor(t, time.Minute, "the writer to catch up", func() bool { return c.groupCaughtUp("parley-writer", c.kc.Topics().Events) })
+	wr.stop()
+	events := c.events()
+	st := openStore(t, storeDir)
+	w.check(t, events, outs, st)
+	st.Close()
+
+	rebuilt := filepath.Join(t.TempDir(), "rebuilt")
+	rb := startChild(t, "rebuild", "rebuild", "--brokers", c.broker.Addr(), "--store-dir", rebuilt, "--log-level", "warn")
+	if err := rb.cmd.Wait(); err != nil {
+		t.Fatalf("parley rebuild: %v", err)
+	}
+	st = openStore(t, rebuilt)
+	defer st.Close()
+	w.check(t, events, nil, st)
+}

@@ -1,0 +1,169 @@
+package sequencer
+
+import (
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+
+	"google.golang.org/protobuf/proto"
+
+	parleyv1 "github.com/parley-im/parley/schema/parley/v1"
+)
+
+// Changelog keys (see schema/parley/v1/state.proto):
+//
+//	<conv>/h          ConvState
+//	<conv>/m/<user>   MemberState, or a tombstone once removed
+//	<conv>/k/<chunk>  MessageChunk, or a tombstone once out of the window
+
+func headKey(conv string) string         { return conv + "/h" }
+func memberKey(conv, user string) string { return conv + "/m/" + user }
+func chunkKey(conv string, n int64) string {
+	return conv + "/k/" + strconv.FormatInt(n, 10)
+}
+
+// flush hands every state change since the last flush to emit as changelog
+// records (a nil value is a tombstone) and clears the change marks.
+func (p *partition) flush(emit func(key string, value []byte)) error {
+	for _, c := range p.dirty {
+		conv := c.head.Conv
+		v, err := proto.Marshal(c.head)
+		if err != nil {
+			return err
+		}
+		emit(headKey(conv), v)
+		users := make([]string, 0, len(c.dirtyMembers))
+		for u := range c.dirtyMembers {
+			users = append(users, u)
+		}
+		sort.Strings(users)
+		for _, u := range users {
+			var v []byte
+			if m := c.members[u]; m != nil {
+				if v, err = proto.Marshal(m); err != nil {
+					return err
+				}
+			}
+			emit(memberKey(conv, u), v)
+		}
+		for _, ch := range c.newChunks {
+			v, err := proto.Marshal(ch)
+			if err != nil {
+				return err
+			}
+			emit(chunkKey(conv, ch.Chunk), v)
+		}
+		for _, n := range c.droppedChunks {
+			emit(chunkKey(conv, n), nil)
+		}
+		c.dirty, c.dirtyMembers, c.newChunks, c.droppedChunks = false, nil, nil, nil
+	}
+	p.dirty = p.dirty[:0]
+	return nil
+}
+
+// restorer rebuilds a partition's state from its changelog records, read
+// in log order (later records replace earlier ones with the same key).
+type restorer struct {
+	heads   map[string]*parleyv1.ConvState
+	members map[string]map[string]*parleyv1.MemberState
+	chunks  map[string]map[int64]*parleyv1.MessageChunk
+}
+
+func newRestorer() *restorer {
+	return &restorer{
+		heads:   make(map[string]*parleyv1.ConvState),
+		members: make(map[string]map[string]*parleyv1.MemberState),
+		chunks:  make(map[string]map[int64]*parleyv1.MessageChunk),
+	}
+}
+
+// add folds one changelog record in.
+func (r *restorer) add(key string, value []byte) error {
+	conv, rest, ok := strings.Cut(key, "/")
+	if !ok {
+		return fmt.Errorf("changelog key %q has no kind", key)
+	}
+	switch {
+	case rest == "h":
+		if value == nil {
+			delete(r.heads, conv)
+			return nil
+		}
+		h := new(parleyv1.ConvState)
+		if err := proto.Unmarshal(value, h); err != nil {
+			return fmt.Errorf("changelog %q: %w", key, err)
+		}
+		r.heads[conv] = h
+	case strings.HasPrefix(rest, "m/"):
+		user := rest[2:]
+		ms := r.members[conv]
+		if ms == nil {
+			ms = make(map[string]*parleyv1.MemberState)
+			r.members[conv] = ms
+		}
+		if value == nil {
+			delete(ms, user)
+			return nil
+		}
+		m := new(parleyv1.MemberState)
+		if err := proto.Unmarshal(value, m); err != nil {
+			return fmt.Errorf("changelog %q: %w", key, err)
+		}
+		ms[user] = m
+	case strings.HasPrefix(rest, "k/"):
+		n, err := strconv.ParseInt(rest[2:], 10, 64)
+		if err != nil {
+			return fmt.Errorf("changelog key %q: bad chunk number", key)
+		}
+		cs := r.chunks[conv]
+		if cs == nil {
+			cs = make(map[int64]*parleyv1.MessageChunk)
+			r.chunks[conv] = cs
+		}
+		if value == nil {
+			delete(cs, n)
+			return nil
+		}
+		ch := new(parleyv1.MessageChunk)
+		if err := proto.Unmarshal(value, ch); err != nil {
+			return fmt.Errorf("changelog %q: %w", key, err)
+		}
+		if len(ch.Entries) == 0 {
+			return fmt.Errorf("changelog %q: empty chunk", key)
+		}
+		cs[n] = ch
+	default:
+		return fmt.Errorf("changelog key %q has an unknown kind", key)
+	}
+	return nil
+}
+
+// partition assembles the restored state. Every chunk the head says is in
+// the window must be present: a missing one means the changelog is not the
+// one this sequencer wrote, and is an error.
+func (r *restorer) partition(rl rules) (*partition, error) {
+	p := newPartition(rl)
+	for conv, h := range r.heads {
+		c := newConvState(h)
+		for u, m := range r.members[conv] {
+			c.members[u] = m
+		}
+		for n := h.FirstChunk; n < h.NextChunk; n++ {
+			ch := r.chunks[conv][n]
+			if ch == nil {
+				return nil, fmt.Errorf("changelog of %s lacks chunk %d (window %d..%d)", conv, n, h.FirstChunk, h.NextChunk-1)
+			}
+			c.chunks = append(c.chunks, ch)
+			for _, e := range ch.Entries {
+				c.index(e)
+			}
+		}
+		for _, e := range h.Pending {
+			c.index(e)
+		}
+		p.convs[conv] = c
+	}
+	return p, nil
+}

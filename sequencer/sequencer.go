@@ -1,0 +1,477 @@
+package sequencer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/parley-im/parley/kafka"
+	parleyv1 "github.com/parley-im/parley/schema/parley/v1"
+)
+
+// Config configures a Sequencer. Zero fields take the documented defaults.
+type Config struct {
+	Kafka kafka.Config
+	// Group is the consumer group; default "parley-sequencer".
+	Group string
+	// NodeID names this sequencer instance; its transactional id is derived
+	// from it. Give each instance a stable, unique id (a restarted instance
+	// with the same id fences its predecessor's open transaction at once).
+	// Default: hostname-pid.
+	NodeID string
+	// WindowMinAge and WindowMinEntries size the dedup/edit window;
+	// defaults 24h and 10,000.
+	WindowMinAge     time.Duration
+	WindowMinEntries int
+	// MaxMembers caps a group's size; default 10,000.
+	MaxMembers int
+	// MaxBatch caps the commands per transaction; default 10,000.
+	MaxBatch int
+	// SessionTimeout of the group member; default 10s. A member that dies
+	// without leaving holds its partitions this long.
+	SessionTimeout time.Duration
+	// TransactionTimeout; default 15s. A transaction left open by a killed
+	// process with another NodeID blocks read_committed readers this long.
+	TransactionTimeout time.Duration
+	// Logger; default slog.Default().
+	Logger *slog.Logger
+	// Now returns the time; default time.Now. For tests.
+	Now func() time.Time
+}
+
+func (c Config) withDefaults() Config {
+	c.Kafka = c.Kafka.WithDefaults()
+	if c.Group == "" {
+		c.Group = "parley-sequencer"
+	}
+	if c.NodeID == "" {
+		host, _ := os.Hostname()
+		c.NodeID = host + "-" + strconv.Itoa(os.Getpid())
+	}
+	if c.WindowMinAge == 0 {
+		c.WindowMinAge = 24 * time.Hour
+	}
+	if c.WindowMinEntries == 0 {
+		c.WindowMinEntries = 10000
+	}
+	if c.MaxMembers == 0 {
+		c.MaxMembers = 10000
+	}
+	if c.MaxBatch == 0 {
+		c.MaxBatch = 10000
+	}
+	if c.SessionTimeout == 0 {
+		c.SessionTimeout = 10 * time.Second
+	}
+	if c.TransactionTimeout == 0 {
+		c.TransactionTimeout = 15 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	return c
+}
+
+func (c Config) validate() error {
+	if err := c.Kafka.Validate(); err != nil {
+		return err
+	}
+	switch {
+	case c.WindowMinAge < 0 || c.WindowMinEntries < 0:
+		return errors.New("sequencer: the window must not be negative")
+	case c.MaxMembers < 2:
+		return errors.New("sequencer: MaxMembers must be at least 2")
+	case c.MaxBatch < 1:
+		return errors.New("sequencer: MaxBatch must be positive")
+	}
+	return nil
+}
+
+// Stats counts what a Sequencer has done since it started. Counts cover
+// committed and aborted transactions alike.
+type Stats struct {
+	Commands, Events, Duplicates, Unchanged, Rejected, Undecodable int64
+	Committed, Aborted                                             int64
+}
+
+// Sequencer is the sequencer role.
+type Sequencer struct {
+	cfg   Config
+	rules rules
+	log   *slog.Logger
+
+	// parts is owned by Run's goroutine.
+	parts map[int32]*partition
+	// Partition counts of the commands and outcomes topics.
+	nparts, nout int32
+
+	revokedMu sync.Mutex
+	revoked   []int32 // partitions revoked since Run last looked
+	dropAll   bool
+
+	stats struct {
+		commands, events, duplicates, unchanged, rejected, undecodable atomic.Int64
+		committed, aborted                                             atomic.Int64
+	}
+}
+
+// New returns a Sequencer; Run starts it.
+func New(cfg Config) (*Sequencer, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	return &Sequencer{
+		cfg: cfg,
+		rules: rules{
+			windowMinAgeMs:   cfg.WindowMinAge.Milliseconds(),
+			windowMinEntries: cfg.WindowMinEntries,
+			maxMembers:       cfg.MaxMembers,
+		},
+		log:   cfg.Logger.With("role", "sequencer", "node", cfg.NodeID),
+		parts: make(map[int32]*partition),
+	}, nil
+}
+
+// Stats returns the counters so far.
+func (s *Sequencer) Stats() Stats {
+	return Stats{
+		Commands: s.stats.commands.Load(), Events: s.stats.events.Load(),
+		Duplicates: s.stats.duplicates.Load(), Unchanged: s.stats.unchanged.Load(),
+		Rejected: s.stats.rejected.Load(), Undecodable: s.stats.undecodable.Load(),
+		Committed: s.stats.committed.Load(), Aborted: s.stats.aborted.Load(),
+	}
+}
+
+// Run sequences until ctx ends. A transaction session that fails is
+// replaced after a pause; Run returns only when ctx ends (nil) or the
+// topics cannot be set up.
+func (s *Sequencer) Run(ctx context.Context) error {
+	t := s.cfg.Kafka.Topics()
+	admin, err := kgo.NewClient(s.cfg.Kafka.ClientOpts()...)
+	if err != nil {
+		return err
+	}
+	err = kafka.EnsureTopics(ctx, admin, s.cfg.Kafka)
+	var nparts, nout int32
+	if err == nil {
+		nparts, err = kafka.PartitionCount(ctx, admin, t.Commands)
+	}
+	if err == nil {
+		nout, err = kafka.PartitionCount(ctx, admin, t.Outcomes)
+	}
+	admin.Close()
+	if err != nil {
+		return fmt.Errorf("sequencer: %w", err)
+	}
+	s.nparts, s.nout = nparts, nout
+	for ctx.Err() == nil {
+		err := s.session(ctx)
+		if ctx.Err() != nil {
+			break
+		}
+		s.log.Error("transaction session failed; starting a new one", "err", err)
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
+	return nil
+}
+
+func (s *Sequencer) onRevoked(_ context.Context, _ *kgo.Client, lost map[string][]int32) {
+	s.revokedMu.Lock()
+	defer s.revokedMu.Unlock()
+	for _, ps := range lost {
+		s.revoked = append(s.revoked, ps...)
+	}
+}
+
+// forgetRevoked drops the state of partitions this member no longer owns
+// (or all state after an abort): a partition's state is valid only while
+// owned continuously since its restore.
+func (s *Sequencer) forgetRevoked() {
+	s.revokedMu.Lock()
+	defer s.revokedMu.Unlock()
+	if s.dropAll {
+		clear(s.parts)
+	}
+	for _, p := range s.revoked {
+		delete(s.parts, p)
+	}
+	s.revoked, s.dropAll = nil, false
+}
+
+func (s *Sequencer) session(ctx context.Context) error {
+	t := s.cfg.Kafka.Topics()
+	sess, err := kgo.NewGroupTransactSession(s.cfg.Kafka.ClientOpts(
+		kgo.TransactionalID("parley-sequencer-"+s.cfg.NodeID),
+		kgo.TransactionTimeout(s.cfg.TransactionTimeout),
+		kgo.ConsumerGroup(s.cfg.Group),
+		kgo.ConsumeTopics(t.Commands),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.SessionTimeout(s.cfg.SessionTimeout),
+		kgo.OnPartitionsRevoked(s.onRevoked),
+		kgo.OnPartitionsLost(s.onRevoked),
+		kgo.ProducerLinger(0),
+		kgo.RecordRetries(10),
+	)...)
+	if err != nil {
+		return err
+	}
+	defer sess.Close()
+	// A new session starts from the committed offsets: no state carries over.
+	clear(s.parts)
+
+	for {
+		fetches := sess.PollRecords(ctx, s.cfg.MaxBatch)
+		if ctx.Err() != nil {
+			return nil
+		}
+		fetches.EachError(func(topic string, p int32, err error) {
+			s.log.Warn("fetch error", "topic", topic, "partition", p, "err", err)
+		})
+		s.forgetRevoked()
+		if fetches.NumRecords() == 0 {
+			continue
+		}
+		if err := s.restore(ctx, fetches); err != nil {
+			// Nothing was produced yet: end the (empty) transaction as an
+			// abort so the records are polled again.
+			s.log.Error("restoring state failed", "err", err)
+			endCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.TransactionTimeout)
+			_, endErr := sess.End(endCtx, kgo.TryAbort)
+			cancel()
+			if endErr != nil {
+				return endErr
+			}
+			s.dropAllState()
+			continue
+		}
+		if err := sess.Begin(); err != nil {
+			return fmt.Errorf("begin transaction: %w", err)
+		}
+		// The transaction is finished even when ctx ends meanwhile: records
+		// are produced and the transaction ended under endCtx. A record
+		// failed by a cancelled context could otherwise be missing from a
+		// transaction that commits the offsets of its command, and an
+		// abandoned transaction would hold back every read_committed
+		// reader of the partitions it touched until it timed out.
+		endCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.TransactionTimeout)
+		var produceErr atomic.Pointer[error]
+		produce := func(r *kgo.Record) {
+			sess.Produce(endCtx, r, func(_ *kgo.Record, err error) {
+				if err != nil {
+					produceErr.CompareAndSwap(nil, &err)
+				}
+			})
+		}
+		if err := s.process(fetches, produce); err != nil {
+			produceErr.CompareAndSwap(nil, &err)
+		}
+		// Every record's fate is known before deciding: commit only if all
+		// of them reached the broker.
+		if err := sess.Client().Flush(endCtx); err != nil {
+			produceErr.CompareAndSwap(nil, &err)
+		}
+		end := kgo.TryCommit
+		if produceErr.Load() != nil {
+			end = kgo.TryAbort
+		}
+		committed, err := sess.End(endCtx, end)
+		cancel()
+		if s.log.Enabled(ctx, slog.LevelDebug) {
+			s.log.Debug("transaction ended", "committed", committed, "err", err, "records", describe(fetches))
+		}
+		if !committed {
+			s.stats.aborted.Add(1)
+			s.dropAllState()
+			if e := produceErr.Load(); e != nil {
+				s.log.Warn("transaction aborted", "err", *e)
+			}
+		} else {
+			s.stats.committed.Add(1)
+		}
+		if err != nil {
+			return fmt.Errorf("end transaction: %w", err)
+		}
+	}
+}
+
+func (s *Sequencer) dropAllState() {
+	s.revokedMu.Lock()
+	s.dropAll = true
+	s.revokedMu.Unlock()
+	s.forgetRevoked()
+}
+
+// restore loads the state of every partition in fetches that has none.
+func (s *Sequencer) restore(ctx context.Context, fetches kgo.Fetches) error {
+	var missing []int32
+	fetches.EachPartition(func(p kgo.FetchTopicPartition) {
+		if len(p.Records) > 0 && s.parts[p.Partition] == nil {
+			missing = append(missing, p.Partition)
+		}
+	})
+	if len(missing) == 0 {
+		return nil
+	}
+	start := time.Now()
+	restorers := make(map[int32]*restorer, len(missing))
+	for _, p := range missing {
+		restorers[p] = newRestorer()
+	}
+	var n int
+	err := kafka.ReadToEnd(ctx, s.cfg.Kafka.ClientOpts(), s.cfg.Kafka.Topics().SequencerState, missing, func(r *kgo.Record) error {
+		n++
+		return restorers[r.Partition].add(string(r.Key), r.Value)
+	})
+	if err != nil {
+		return err
+	}
+	for p, r := range restorers {
+		part, err := r.partition(s.rules)
+		if err != nil {
+			return fmt.Errorf("partition %d: %w", p, err)
+		}
+		s.parts[p] = part
+	}
+	s.log.Info("restored state", "partitions", missing, "records", n, "took", time.Since(start))
+	return nil
+}
+
+// outcomeKey identifies one connector's reply partition.
+type outcomeKey struct {
+	node      string
+	partition int32
+}
+
+// process decides every command in fetches and produces the events,
+// changelog records and outcome batches of the transaction.
+func (s *Sequencer) process(fetches kgo.Fetches, produce func(*kgo.Record)) error {
+	t := s.cfg.Kafka.Topics()
+	now := s.cfg.Now().UnixMilli()
+	nparts := s.nparts
+	outcomes := make(map[outcomeKey][]*parleyv1.Outcome)
+	var err error
+	fetches.EachPartition(func(fp kgo.FetchTopicPartition) {
+		if err != nil || len(fp.Records) == 0 {
+			return
+		}
+		part := s.parts[fp.Partition]
+		for _, r := range fp.Records {
+			s.stats.commands.Add(1)
+			cmd := new(parleyv1.Command)
+			if uerr := proto.Unmarshal(r.Value, cmd); uerr != nil {
+				s.stats.undecodable.Add(1)
+				s.log.Warn("skipping undecodable command", "partition", r.Partition, "offset", r.Offset, "err", uerr)
+				continue
+			}
+			var ev *parleyv1.Event
+			var out *parleyv1.Outcome
+			switch {
+			case string(r.Key) != cmd.Conv:
+				out = reject(cmd, parleyv1.Reason_REASON_MALFORMED, "record key %q is not the conversation %q", r.Key, cmd.Conv)
+			case kafka.KeyPartition(r.Key, nparts) != r.Partition:
+				out = reject(cmd, parleyv1.Reason_REASON_MALFORMED, "conversation %s belongs on partition %d, not %d (use the murmur2 partitioner)",
+					cmd.Conv, kafka.KeyPartition(r.Key, nparts), r.Partition)
+			default:
+				ev, out = part.apply(cmd, now)
+			}
+			s.count(out)
+			if ev != nil {
+				v, merr := proto.Marshal(ev)
+				if merr != nil {
+					err = merr
+					return
+				}
+				produce(&kgo.Record{Topic: t.Events, Key: r.Key, Value: v})
+			}
+			if rt := cmd.ReplyTo; rt != nil && rt.Node != "" {
+				if rt.Partition < 0 || rt.Partition >= s.nout || len(rt.Node) > 256 {
+					s.log.Warn("command names an invalid reply partition; no outcome sent",
+						"partition", r.Partition, "offset", r.Offset, "reply_partition", rt.Partition)
+				} else {
+					k := outcomeKey{rt.Node, rt.Partition}
+					outcomes[k] = append(outcomes[k], slim(out))
+				}
+			}
+		}
+		err = part.flush(func(key string, value []byte) {
+			produce(&kgo.Record{Topic: t.SequencerState, Partition: fp.Partition, Key: []byte(key), Value: value})
+		})
+	})
+	if err != nil {
+		return err
+	}
+	for k, outs := range outcomes {
+		for len(outs) > 0 {
+			n := min(len(outs), maxOutcomesPerRecord)
+			v, err := proto.Marshal(&parleyv1.OutcomeBatch{Node: k.node, Outcomes: outs[:n]})
+			if err != nil {
+				return err
+			}
+			produce(&kgo.Record{Topic: t.Outcomes, Partition: k.partition, Key: []byte(k.node), Value: v})
+			outs = outs[n:]
+		}
+	}
+	return nil
+}
+
+// maxOutcomesPerRecord keeps an OutcomeBatch far below the broker's record
+// size limit: an outcome without body or member list is under 400 bytes.
+const maxOutcomesPerRecord = 500
+
+// slim returns o with its event reduced to identifiers: a connector needs
+// them to answer the client, and the body and member list could make a
+// batch of outcomes too large for one record.
+func slim(o *parleyv1.Outcome) *parleyv1.Outcome {
+	ev := o.Event
+	if ev == nil || (len(ev.Body) == 0 && len(ev.Members) == 0) {
+		return o
+	}
+	return &parleyv1.Outcome{
+		MsgId: o.MsgId, Conv: o.Conv, Status: o.Status, Reason: o.Reason, Message: o.Message,
+		Event: &parleyv1.Event{
+			Conv: ev.Conv, Seq: ev.Seq, Type: ev.Type, MsgId: ev.MsgId, Cmid: ev.Cmid, From: ev.From,
+			Ts: ev.Ts, Kind: ev.Kind, Target: ev.Target, ConvKind: ev.ConvKind, Title: ev.Title,
+		},
+	}
+}
+
+func (s *Sequencer) count(o *parleyv1.Outcome) {
+	switch o.Status {
+	case parleyv1.OutcomeStatus_OUTCOME_STATUS_SEQUENCED:
+		s.stats.events.Add(1)
+	case parleyv1.OutcomeStatus_OUTCOME_STATUS_DUPLICATE:
+		s.stats.duplicates.Add(1)
+	case parleyv1.OutcomeStatus_OUTCOME_STATUS_UNCHANGED:
+		s.stats.unchanged.Add(1)
+	case parleyv1.OutcomeStatus_OUTCOME_STATUS_REJECTED:
+		s.stats.rejected.Add(1)
+	}
+}
+
+// describe summarises fetches as partition:first-last offsets.
+func describe(fetches kgo.Fetches) string {
+	var b strings.Builder
+	fetches.EachPartition(func(p kgo.FetchTopicPartition) {
+		if n := len(p.Records); n > 0 {
+			fmt.Fprintf(&b, "%d:%d-%d ", p.Partition, p.Records[0].Offset, p.Records[n-1].Offset)
+		}
+	})
+	return b.String()
+}

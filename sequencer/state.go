@@ -1,0 +1,529 @@
+package sequencer
+
+import (
+	"encoding/json"
+	"fmt"
+	"slices"
+	"sort"
+
+	"github.com/parley-im/parley/schema"
+	parleyv1 "github.com/parley-im/parley/schema/parley/v1"
+)
+
+// chunkSize is the number of window entries per changelog chunk record.
+const chunkSize = 32
+
+// rules are the limits the sequencer enforces; see Config.
+type rules struct {
+	windowMinAgeMs   int64
+	windowMinEntries int
+	maxMembers       int
+}
+
+// convState is everything the sequencer knows about one conversation. The
+// dedup/edit window is a run of entries, oldest first: the full chunks, then
+// head.Pending.
+type convState struct {
+	head    *parleyv1.ConvState
+	members map[string]*parleyv1.MemberState
+	chunks  []*parleyv1.MessageChunk
+	byCmid  map[cmidKey]*parleyv1.MessageEntry
+	revoked map[int64]bool
+	entries int // total entries in the window
+
+	// Changes not yet written to the changelog.
+	dirty         bool
+	dirtyMembers  map[string]bool // user -> still a member (false: tombstone)
+	newChunks     []*parleyv1.MessageChunk
+	droppedChunks []int64
+}
+
+type cmidKey struct{ from, cmid string }
+
+func newConvState(head *parleyv1.ConvState) *convState {
+	return &convState{
+		head:    head,
+		members: make(map[string]*parleyv1.MemberState),
+		byCmid:  make(map[cmidKey]*parleyv1.MessageEntry),
+		revoked: make(map[int64]bool),
+	}
+}
+
+// index adds e to the lookup maps.
+func (c *convState) index(e *parleyv1.MessageEntry) {
+	c.entries++
+	if e.Cmid != "" {
+		c.byCmid[cmidKey{e.From, e.Cmid}] = e
+	}
+	if e.Type == parleyv1.EventType_EVENT_TYPE_REVOKE {
+		c.revoked[e.Target] = true
+	}
+}
+
+func (c *convState) unindex(e *parleyv1.MessageEntry) {
+	c.entries--
+	if cur := c.byCmid[cmidKey{e.From, e.Cmid}]; cur == e {
+		delete(c.byCmid, cmidKey{e.From, e.Cmid})
+	}
+	if e.Type == parleyv1.EventType_EVENT_TYPE_REVOKE {
+		delete(c.revoked, e.Target)
+	}
+}
+
+// windowStart is the lowest seq the window still covers: targets below it
+// are too old to edit or revoke.
+func (c *convState) windowStart() int64 {
+	if c.head.FirstChunk == 0 {
+		return 1 // nothing ever left the window
+	}
+	if len(c.chunks) > 0 {
+		return c.chunks[0].Entries[0].Seq
+	}
+	if len(c.head.Pending) > 0 {
+		return c.head.Pending[0].Seq
+	}
+	return c.head.LastSeq + 1
+}
+
+// entry returns the window entry with the given seq, or nil.
+func (c *convState) entry(seq int64) *parleyv1.MessageEntry {
+	find := func(es []*parleyv1.MessageEntry) *parleyv1.MessageEntry {
+		i := sort.Search(len(es), func(i int) bool { return es[i].Seq >= seq })
+		if i < len(es) && es[i].Seq == seq {
+			return es[i]
+		}
+		return nil
+	}
+	if p := c.head.Pending; len(p) > 0 && seq >= p[0].Seq {
+		return find(p)
+	}
+	i := sort.Search(len(c.chunks), func(i int) bool {
+		es := c.chunks[i].Entries
+		return es[len(es)-1].Seq >= seq
+	})
+	if i < len(c.chunks) {
+		return find(c.chunks[i].Entries)
+	}
+	return nil
+}
+
+// record adds the entry for a sequenced command with a cmid, seals a full
+// chunk, and lets old chunks leave the window.
+func (c *convState) record(e *parleyv1.MessageEntry, r rules, now int64) {
+	c.head.Pending = append(c.head.Pending, e)
+	c.index(e)
+	if len(c.head.Pending) == chunkSize {
+		ch := &parleyv1.MessageChunk{Chunk: c.head.NextChunk, Entries: c.head.Pending}
+		c.head.NextChunk++
+		c.head.Pending = nil
+		c.chunks = append(c.chunks, ch)
+		c.newChunks = append(c.newChunks, ch)
+	}
+	// A chunk leaves only when both the entries after it are enough and its
+	// newest entry is old enough: the window is at least windowMinEntries
+	// and at least windowMinAge.
+	for len(c.chunks) > 0 {
+		ch := c.chunks[0]
+		newest := ch.Entries[len(ch.Entries)-1]
+		if c.entries-len(ch.Entries) < r.windowMinEntries || now-newest.Ts < r.windowMinAgeMs {
+			break
+		}
+		for _, e := range ch.Entries {
+			c.unindex(e)
+		}
+		c.chunks = c.chunks[1:]
+		c.head.FirstChunk = ch.Chunk + 1
+		c.droppedChunks = append(c.droppedChunks, ch.Chunk)
+		// A chunk sealed and dropped in one transaction is never written.
+		if i := slices.Index(c.newChunks, ch); i >= 0 {
+			c.newChunks = slices.Delete(c.newChunks, i, i+1)
+		}
+	}
+}
+
+// partition is the state of one assigned commands partition.
+type partition struct {
+	convs map[string]*convState
+	dirty []*convState // touched since the last flush, in first-touch order
+	rules rules
+}
+
+func newPartition(r rules) *partition {
+	return &partition{convs: make(map[string]*convState), rules: r}
+}
+
+func (p *partition) touch(c *convState) {
+	if !c.dirty {
+		c.dirty = true
+		p.dirty = append(p.dirty, c)
+	}
+}
+
+func (p *partition) setMember(c *convState, m *parleyv1.MemberState) {
+	c.members[m.User] = m
+	if c.dirtyMembers == nil {
+		c.dirtyMembers = make(map[string]bool)
+	}
+	c.dirtyMembers[m.User] = true
+}
+
+func (p *partition) dropMember(c *convState, user string) {
+	delete(c.members, user)
+	if c.dirtyMembers == nil {
+		c.dirtyMembers = make(map[string]bool)
+	}
+	c.dirtyMembers[user] = false
+}
+
+func reject(cmd *parleyv1.Command, reason parleyv1.Reason, format string, args ...any) *parleyv1.Outcome {
+	return &parleyv1.Outcome{
+		MsgId: cmd.GetMsgId(), Conv: cmd.GetConv(), Status: parleyv1.OutcomeStatus_OUTCOME_STATUS_REJECTED,
+		Reason: reason, Message: fmt.Sprintf(format, args...),
+	}
+}
+
+func unchanged(cmd *parleyv1.Command) *parleyv1.Outcome {
+	return &parleyv1.Outcome{MsgId: cmd.MsgId, Conv: cmd.Conv, Status: parleyv1.OutcomeStatus_OUTCOME_STATUS_UNCHANGED}
+}
+
+func duplicate(cmd *parleyv1.Command, conv string, e *parleyv1.MessageEntry) *parleyv1.Outcome {
+	return &parleyv1.Outcome{
+		MsgId: cmd.MsgId, Conv: conv, Status: parleyv1.OutcomeStatus_OUTCOME_STATUS_DUPLICATE,
+		Event: &parleyv1.Event{
+			Conv: conv, Seq: e.Seq, Type: e.Type, MsgId: e.MsgId, Cmid: e.Cmid,
+			From: e.From, Ts: e.Ts, Target: e.Target,
+		},
+	}
+}
+
+// validate checks the fields every command needs and those of its body.
+func validate(cmd *parleyv1.Command) *parleyv1.Outcome {
+	bad := func(format string, args ...any) *parleyv1.Outcome {
+		return reject(cmd, parleyv1.Reason_REASON_MALFORMED, format, args...)
+	}
+	switch {
+	case !schema.ValidConvID(cmd.Conv):
+		return bad("invalid conversation id %q", cmd.Conv)
+	case !schema.ValidUserID(cmd.From):
+		return bad("invalid sender %q", cmd.From)
+	case cmd.MsgId == "" || len(cmd.MsgId) > 64:
+		return bad("missing or oversized msg_id")
+	case cmd.Cmid != "" && !schema.ValidCMID(cmd.Cmid):
+		return bad("invalid cmid")
+	}
+	body := func(b []byte) *parleyv1.Outcome {
+		if len(b) > schema.MaxBodyLen {
+			return reject(cmd, parleyv1.Reason_REASON_TOO_LARGE, "body is %d bytes, the limit is %d", len(b), schema.MaxBodyLen)
+		}
+		if len(b) == 0 || !json.Valid(b) {
+			return bad("body is not a JSON value")
+		}
+		return nil
+	}
+	needCmid := func() *parleyv1.Outcome {
+		if cmd.Cmid == "" {
+			return bad("cmid is required")
+		}
+		return nil
+	}
+	switch b := cmd.Body.(type) {
+	case *parleyv1.Command_Send:
+		if o := needCmid(); o != nil {
+			return o
+		}
+		if !schema.ValidKind(b.Send.GetKind()) {
+			return bad("invalid message kind %q", b.Send.GetKind())
+		}
+		return body(b.Send.GetBody())
+	case *parleyv1.Command_Edit:
+		if o := needCmid(); o != nil {
+			return o
+		}
+		if b.Edit.GetTarget() < 1 {
+			return bad("invalid target %d", b.Edit.GetTarget())
+		}
+		return body(b.Edit.GetBody())
+	case *parleyv1.Command_Revoke:
+		if o := needCmid(); o != nil {
+			return o
+		}
+		if b.Revoke.GetTarget() < 1 {
+			return bad("invalid target %d", b.Revoke.GetTarget())
+		}
+	case *parleyv1.Command_Create:
+		c := b.Create
+		if c.GetKind() != parleyv1.ConvKind_CONV_KIND_DIRECT && c.GetKind() != parleyv1.ConvKind_CONV_KIND_GROUP {
+			return bad("unknown conversation kind")
+		}
+		if len(c.GetTitle()) > schema.MaxTitleLen {
+			return bad("title longer than %d bytes", schema.MaxTitleLen)
+		}
+		for _, u := range c.GetMembers() {
+			if !schema.ValidUserID(u) {
+				return bad("invalid member %q", u)
+			}
+		}
+	case *parleyv1.Command_AddMembers:
+		return validUsers(cmd, b.AddMembers.GetUsers())
+	case *parleyv1.Command_RemoveMembers:
+		return validUsers(cmd, b.RemoveMembers.GetUsers())
+	case *parleyv1.Command_Read:
+		if b.Read.GetSeq() < 1 {
+			return bad("invalid read seq %d", b.Read.GetSeq())
+		}
+	default:
+		return bad("command has no body")
+	}
+	return nil
+}
+
+func validUsers(cmd *parleyv1.Command, users []string) *parleyv1.Outcome {
+	if len(users) == 0 {
+		return reject(cmd, parleyv1.Reason_REASON_MALFORMED, "no users")
+	}
+	for _, u := range users {
+		if !schema.ValidUserID(u) {
+			return reject(cmd, parleyv1.Reason_REASON_MALFORMED, "invalid user %q", u)
+		}
+	}
+	return nil
+}
+
+// dedupe returns users without repeats, in first-seen order, leaving out skip.
+func dedupe(users []string, skip string) []string {
+	seen := make(map[string]bool, len(users))
+	out := make([]string, 0, len(users))
+	for _, u := range users {
+		if u != skip && !seen[u] {
+			seen[u] = true
+			out = append(out, u)
+		}
+	}
+	return out
+}
+
+// apply decides cmd against the partition's state at time now (Unix ms).
+// It returns the event to append (nil if none) and the outcome. State is
+// updated in memory and marked for the next flush.
+func (p *partition) apply(cmd *parleyv1.Command, now int64) (*parleyv1.Event, *parleyv1.Outcome) {
+	if o := validate(cmd); o != nil {
+		return nil, o
+	}
+	c := p.convs[cmd.Conv]
+	if create, ok := cmd.Body.(*parleyv1.Command_Create); ok {
+		if c != nil {
+			return nil, p.createExisting(c, cmd, create.Create)
+		}
+		return p.create(cmd, create.Create, now)
+	}
+	if c == nil {
+		return nil, reject(cmd, parleyv1.Reason_REASON_CONV_NOT_FOUND, "no conversation %s", cmd.Conv)
+	}
+	if cmd.Cmid != "" {
+		if e := c.byCmid[cmidKey{cmd.From, cmd.Cmid}]; e != nil {
+			return nil, duplicate(cmd, cmd.Conv, e)
+		}
+	}
+	me := c.members[cmd.From]
+	if me == nil {
+		return nil, reject(cmd, parleyv1.Reason_REASON_NOT_MEMBER, "%s is not a member of %s", cmd.From, cmd.Conv)
+	}
+	ev := &parleyv1.Event{Conv: cmd.Conv, MsgId: cmd.MsgId, Cmid: cmd.Cmid, From: cmd.From}
+	switch b := cmd.Body.(type) {
+	case *parleyv1.Command_Send:
+		ev.Type, ev.Kind, ev.Body = parleyv1.EventType_EVENT_TYPE_MESSAGE, b.Send.Kind, b.Send.Body
+	case *parleyv1.Command_Edit:
+		if o := p.checkTarget(c, cmd, b.Edit.Target, false); o != nil {
+			return nil, o
+		}
+		ev.Type, ev.Target, ev.Body = parleyv1.EventType_EVENT_TYPE_EDIT, b.Edit.Target, b.Edit.Body
+	case *parleyv1.Command_Revoke:
+		if o := p.checkTarget(c, cmd, b.Revoke.Target, true); o != nil {
+			return nil, o
+		}
+		ev.Type, ev.Target = parleyv1.EventType_EVENT_TYPE_REVOKE, b.Revoke.Target
+	case *parleyv1.Command_Read:
+		if b.Read.Seq > c.head.LastSeq {
+			return nil, reject(cmd, parleyv1.Reason_REASON_TARGET_NOT_FOUND, "seq %d is beyond the last seq %d", b.Read.Seq, c.head.LastSeq)
+		}
+		if b.Read.Seq <= me.ReadSeq {
+			return nil, unchanged(cmd)
+		}
+		ev.Type, ev.Target = parleyv1.EventType_EVENT_TYPE_READ, b.Read.Seq
+	case *parleyv1.Command_AddMembers:
+		if o := p.checkChangeMembers(c, cmd, false); o != nil {
+			return nil, o
+		}
+		var added []string
+		for _, u := range dedupe(b.AddMembers.Users, "") {
+			if c.members[u] == nil {
+				added = append(added, u)
+			}
+		}
+		if len(added) == 0 {
+			return nil, unchanged(cmd)
+		}
+		if len(c.members)+len(added) > p.rules.maxMembers {
+			return nil, reject(cmd, parleyv1.Reason_REASON_TOO_MANY_MEMBERS, "a group has at most %d members", p.rules.maxMembers)
+		}
+		ev.Type, ev.Members = parleyv1.EventType_EVENT_TYPE_MEMBER_ADDED, added
+	case *parleyv1.Command_RemoveMembers:
+		self := len(b.RemoveMembers.Users) == 1 && b.RemoveMembers.Users[0] == cmd.From
+		if o := p.checkChangeMembers(c, cmd, self); o != nil {
+			return nil, o
+		}
+		var removed []string
+		for _, u := range dedupe(b.RemoveMembers.Users, "") {
+			if c.members[u] != nil {
+				removed = append(removed, u)
+			}
+		}
+		if len(removed) == 0 {
+			return nil, unchanged(cmd)
+		}
+		ev.Type, ev.Members = parleyv1.EventType_EVENT_TYPE_MEMBER_REMOVED, removed
+	}
+	p.sequence(c, ev, now)
+	return ev, &parleyv1.Outcome{MsgId: cmd.MsgId, Conv: cmd.Conv, Status: parleyv1.OutcomeStatus_OUTCOME_STATUS_SEQUENCED, Event: ev}
+}
+
+// checkTarget validates an edit (revoke false) or revoke target.
+func (p *partition) checkTarget(c *convState, cmd *parleyv1.Command, target int64, revoke bool) *parleyv1.Outcome {
+	if target > c.head.LastSeq {
+		return reject(cmd, parleyv1.Reason_REASON_TARGET_NOT_FOUND, "no event %d", target)
+	}
+	if target < c.windowStart() {
+		return reject(cmd, parleyv1.Reason_REASON_TARGET_EXPIRED, "message %d is too old to change", target)
+	}
+	e := c.entry(target)
+	if e == nil || e.Type != parleyv1.EventType_EVENT_TYPE_MESSAGE {
+		return reject(cmd, parleyv1.Reason_REASON_TARGET_NOT_FOUND, "event %d is not a message", target)
+	}
+	if c.revoked[target] {
+		return reject(cmd, parleyv1.Reason_REASON_TARGET_REVOKED, "message %d was revoked", target)
+	}
+	if e.From != cmd.From {
+		ownerMayRevoke := revoke && c.head.Kind == parleyv1.ConvKind_CONV_KIND_GROUP && c.head.Owner == cmd.From
+		if !ownerMayRevoke {
+			return reject(cmd, parleyv1.Reason_REASON_NOT_AUTHOR, "message %d is not %s's", target, cmd.From)
+		}
+	}
+	return nil
+}
+
+// checkChangeMembers applies the membership rules: a direct conversation's
+// members are fixed; in a group the owner adds and removes anyone, and any
+// member may remove themself.
+func (p *partition) checkChangeMembers(c *convState, cmd *parleyv1.Command, self bool) *parleyv1.Outcome {
+	if c.head.Kind == parleyv1.ConvKind_CONV_KIND_DIRECT {
+		return reject(cmd, parleyv1.Reason_REASON_DIRECT_FIXED, "the members of a direct conversation cannot change")
+	}
+	if !self && c.head.Owner != cmd.From {
+		return reject(cmd, parleyv1.Reason_REASON_NOT_OWNER, "only the owner %s changes the members of %s", c.head.Owner, cmd.Conv)
+	}
+	return nil
+}
+
+func (p *partition) create(cmd *parleyv1.Command, cr *parleyv1.Create, now int64) (*parleyv1.Event, *parleyv1.Outcome) {
+	others := dedupe(cr.Members, cmd.From)
+	switch cr.Kind {
+	case parleyv1.ConvKind_CONV_KIND_DIRECT:
+		if len(others) != 1 {
+			return nil, reject(cmd, parleyv1.Reason_REASON_MALFORMED, "a direct conversation has exactly one other member")
+		}
+		if want := schema.DirectConvID(cmd.From, others[0]); cmd.Conv != want {
+			return nil, reject(cmd, parleyv1.Reason_REASON_MALFORMED, "the direct conversation of %s and %s is %s", cmd.From, others[0], want)
+		}
+		if cr.Title != "" {
+			return nil, reject(cmd, parleyv1.Reason_REASON_MALFORMED, "a direct conversation has no title")
+		}
+	case parleyv1.ConvKind_CONV_KIND_GROUP:
+		if 1+len(others) > p.rules.maxMembers {
+			return nil, reject(cmd, parleyv1.Reason_REASON_TOO_MANY_MEMBERS, "a group has at most %d members", p.rules.maxMembers)
+		}
+	}
+	members := append([]string{cmd.From}, others...)
+	c := newConvState(&parleyv1.ConvState{
+		Conv: cmd.Conv, Kind: cr.Kind, Title: cr.Title, Owner: cmd.From,
+		CreatedMsgId: cmd.MsgId, CreatedTs: max(now, 0),
+	})
+	p.convs[cmd.Conv] = c
+	ev := &parleyv1.Event{
+		Conv: cmd.Conv, Type: parleyv1.EventType_EVENT_TYPE_CREATED, MsgId: cmd.MsgId, Cmid: cmd.Cmid,
+		From: cmd.From, ConvKind: cr.Kind, Title: cr.Title, Members: members,
+	}
+	p.sequence(c, ev, now)
+	return ev, &parleyv1.Outcome{MsgId: cmd.MsgId, Conv: cmd.Conv, Status: parleyv1.OutcomeStatus_OUTCOME_STATUS_SEQUENCED, Event: ev}
+}
+
+// createExisting answers a create for a conversation that exists: a retry
+// (same cmid) or a direct conversation created again by one of its pair
+// gets the original; anything else is refused.
+func (p *partition) createExisting(c *convState, cmd *parleyv1.Command, cr *parleyv1.Create) *parleyv1.Outcome {
+	original := &parleyv1.MessageEntry{
+		Seq: 1, Type: parleyv1.EventType_EVENT_TYPE_CREATED, MsgId: c.head.CreatedMsgId,
+		From: c.head.Owner, Ts: c.head.CreatedTs,
+	}
+	if cmd.Cmid != "" {
+		if e := c.byCmid[cmidKey{cmd.From, cmd.Cmid}]; e != nil {
+			return duplicate(cmd, cmd.Conv, e)
+		}
+	}
+	if c.head.Kind == parleyv1.ConvKind_CONV_KIND_DIRECT && cr.Kind == parleyv1.ConvKind_CONV_KIND_DIRECT {
+		others := dedupe(cr.Members, cmd.From)
+		if len(others) == 1 && schema.DirectConvID(cmd.From, others[0]) == cmd.Conv {
+			// The id is derived from the pair, so the sender is one of the two.
+			return duplicate(cmd, cmd.Conv, original)
+		}
+	}
+	return reject(cmd, parleyv1.Reason_REASON_CONV_EXISTS, "conversation %s already exists", cmd.Conv)
+}
+
+// sequence gives ev the next seq and folds it into the state.
+func (p *partition) sequence(c *convState, ev *parleyv1.Event, now int64) {
+	h := c.head
+	h.LastSeq++
+	h.LastTs = max(now, h.LastTs)
+	ev.Seq, ev.Ts = h.LastSeq, h.LastTs
+	p.touch(c)
+	switch ev.Type {
+	case parleyv1.EventType_EVENT_TYPE_CREATED, parleyv1.EventType_EVENT_TYPE_MEMBER_ADDED:
+		if ev.Type == parleyv1.EventType_EVENT_TYPE_CREATED {
+			h.CreatedTs = ev.Ts
+		}
+		for _, u := range ev.Members {
+			p.setMember(c, &parleyv1.MemberState{User: u, JoinedSeq: ev.Seq})
+		}
+	case parleyv1.EventType_EVENT_TYPE_MEMBER_REMOVED:
+		for _, u := range ev.Members {
+			p.dropMember(c, u)
+		}
+		if c.members[h.Owner] == nil {
+			h.Owner = nextOwner(c.members)
+		}
+	case parleyv1.EventType_EVENT_TYPE_READ:
+		m := c.members[ev.From]
+		p.setMember(c, &parleyv1.MemberState{User: m.User, JoinedSeq: m.JoinedSeq, ReadSeq: ev.Target})
+	}
+	h.MemberCount = int64(len(c.members))
+	if ev.Cmid != "" {
+		c.record(&parleyv1.MessageEntry{
+			Seq: ev.Seq, Type: ev.Type, MsgId: ev.MsgId, Cmid: ev.Cmid, From: ev.From, Ts: ev.Ts, Target: ev.Target,
+		}, p.rules, ev.Ts)
+	}
+}
+
+// nextOwner picks a group's owner when the owner leaves: the longest-standing
+// member (lowest joined seq, then lowest user id), or "" if none is left.
+func nextOwner(members map[string]*parleyv1.MemberState) string {
+	var best *parleyv1.MemberState
+	for _, m := range members {
+		if best == nil || m.JoinedSeq < best.JoinedSeq || (m.JoinedSeq == best.JoinedSeq && m.User < best.User) {
+			best = m
+		}
+	}
+	if best == nil {
+		return ""
+	}
+	return best.User
+}

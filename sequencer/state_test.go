@@ -1,0 +1,272 @@
+package sequencer
+
+import (
+	"fmt"
+	"slices"
+	"testing"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/parley-im/parley/schema"
+	parleyv1 "github.com/parley-im/parley/schema/parley/v1"
+)
+
+var testRules = rules{windowMinAgeMs: 1000, windowMinEntries: 64, maxMembers: 5}
+
+type harness struct {
+	t   *testing.T
+	p   *partition
+	n   int
+	now int64
+}
+
+func newHarness(t *testing.T) *harness {
+	return &harness{t: t, p: newPartition(testRules), now: 1_000_000}
+}
+
+func (h *harness) cmd(conv, from, cmid string, body any) *parleyv1.Command {
+	h.n++
+	c := &parleyv1.Command{Conv: conv, From: from, Cmid: cmid, MsgId: fmt.Sprintf("m%05d", h.n)}
+	switch b := body.(type) {
+	case *parleyv1.Send:
+		c.Body = &parleyv1.Command_Send{Send: b}
+	case *parleyv1.Edit:
+		c.Body = &parleyv1.Command_Edit{Edit: b}
+	case *parleyv1.Revoke:
+		c.Body = &parleyv1.Command_Revoke{Revoke: b}
+	case *parleyv1.Create:
+		c.Body = &parleyv1.Command_Create{Create: b}
+	case *parleyv1.AddMembers:
+		c.Body = &parleyv1.Command_AddMembers{AddMembers: b}
+	case *parleyv1.RemoveMembers:
+		c.Body = &parleyv1.Command_RemoveMembers{RemoveMembers: b}
+	case *parleyv1.Read:
+		c.Body = &parleyv1.Command_Read{Read: b}
+	case nil:
+	default:
+		h.t.Fatalf("unknown body %T", body)
+	}
+	return c
+}
+
+func (h *harness) do(conv, from, cmid string, body any) (*parleyv1.Event, *parleyv1.Outcome) {
+	return h.p.apply(h.cmd(conv, from, cmid, body), h.now)
+}
+
+func (h *harness) ok(conv, from, cmid string, body any) *parleyv1.Event {
+	h.t.Helper()
+	ev, out := h.do(conv, from, cmid, body)
+	if out.Status != parleyv1.OutcomeStatus_OUTCOME_STATUS_SEQUENCED || ev == nil {
+		h.t.Fatalf("%s by %s: %v %v %q", conv, from, out.Status, out.Reason, out.Message)
+	}
+	return ev
+}
+
+func (h *harness) rejected(reason parleyv1.Reason, conv, from, cmid string, body any) {
+	h.t.Helper()
+	ev, out := h.do(conv, from, cmid, body)
+	if ev != nil || out.Status != parleyv1.OutcomeStatus_OUTCOME_STATUS_REJECTED || out.Reason != reason {
+		h.t.Fatalf("%s by %s: got %v %v (%q), want rejected %v", conv, from, out.Status, out.Reason, out.Message, reason)
+	}
+	if schema.ErrorCode(reason) == schema.CodeInternal {
+		h.t.Fatalf("reason %v has no client error code", reason)
+	}
+}
+
+func (h *harness) status(want parleyv1.OutcomeStatus, conv, from, cmid string, body any) *parleyv1.Outcome {
+	h.t.Helper()
+	ev, out := h.do(conv, from, cmid, body)
+	if ev != nil || out.Status != want {
+		h.t.Fatalf("%s by %s: got %v %v (%q), want %v", conv, from, out.Status, out.Reason, out.Message, want)
+	}
+	return out
+}
+
+func send(text string) *parleyv1.Send {
+	return &parleyv1.Send{Kind: "text", Body: []byte(fmt.Sprintf("%q", text))}
+}
+
+func group(members ...string) *parleyv1.Create {
+	return &parleyv1.Create{Kind: parleyv1.ConvKind_CONV_KIND_GROUP, Members: members, Title: "g"}
+}
+
+func TestSeqsAndDedup(t *testing.T) {
+	h := newHarness(t)
+	if ev := h.ok("g1", "alice", "", group("bob")); ev.Seq != 1 || !slices.Equal(ev.Members, []string{"alice", "bob"}) {
+		t.Fatalf("created = %v", ev)
+	}
+	a := h.ok("g1", "alice", "a1", send("hi"))
+	b := h.ok("g1", "bob", "a1", send("same cmid, other sender")) // cmids are per sender
+	if a.Seq != 2 || b.Seq != 3 {
+		t.Fatalf("seqs %d %d", a.Seq, b.Seq)
+	}
+	out := h.status(parleyv1.OutcomeStatus_OUTCOME_STATUS_DUPLICATE, "g1", "alice", "a1", send("retry"))
+	if out.Event.Seq != 2 || out.Event.MsgId != a.MsgId {
+		t.Fatalf("duplicate answered %v, want the original %v", out.Event, a)
+	}
+	if c := h.ok("g1", "alice", "a2", send("next")); c.Seq != 4 {
+		t.Fatalf("a duplicate took a seq: next is %d", c.Seq)
+	}
+}
+
+func TestValidation(t *testing.T) {
+	h := newHarness(t)
+	h.ok("g1", "alice", "", group("bob"))
+	M := parleyv1.Reason_REASON_MALFORMED
+	h.rejected(M, "g1", "alice", "", send("no cmid"))
+	h.rejected(M, "g/1", "alice", "c", send("bad conv"))
+	h.rejected(M, "g1", "al ice", "c", send("bad sender"))
+	h.rejected(M, "g1", "alice", "c", &parleyv1.Send{Kind: "text", Body: []byte("{not json")})
+	h.rejected(M, "g1", "alice", "c", &parleyv1.Send{Kind: "", Body: []byte("1")})
+	h.rejected(M, "g1", "alice", "c", nil)
+	h.rejected(parleyv1.Reason_REASON_TOO_LARGE, "g1", "alice", "c", &parleyv1.Send{Kind: "text", Body: make([]byte, schema.MaxBodyLen+1)})
+	h.rejected(parleyv1.Reason_REASON_CONV_NOT_FOUND, "nope", "alice", "c", send("x"))
+	h.rejected(parleyv1.Reason_REASON_NOT_MEMBER, "g1", "mallory", "c", send("x"))
+	h.rejected(parleyv1.Reason_REASON_NOT_MEMBER, "g1", "mallory", "", &parleyv1.Read{Seq: 1})
+	h.rejected(parleyv1.Reason_REASON_CONV_EXISTS, "g1", "mallory", "", group("alice"))
+	if ev := h.ok("g1", "alice", "ok", send("still fine")); ev.Seq != 2 {
+		t.Fatalf("rejections took seqs: %d", ev.Seq)
+	}
+}
+
+func TestEditRevoke(t *testing.T) {
+	h := newHarness(t)
+	h.ok("g1", "alice", "", group("bob", "carol"))
+	m := h.ok("g1", "bob", "b1", send("bob's"))
+	h.rejected(parleyv1.Reason_REASON_NOT_AUTHOR, "g1", "carol", "c1", &parleyv1.Edit{Target: m.Seq, Body: []byte(`"x"`)})
+	h.rejected(parleyv1.Reason_REASON_NOT_AUTHOR, "g1", "alice", "a1", &parleyv1.Edit{Target: m.Seq, Body: []byte(`"x"`)}) // the owner may not edit
+	h.rejected(parleyv1.Reason_REASON_TARGET_NOT_FOUND, "g1", "bob", "b2", &parleyv1.Edit{Target: 1, Body: []byte(`"x"`)})
+	h.rejected(parleyv1.Reason_REASON_TARGET_NOT_FOUND, "g1", "bob", "b2", &parleyv1.Edit{Target: 99, Body: []byte(`"x"`)})
+	e := h.ok("g1", "bob", "b2", &parleyv1.Edit{Target: m.Seq, Body: []byte(`"edited"`)})
+	if e.Type != parleyv1.EventType_EVENT_TYPE_EDIT || e.Target != m.Seq {
+		t.Fatalf("edit event %v", e)
+	}
+	h.rejected(parleyv1.Reason_REASON_TARGET_NOT_FOUND, "g1", "bob", "b3", &parleyv1.Edit{Target: e.Seq, Body: []byte(`"edit of edit"`)})
+	h.rejected(parleyv1.Reason_REASON_NOT_AUTHOR, "g1", "carol", "c2", &parleyv1.Revoke{Target: m.Seq})
+	h.ok("g1", "alice", "a2", &parleyv1.Revoke{Target: m.Seq}) // the group owner may revoke
+	h.rejected(parleyv1.Reason_REASON_TARGET_REVOKED, "g1", "bob", "b4", &parleyv1.Edit{Target: m.Seq, Body: []byte(`"late"`)})
+	h.rejected(parleyv1.Reason_REASON_TARGET_REVOKED, "g1", "bob", "b5", &parleyv1.Revoke{Target: m.Seq})
+}
+
+func TestMembersRules(t *testing.T) {
+	h := newHarness(t)
+	h.ok("g1", "alice", "", group("bob"))
+	h.rejected(parleyv1.Reason_REASON_NOT_OWNER, "g1", "bob", "", &parleyv1.AddMembers{Users: []string{"carol"}})
+	h.rejected(parleyv1.Reason_REASON_NOT_OWNER, "g1", "bob", "", &parleyv1.RemoveMembers{Users: []string{"alice"}})
+	add := h.ok("g1", "alice", "", &parleyv1.AddMembers{Users: []string{"carol", "bob", "carol", "dave"}})
+	if !slices.Equal(add.Members, []string{"carol", "dave"}) {
+		t.Fatalf("added %v", add.Members)
+	}
+	h.status(parleyv1.OutcomeStatus_OUTCOME_STATUS_UNCHANGED, "g1", "alice", "", &parleyv1.AddMembers{Users: []string{"bob"}})
+	h.rejected(parleyv1.Reason_REASON_TOO_MANY_MEMBERS, "g1", "alice", "", &parleyv1.AddMembers{Users: []string{"e1", "e2"}})
+	h.ok("g1", "carol", "", &parleyv1.RemoveMembers{Users: []string{"carol"}}) // leaving
+	h.rejected(parleyv1.Reason_REASON_NOT_MEMBER, "g1", "carol", "c", send("gone"))
+	h.status(parleyv1.OutcomeStatus_OUTCOME_STATUS_UNCHANGED, "g1", "alice", "", &parleyv1.RemoveMembers{Users: []string{"carol"}})
+	// The owner leaves: bob (joined at seq 1) takes over before dave (joined later).
+	h.ok("g1", "alice", "", &parleyv1.RemoveMembers{Users: []string{"alice"}})
+	h.ok("g1", "bob", "", &parleyv1.RemoveMembers{Users: []string{"dave"}})
+	h.rejected(parleyv1.Reason_REASON_NOT_MEMBER, "g1", "alice", "", &parleyv1.AddMembers{Users: []string{"alice"}})
+}
+
+func TestDirect(t *testing.T) {
+	h := newHarness(t)
+	id := schema.DirectConvID("alice", "bob")
+	if id != schema.DirectConvID("bob", "alice") {
+		t.Fatal("direct id depends on order")
+	}
+	direct := func(other string) *parleyv1.Create {
+		return &parleyv1.Create{Kind: parleyv1.ConvKind_CONV_KIND_DIRECT, Members: []string{other}}
+	}
+	h.rejected(parleyv1.Reason_REASON_MALFORMED, "d.wrong", "alice", "", direct("bob"))
+	h.rejected(parleyv1.Reason_REASON_MALFORMED, id, "alice", "", &parleyv1.Create{Kind: parleyv1.ConvKind_CONV_KIND_DIRECT, Members: []string{"bob", "carol"}})
+	created := h.ok(id, "alice", "", direct("bob"))
+	out := h.status(parleyv1.OutcomeStatus_OUTCOME_STATUS_DUPLICATE, id, "bob", "", direct("alice"))
+	if out.Event.Seq != 1 || out.Event.MsgId != created.MsgId {
+		t.Fatalf("second create answered %v", out.Event)
+	}
+	h.rejected(parleyv1.Reason_REASON_DIRECT_FIXED, id, "alice", "", &parleyv1.AddMembers{Users: []string{"carol"}})
+	h.rejected(parleyv1.Reason_REASON_DIRECT_FIXED, id, "alice", "", &parleyv1.RemoveMembers{Users: []string{"alice"}})
+	h.ok(id, "bob", "b1", send("hey"))
+}
+
+func TestReadCursor(t *testing.T) {
+	h := newHarness(t)
+	h.ok("g1", "alice", "", group("bob"))
+	for i := range 5 {
+		h.ok("g1", "alice", fmt.Sprint(i), send("m"))
+	}
+	r := h.ok("g1", "bob", "", &parleyv1.Read{Seq: 4})
+	if r.Type != parleyv1.EventType_EVENT_TYPE_READ || r.Target != 4 || r.Seq != 7 {
+		t.Fatalf("read event %v", r)
+	}
+	h.status(parleyv1.OutcomeStatus_OUTCOME_STATUS_UNCHANGED, "g1", "bob", "", &parleyv1.Read{Seq: 3})
+	h.status(parleyv1.OutcomeStatus_OUTCOME_STATUS_UNCHANGED, "g1", "bob", "", &parleyv1.Read{Seq: 4})
+	h.rejected(parleyv1.Reason_REASON_TARGET_NOT_FOUND, "g1", "bob", "", &parleyv1.Read{Seq: 8})
+	h.ok("g1", "bob", "", &parleyv1.Read{Seq: 7})
+}
+
+// TestWindow checks that the window keeps at least windowMinEntries entries
+// and everything younger than windowMinAge, and that a changelog round trip
+// restores exactly the same decisions.
+func TestWindow(t *testing.T) {
+	h := newHarness(t)
+	h.ok("g1", "alice", "", group("bob"))
+	var records [][2][]byte
+	emit := func(k string, v []byte) { records = append(records, [2][]byte{[]byte(k), v}) }
+	for i := range 400 {
+		if i == 200 {
+			h.now += testRules.windowMinAgeMs // the first 200 are now old
+		}
+		h.ok("g1", "alice", fmt.Sprintf("c%d", i), send("m"))
+		if i%7 == 0 {
+			if err := h.p.flush(emit); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := h.p.flush(emit); err != nil {
+		t.Fatal(err)
+	}
+	c := h.p.convs["g1"]
+	// 200 young entries must all stay; of the old ones, at least enough to
+	// keep windowMinEntries... here the young ones alone exceed it.
+	if c.entries < 200 || c.entries > 200+chunkSize {
+		t.Fatalf("window holds %d entries", c.entries)
+	}
+	young := h.status(parleyv1.OutcomeStatus_OUTCOME_STATUS_DUPLICATE, "g1", "alice", "c200", send("retry"))
+	h.rejected(parleyv1.Reason_REASON_TARGET_EXPIRED, "g1", "alice", "e1", &parleyv1.Edit{Target: 2, Body: []byte("1")})
+	// An expired cmid is new again: that is the documented window.
+	h.ok("g1", "alice", "c0", send("reused after the window"))
+
+	// Restore from the changelog (compaction keeps the last value per key).
+	last := make(map[string][]byte)
+	var order []string
+	for _, r := range records {
+		if _, ok := last[string(r[0])]; !ok {
+			order = append(order, string(r[0]))
+		}
+		last[string(r[0])] = r[1]
+	}
+	rs := newRestorer()
+	for _, k := range order {
+		if err := rs.add(k, last[k]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p2, err := rs.partition(testRules)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c2 := p2.convs["g1"]
+	if c2.head.LastSeq != 401 || c2.entries != c.entries-1 {
+		t.Fatalf("restored last seq %d entries %d; had %d entries before the reuse", c2.head.LastSeq, c2.entries, c.entries)
+	}
+	h2 := &harness{t: t, p: p2, now: h.now, n: h.n}
+	out := h2.status(parleyv1.OutcomeStatus_OUTCOME_STATUS_DUPLICATE, "g1", "alice", "c200", send("retry"))
+	if !proto.Equal(out.Event, young.Event) {
+		t.Fatalf("restored duplicate %v, want %v", out.Event, young.Event)
+	}
+	if ev := h2.ok("g1", "bob", "b", send("after restore")); ev.Seq != 402 {
+		t.Fatalf("after restore seq %d, want 402", ev.Seq)
+	}
+}

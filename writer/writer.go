@@ -1,0 +1,171 @@
+package writer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/parley-im/parley/kafka"
+	parleyv1 "github.com/parley-im/parley/schema/parley/v1"
+	"github.com/parley-im/parley/store"
+)
+
+// Config configures a Writer.
+type Config struct {
+	Kafka kafka.Config
+	// Group is the consumer group; default "parley-writer".
+	Group string
+	// MaxBatch caps the events per store batch; default 10,000.
+	MaxBatch int
+	// Logger; default slog.Default().
+	Logger *slog.Logger
+}
+
+func (c Config) withDefaults() Config {
+	c.Kafka = c.Kafka.WithDefaults()
+	if c.Group == "" {
+		c.Group = "parley-writer"
+	}
+	if c.MaxBatch == 0 {
+		c.MaxBatch = 10000
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
+}
+
+// Writer is the writer role.
+type Writer struct {
+	cfg   Config
+	store store.Store
+	log   *slog.Logger
+
+	events, undecodable atomic.Int64
+}
+
+// New returns a Writer that appends to st; Run starts it.
+func New(cfg Config, st store.Store) (*Writer, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.Kafka.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.MaxBatch < 1 {
+		return nil, errors.New("writer: MaxBatch must be positive")
+	}
+	if st == nil {
+		return nil, errors.New("writer: no store")
+	}
+	return &Writer{cfg: cfg, store: st, log: cfg.Logger.With("role", "writer")}, nil
+}
+
+// Stored returns the number of events appended to the store so far
+// (replays included) and the number of undecodable records skipped.
+func (w *Writer) Stored() (events, undecodable int64) { return w.events.Load(), w.undecodable.Load() }
+
+// Run writes until ctx ends. Store errors are retried with backoff, never
+// skipped: the writer does not move past a batch the store has not taken.
+func (w *Writer) Run(ctx context.Context) error {
+	cl, err := kgo.NewClient(w.cfg.Kafka.ClientOpts(
+		kgo.ConsumerGroup(w.cfg.Group),
+		kgo.ConsumeTopics(w.cfg.Kafka.Topics().Events),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.DisableAutoCommit(),
+		// A rebalance waits until the batch in hand is stored and committed.
+		kgo.BlockRebalanceOnPoll(),
+		kgo.SessionTimeout(10*time.Second),
+	)...)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+
+	for {
+		fetches := cl.PollRecords(ctx, w.cfg.MaxBatch)
+		if ctx.Err() != nil {
+			cl.AllowRebalance()
+			return nil
+		}
+		fetches.EachError(func(topic string, p int32, err error) {
+			w.log.Warn("fetch error", "topic", topic, "partition", p, "err", err)
+		})
+		if fetches.NumRecords() > 0 {
+			if err := w.writeBatch(ctx, fetches.Records()); err != nil {
+				cl.AllowRebalance()
+				if ctx.Err() != nil {
+					return nil
+				}
+				return err
+			}
+			if err := commit(ctx, cl, fetches.Records()); err != nil {
+				w.log.Warn("offset commit failed; the batch will be replayed", "err", err)
+			}
+		}
+		cl.AllowRebalance()
+	}
+}
+
+// commit commits the offsets of recs, retrying briefly.
+func commit(ctx context.Context, cl *kgo.Client, recs []*kgo.Record) error {
+	var err error
+	for try := 0; try < 5; try++ {
+		if err = cl.CommitRecords(ctx, recs...); err == nil || ctx.Err() != nil {
+			return err
+		}
+		time.Sleep(time.Duration(try+1) * 100 * time.Millisecond)
+	}
+	return err
+}
+
+// writeBatch decodes recs and appends them to the store, retrying store
+// errors until ctx ends.
+func (w *Writer) writeBatch(ctx context.Context, recs []*kgo.Record) error {
+	evs := make([]*parleyv1.Event, 0, len(recs))
+	for _, r := range recs {
+		ev, err := DecodeEvent(r)
+		if err != nil {
+			w.undecodable.Add(1)
+			w.log.Warn("skipping undecodable event", "partition", r.Partition, "offset", r.Offset, "err", err)
+			continue
+		}
+		evs = append(evs, ev)
+	}
+	backoff := 100 * time.Millisecond
+	for {
+		err := w.store.Append(ctx, evs)
+		if err == nil {
+			w.events.Add(int64(len(evs)))
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		w.log.Error("store append failed; retrying", "events", len(evs), "err", err, "backoff", backoff)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 10*time.Second)
+	}
+}
+
+// DecodeEvent decodes an events-topic record and checks that it is one the
+// store can hold: it names a valid conversation (equal to the key) and a
+// positive seq.
+func DecodeEvent(r *kgo.Record) (*parleyv1.Event, error) {
+	ev := new(parleyv1.Event)
+	if err := proto.Unmarshal(r.Value, ev); err != nil {
+		return nil, err
+	}
+	if ev.Conv == "" || ev.Conv != string(r.Key) || ev.Seq < 1 {
+		return nil, fmt.Errorf("event (conv %q, key %q, seq %d) is not well-formed", ev.Conv, r.Key, ev.Seq)
+	}
+	return ev, nil
+}
