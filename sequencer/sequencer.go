@@ -392,6 +392,10 @@ func (s *Sequencer) process(fetches kgo.Fetches, produce func(*kgo.Record)) erro
 				ev, out = part.apply(cmd, now)
 			}
 			s.count(out)
+			if out.Reason == parleyv1.Reason_REASON_MALFORMED && cmd.GetReplyTo().GetNode() == "" {
+				// Nobody waits for this outcome: the log line is all there is.
+				s.log.Warn("rejected a malformed command", "partition", r.Partition, "offset", r.Offset, "why", out.Message)
+			}
 			if ev != nil {
 				v, merr := proto.Marshal(ev)
 				if merr != nil {
