@@ -174,9 +174,10 @@ func (c *cluster) collectOutcomes(ctx context.Context) *outcomes {
 	)
 	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
-	c.t.Cleanup(func() { cancel(); <-done; cl.Close() })
+	c.t.Cleanup(func() { cancel(); <-done })
 	go func() {
 		defer close(done)
+		defer cl.Close()
 		for ctx.Err() == nil {
 			fs := cl.PollFetches(ctx)
 			fs.EachRecord(func(r *kgo.Record) {

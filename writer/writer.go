@@ -103,7 +103,12 @@ func (w *Writer) Run(ctx context.Context) error {
 				}
 				return err
 			}
-			if err := commit(ctx, cl, fetches.Records()); err != nil {
+			// The batch is stored: commit it even if ctx ended meanwhile, so
+			// that a clean shutdown replays nothing.
+			commitCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+			err := commit(commitCtx, cl, fetches.Records())
+			cancel()
+			if err != nil {
 				w.log.Warn("offset commit failed; the batch will be replayed", "err", err)
 			}
 		}

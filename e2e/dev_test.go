@@ -1,0 +1,102 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/parley-im/parley/kafka"
+	parleyv1 "github.com/parley-im/parley/schema/parley/v1"
+)
+
+// startDev starts `parley dev` (as `parley` with no command) on dataDir and
+// returns it with its broker address, read from what it prints.
+func startDev(t *testing.T, dataDir string) (*exec.Cmd, string) {
+	t.Helper()
+	cmd := exec.Command(parleyBin, "--data-dir", dataDir, "--broker-listen", "127.0.0.1:0", "--partitions", "4", "--log-level", "warn")
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+		}
+	})
+	addr := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			if f := strings.Fields(sc.Text()); len(f) == 2 && f[0] == "broker" {
+				addr <- f[1]
+			}
+		}
+	}()
+	select {
+	case a := <-addr:
+		return cmd, a
+	case <-time.After(30 * time.Second):
+		t.Fatal("parley dev printed no broker address within 30s")
+	}
+	return nil, ""
+}
+
+// TestDevBinary runs the real binary with no arguments: it serves commands,
+// stops cleanly on SIGTERM, and continues every seq when started again.
+func TestDevBinary(t *testing.T) {
+	dataDir := filepath.Join(t.TempDir(), "data")
+	conv := newMsgID()
+	reply := &parleyv1.ReplyTo{Node: replyNode}
+	send := func(cmid string) *parleyv1.Command {
+		return &parleyv1.Command{Conv: conv, MsgId: newMsgID(), From: "alice", Cmid: cmid, ReplyTo: reply,
+			Body: &parleyv1.Command_Send{Send: &parleyv1.Send{Kind: "text", Body: []byte(`"hi"`)}}}
+	}
+	round := func(cmds ...*parleyv1.Command) []int64 {
+		began := time.Now()
+		cmd, addr := startDev(t, dataDir)
+		defer func() { t.Logf("round took %v", time.Since(began)) }()
+		c := &cluster{t: t, kc: kafka.Config{Brokers: []string{addr}}.WithDefaults()}
+		ctx, cancel := context.WithCancel(context.Background())
+		outs := c.collectOutcomes(ctx)
+		c.produce(cmds...)
+		last := cmds[len(cmds)-1].MsgId
+		waitFor(t, time.Minute, "the outcomes", func() bool { return len(outs.get(last)) == 1 })
+		t.Logf("outcomes after %v", time.Since(began))
+		var seqs []int64
+		for _, cm := range cmds {
+			seqs = append(seqs, outs.get(cm.MsgId)[0].GetEvent().GetSeq())
+		}
+		cancel()
+		if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Wait(); err != nil {
+			t.Fatalf("parley dev did not exit cleanly on SIGTERM: %v", err)
+		}
+		return seqs
+	}
+	create := &parleyv1.Command{Conv: conv, MsgId: newMsgID(), From: "alice", ReplyTo: reply,
+		Body: &parleyv1.Command_Create{Create: &parleyv1.Create{Kind: parleyv1.ConvKind_CONV_KIND_GROUP, Members: []string{"bob"}}}}
+	if got := round(create, send("1"), send("2")); got[1] != 2 || got[2] != 3 {
+		t.Fatalf("first run seqs %v", got)
+	}
+	if got := round(send("3"), send("1")); got[0] != 4 || got[1] != 2 {
+		t.Fatalf("after a restart: seqs %v, want 4 for a new message and 2 for the retry of the first", got)
+	}
+	for _, f := range []string{"api-key", "token-secret", "broker", "store"} {
+		if _, err := os.Stat(filepath.Join(dataDir, f)); err != nil {
+			t.Errorf("data dir lacks %s: %v", f, err)
+		}
+	}
+}

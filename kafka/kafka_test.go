@@ -1,0 +1,170 @@
+package kafka_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/parley-im/parley/kafka"
+	"github.com/parley-im/parley/kafka/embedded"
+)
+
+func startBroker(t *testing.T) kafka.Config {
+	t.Helper()
+	b, err := embedded.Start(embedded.Config{Listen: "127.0.0.1:0", DataDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Close)
+	return kafka.Config{Brokers: []string{b.Addr()}, Partitions: 3}.WithDefaults()
+}
+
+func newClient(t *testing.T, kc kafka.Config, opts ...kgo.Opt) *kgo.Client {
+	t.Helper()
+	cl, err := kgo.NewClient(kc.ClientOpts(opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cl.Close)
+	return cl
+}
+
+func TestEnsureTopics(t *testing.T) {
+	kc := startBroker(t)
+	cl := newClient(t, kc)
+	ctx := context.Background()
+	for range 2 { // the second call finds everything in place
+		if err := kafka.EnsureTopics(ctx, cl, kc); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tp := kc.Topics()
+	want := map[string]map[string]string{
+		tp.Commands:       {"cleanup.policy": "delete", "retention.ms": "604800000"},
+		tp.Events:         {"cleanup.policy": "delete", "retention.ms": "-1"},
+		tp.Outcomes:       {"cleanup.policy": "delete", "retention.ms": "3600000"},
+		tp.SequencerState: {"cleanup.policy": "compact"},
+	}
+	adm := kadm.NewClient(cl)
+	rcs, err := adm.DescribeTopicConfigs(ctx, tp.Commands, tp.Events, tp.Outcomes, tp.SequencerState)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, rc := range rcs {
+		for k, v := range want[rc.Name] {
+			got := ""
+			for _, c := range rc.Configs {
+				if c.Key == k && c.Value != nil {
+					got = *c.Value
+				}
+			}
+			if got != v {
+				t.Errorf("%s %s = %q, want %q", rc.Name, k, got, v)
+			}
+		}
+	}
+	for topic := range want {
+		if n, err := kafka.PartitionCount(ctx, cl, topic); err != nil || n != 3 {
+			t.Errorf("%s has %d partitions (%v), want 3", topic, n, err)
+		}
+	}
+}
+
+func TestEnsureTopicsRefusesUnequalPartitions(t *testing.T) {
+	kc := startBroker(t)
+	cl := newClient(t, kc)
+	ctx := context.Background()
+	if _, err := kadm.NewClient(cl).CreateTopic(ctx, 5, -1, nil, kc.Topics().SequencerState); err != nil {
+		t.Fatal(err)
+	}
+	err := kafka.EnsureTopics(ctx, cl, kc)
+	if err == nil || !strings.Contains(err.Error(), "must be equal") {
+		t.Fatalf("EnsureTopics with 3 command and 5 state partitions: %v", err)
+	}
+}
+
+// TestReadToEnd checks that ReadToEnd returns every committed record up to
+// where the log stood when it began, skips aborted ones, and finishes even
+// when a partition ends in a transaction marker or is empty.
+func TestReadToEnd(t *testing.T) {
+	kc := startBroker(t)
+	ctx := context.Background()
+	topic := "rte"
+	cl := newClient(t, kc)
+	if _, err := kadm.NewClient(cl).CreateTopic(ctx, 3, -1, nil, topic); err != nil {
+		t.Fatal(err)
+	}
+	plain := newClient(t, kc, kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	if err := plain.ProduceSync(ctx, &kgo.Record{Topic: topic, Partition: 0, Value: []byte("p0")}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	txn := newClient(t, kc, kgo.TransactionalID("rte-test"), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	inTxn := func(commit bool, vals ...string) {
+		if err := txn.BeginTransaction(); err != nil {
+			t.Fatal(err)
+		}
+		for _, v := range vals {
+			if err := txn.ProduceSync(ctx, &kgo.Record{Topic: topic, Partition: 1, Value: []byte(v)}).FirstErr(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := txn.EndTransaction(ctx, kgo.TransactionEndTry(commit)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	inTxn(true, "c1", "c2")
+	inTxn(false, "aborted")
+	inTxn(true, "c3") // partition 1 now ends in a commit marker; partition 2 is empty
+
+	var got []string
+	err := kafka.ReadToEnd(ctx, kc.ClientOpts(), topic, nil, func(r *kgo.Record) error {
+		got = append(got, string(r.Value))
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(got, ",") != "p0,c1,c2,c3" && strings.Join(got, ",") != "c1,c2,c3,p0" {
+		t.Fatalf("ReadToEnd read %v, want p0 and c1 c2 c3 (not the aborted record)", got)
+	}
+
+	// A transaction still open when ReadToEnd begins is not waited for.
+	if err := txn.BeginTransaction(); err != nil {
+		t.Fatal(err)
+	}
+	if err := txn.ProduceSync(ctx, &kgo.Record{Topic: topic, Partition: 1, Value: []byte("open")}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	got = nil
+	err = kafka.ReadToEnd(ctx, kc.ClientOpts(), topic, []int32{1}, func(r *kgo.Record) error {
+		got = append(got, string(r.Value))
+		return nil
+	})
+	if err != nil || strings.Join(got, ",") != "c1,c2,c3" {
+		t.Fatalf("ReadToEnd with an open transaction read %v, %v", got, err)
+	}
+	if err := txn.EndTransaction(ctx, kgo.TryAbort); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestKeyPartitionMatchesTheProducer(t *testing.T) {
+	kc := startBroker(t)
+	ctx := context.Background()
+	cl := newClient(t, kc)
+	if err := kafka.EnsureTopics(ctx, cl, kc); err != nil {
+		t.Fatal(err)
+	}
+	for _, key := range []string{"a", "conversation-1", "2Ab3XyZ", "d.0123456789abcdef"} {
+		r := &kgo.Record{Topic: kc.Topics().Commands, Key: []byte(key), Value: []byte("x")}
+		if err := cl.ProduceSync(ctx, r).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+		if p := kafka.KeyPartition([]byte(key), 3); p != r.Partition {
+			t.Errorf("KeyPartition(%q) = %d, the producer chose %d", key, p, r.Partition)
+		}
+	}
+}
