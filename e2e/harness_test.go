@@ -230,7 +230,8 @@ func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool)
 }
 
 // groupCaughtUp reports whether group has committed offsets at the end of
-// every partition of topic.
+// every partition of topic, a topic written in transactions (whose end
+// offset is a transaction marker one past the last record).
 func (c *cluster) groupCaughtUp(group, topic string) bool {
 	cl := c.client()
 	defer cl.Close()

@@ -109,7 +109,9 @@ func (w *Writer) Run(ctx context.Context) error {
 			err := commit(commitCtx, cl, fetches.Records())
 			cancel()
 			if err != nil {
-				w.log.Warn("offset commit failed; the batch will be replayed", "err", err)
+				// The next commit covers this batch too; a restart or
+				// rebalance before it replays the batch, which is harmless.
+				w.log.Warn("offset commit failed", "err", err)
 			}
 		}
 		cl.AllowRebalance()
@@ -123,7 +125,11 @@ func commit(ctx context.Context, cl *kgo.Client, recs []*kgo.Record) error {
 		if err = cl.CommitRecords(ctx, recs...); err == nil || ctx.Err() != nil {
 			return err
 		}
-		time.Sleep(time.Duration(try+1) * 100 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Duration(try+1) * 100 * time.Millisecond):
+		}
 	}
 	return err
 }

@@ -1,0 +1,448 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/parley-im/parley/kafka"
+	"github.com/parley-im/parley/kafka/embedded"
+	"github.com/parley-im/parley/sequencer"
+	"github.com/parley-im/parley/store/pebblestore"
+	"github.com/parley-im/parley/writer"
+)
+
+// The benchmarks' workload: one iteration is one whole run over a fixed
+// set of records (about 525,000 commands: 200 creates, 500,000 sends and
+// 5% retries), so a single iteration takes a few seconds and the rates are
+// records processed over the time measured. Setup (starting brokers,
+// producing the input) is outside the timer.
+const (
+	benchConvs     = 200
+	benchSenders   = 200
+	benchSends     = 500_000
+	benchRetryFrac = 0.05
+	// benchTimeout bounds every wait, so a stuck run fails instead of
+	// hanging the benchmark.
+	benchTimeout = 3 * time.Minute
+)
+
+// benchRun numbers the benchmarks' consumer groups and store directories,
+// which must differ between iterations and between -count runs.
+var benchRun atomic.Int64
+
+// benchWorkload is a workload with the counts the benchmarks check against.
+type benchWorkload struct {
+	*workload
+	events     int64 // events the sequencer must produce: creates + original sends
+	duplicates int64 // retries
+}
+
+func newBenchWorkload(seed uint64) *benchWorkload {
+	w := newWorkload(benchConvs, benchSenders, benchSends, benchRetryFrac, seed)
+	bw := &benchWorkload{workload: w, events: int64(len(w.creates))}
+	for _, cmd := range w.sends {
+		if w.original[cmd.MsgId] == cmd.MsgId {
+			bw.events++
+		} else {
+			bw.duplicates++
+		}
+	}
+	return bw
+}
+
+// newBenchCluster starts a fresh embedded broker with Parley's topics, like
+// newCluster, but returns a stop function so that a benchmark running many
+// iterations holds one broker (and its data) at a time.
+func newBenchCluster(b *testing.B) (c *cluster, stop func()) {
+	b.Helper()
+	dir, err := os.MkdirTemp("", "parley-bench-")
+	if err != nil {
+		b.Fatal(err)
+	}
+	br, err := embedded.Start(embedded.Config{Listen: "127.0.0.1:0", DataDir: dir, Logger: testLogger(b)})
+	if err != nil {
+		os.RemoveAll(dir)
+		b.Fatal(err)
+	}
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			br.Close()
+			os.RemoveAll(dir)
+		})
+	}
+	b.Cleanup(stop)
+	c = &cluster{t: b, broker: br, kc: kafka.Config{
+		Brokers: []string{br.Addr()}, Partitions: testPartitions, Logger: testLogger(b),
+	}.WithDefaults()}
+	cl := c.client()
+	defer cl.Close()
+	if err := kafka.EnsureTopics(context.Background(), cl, c.kc); err != nil {
+		b.Fatal(err)
+	}
+	return c, stop
+}
+
+// benchCaughtUp reports whether group's committed offsets are at most
+// slack short of the end of every partition of topic: slack 0 for a topic
+// written without transactions, 1 for one that ends in a transaction
+// marker. (The harness's groupCaughtUp always allows 1, which on the
+// commands topic could end the wait before the last transaction commits.)
+func benchCaughtUp(adm *kadm.Client, group, topic string, slack int64) bool {
+	ctx := context.Background()
+	ends, err := adm.ListEndOffsets(ctx, topic)
+	if err != nil || ends.Error() != nil {
+		return false
+	}
+	committed, err := adm.FetchOffsets(ctx, group)
+	if err != nil || committed.Error() != nil {
+		return false
+	}
+	caught := true
+	ends.Each(func(e kadm.ListedOffset) {
+		if e.Offset == 0 {
+			return
+		}
+		if o, ok := committed.Lookup(topic, e.Partition); !ok || o.At < e.Offset-slack {
+			caught = false
+		}
+	})
+	return caught
+}
+
+// benchWait polls cond every few milliseconds until it holds, failing the
+// benchmark after benchTimeout.
+func benchWait(b *testing.B, what string, cond func() bool) {
+	b.Helper()
+	deadline := time.Now().Add(benchTimeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			b.Fatalf("timed out after %v waiting for %s", benchTimeout, what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// benchRunSequencer runs an in-process sequencer until it has committed
+// every command of w (its group's offsets are at the end of the commands
+// topic), stops the timer, shuts the sequencer down and returns its stats
+// and how long after the call it had first processed a command (start-up:
+// topic checks, group join, state restore).
+func benchRunSequencer(b *testing.B, c *cluster, w *benchWorkload, node string) (sequencer.Stats, time.Duration) {
+	b.Helper()
+	start := time.Now()
+	s, err := sequencer.New(sequencer.Config{Kafka: c.kc, NodeID: node, Logger: testLogger(b)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			b.Errorf("sequencer: %v", err)
+		}
+	}()
+	total := int64(w.commands())
+	cl := c.client()
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	var startup time.Duration
+	benchWait(b, "the sequencer to commit every command", func() bool {
+		// Stats are cheap; the offsets are asked for only once every
+		// command has been processed at least once.
+		n := s.Stats().Commands
+		if n > 0 && startup == 0 {
+			startup = time.Since(start)
+		}
+		return n >= total && benchCaughtUp(adm, "parley-sequencer", c.kc.Topics().Commands, 0)
+	})
+	b.StopTimer() // the shutdown is not the sequencer's work
+	st := s.Stats()
+	if st.Aborted == 0 && (st.Events != w.events || st.Duplicates != w.duplicates || st.Rejected != 0 || st.Undecodable != 0) {
+		b.Fatalf("sequencer stats %+v; want %d events and %d duplicates", st, w.events, w.duplicates)
+	}
+	return st, startup
+}
+
+// benchTxCopy is the floor of the sequencer's cost: a consume-transform-
+// produce loop with the sequencer's transaction options that copies each
+// command record's key and value to dst and commits, until it has copied
+// total records in committed transactions. It stops the timer once they
+// are, before shutting the session down. startup is how long after the
+// call the first records were polled.
+func benchTxCopy(ctx context.Context, b *testing.B, c *cluster, dst string, total int64) (copied, aborted int64, startup time.Duration, err error) {
+	start := time.Now()
+	sess, err := kgo.NewGroupTransactSession(c.kc.ClientOpts(
+		kgo.TransactionalID("bench-txcopy"),
+		kgo.TransactionTimeout(15*time.Second),
+		kgo.ConsumerGroup("bench-txcopy"),
+		kgo.ConsumeTopics(c.kc.Topics().Commands),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.SessionTimeout(10*time.Second),
+		kgo.ProducerLinger(0),
+		kgo.RecordRetries(10),
+	)...)
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	defer sess.Close()
+	defer b.StopTimer()
+	for copied < total {
+		fetches := sess.PollRecords(ctx, 10000)
+		if err := ctx.Err(); err != nil {
+			return copied, aborted, startup, err
+		}
+		fetches.EachError(func(topic string, p int32, err error) {
+			b.Logf("txcopy fetch error on %s/%d: %v", topic, p, err)
+		})
+		n := fetches.NumRecords()
+		if n == 0 {
+			continue
+		}
+		if startup == 0 {
+			startup = time.Since(start)
+		}
+		if err := sess.Begin(); err != nil {
+			return copied, aborted, startup, fmt.Errorf("begin: %w", err)
+		}
+		var produceErr atomic.Pointer[error]
+		fetches.EachRecord(func(r *kgo.Record) {
+			sess.Produce(ctx, &kgo.Record{Topic: dst, Key: r.Key, Value: r.Value}, func(_ *kgo.Record, err error) {
+				if err != nil {
+					produceErr.CompareAndSwap(nil, &err)
+				}
+			})
+		})
+		if err := sess.Client().Flush(ctx); err != nil {
+			produceErr.CompareAndSwap(nil, &err)
+		}
+		end := kgo.TryCommit
+		if produceErr.Load() != nil {
+			end = kgo.TryAbort
+		}
+		committed, err := sess.End(ctx, end)
+		if err != nil {
+			return copied, aborted, startup, fmt.Errorf("end: %w", err)
+		}
+		if committed {
+			copied += int64(n)
+		} else {
+			aborted++
+		}
+	}
+	return copied, aborted, startup, nil
+}
+
+// BenchmarkSequencer times an in-process sequencer over pre-produced
+// commands ("sequencer"), and a minimal transactional copy of the same
+// records ("txcopy"), the ceiling the sequencer cannot beat. Each
+// iteration runs on a fresh broker holding the same commands.
+func BenchmarkSequencer(b *testing.B) {
+	w := newBenchWorkload(11)
+	commands := int64(w.commands())
+	var seqRate float64 // records/s of the sequencer's last run, if it ran
+
+	b.Run("sequencer", func(b *testing.B) {
+		b.ReportAllocs()
+		b.StopTimer()
+		b.ResetTimer()
+		var aborted int64
+		var startup time.Duration
+		for i := 0; i < b.N; i++ {
+			c, stop := newBenchCluster(b)
+			c.produce(w.creates...)
+			c.produce(w.sends...)
+			b.StartTimer()
+			st, up := benchRunSequencer(b, c, w, fmt.Sprintf("bench-%d", benchRun.Add(1)))
+			b.StopTimer()
+			aborted += st.Aborted
+			startup += up
+			stop()
+		}
+		secs := b.Elapsed().Seconds()
+		seqRate = float64(commands*int64(b.N)) / secs
+		b.ReportMetric(seqRate, "records/s")
+		b.ReportMetric(float64(w.events*int64(b.N))/secs, "events/s")
+		b.ReportMetric(float64(startup.Milliseconds())/float64(b.N), "startup-ms")
+		if aborted > 0 {
+			b.Logf("%d transactions aborted (the events count includes replays)", aborted)
+		}
+	})
+
+	b.Run("txcopy", func(b *testing.B) {
+		b.ReportAllocs()
+		b.StopTimer()
+		b.ResetTimer()
+		var aborted int64
+		var startup time.Duration
+		for i := 0; i < b.N; i++ {
+			c, stop := newBenchCluster(b)
+			dst := c.kc.TopicPrefix + "bench.copy"
+			cl := c.client()
+			resp, err := kadm.NewClient(cl).CreateTopic(context.Background(), testPartitions, -1, nil, dst)
+			cl.Close()
+			if err == nil {
+				err = resp.Err
+			}
+			if err != nil {
+				b.Fatalf("create %s: %v", dst, err)
+			}
+			c.produce(w.creates...)
+			c.produce(w.sends...)
+			ctx, cancel := context.WithTimeout(context.Background(), benchTimeout)
+			b.StartTimer()
+			copied, ab, up, err := benchTxCopy(ctx, b, c, dst, commands)
+			b.StopTimer()
+			cancel()
+			if err != nil {
+				b.Fatalf("txcopy after %d records: %v", copied, err)
+			}
+			if copied != commands {
+				b.Fatalf("txcopy copied %d records, want %d", copied, commands)
+			}
+			var inDst int64
+			if err := kafka.ReadToEnd(context.Background(), c.kc.ClientOpts(), dst, nil, func(*kgo.Record) error {
+				inDst++
+				return nil
+			}); err != nil || inDst != commands {
+				b.Fatalf("%s holds %d committed records (%v), want %d", dst, inDst, err, commands)
+			}
+			aborted += ab
+			startup += up
+			stop()
+		}
+		rate := float64(commands*int64(b.N)) / b.Elapsed().Seconds()
+		b.ReportMetric(rate, "records/s")
+		b.ReportMetric(float64(startup.Milliseconds())/float64(b.N), "startup-ms")
+		if seqRate > 0 {
+			// The sequencer's share of the transactional-copy ceiling.
+			b.ReportMetric(seqRate/rate, "seq/txcopy")
+		}
+		if aborted > 0 {
+			b.Logf("%d transactions aborted", aborted)
+		}
+	})
+}
+
+// benchEvents starts a fresh broker and fills its events topic by running
+// the sequencer over a workload; it returns the cluster and the number of
+// events.
+func benchEvents(b *testing.B, seed uint64) (*cluster, int64) {
+	b.Helper()
+	w := newBenchWorkload(seed)
+	c, _ := newBenchCluster(b)
+	c.produce(w.creates...)
+	c.produce(w.sends...)
+	if st, _ := benchRunSequencer(b, c, w, "bench-setup"); st.Aborted != 0 {
+		b.Fatalf("setup: %d transactions aborted; the events topic is not the workload's", st.Aborted)
+	}
+	return c, w.events
+}
+
+// BenchmarkWriter times an in-process writer storing the whole events
+// topic from offset 0 into a fresh Pebble store, until its group's offsets
+// are at the end of the topic. Each iteration uses a new group and store.
+func BenchmarkWriter(b *testing.B) {
+	c, events := benchEvents(b, 12)
+	storeRoot := b.TempDir()
+	cl := c.client()
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	b.Run("pebble", func(b *testing.B) {
+		b.ReportAllocs()
+		b.StopTimer()
+		b.ResetTimer()
+		for i := 0; i < b.N; i++ {
+			benchWriterRun(b, c, adm, storeRoot, events)
+		}
+		b.ReportMetric(float64(events*int64(b.N))/b.Elapsed().Seconds(), "events/s")
+	})
+}
+
+// BenchmarkRebuild times writer.Rebuild of the whole events topic into a
+// fresh Pebble store opened with NoSync, plus the final Flush.
+func BenchmarkRebuild(b *testing.B) {
+	c, events := benchEvents(b, 13)
+	storeRoot := b.TempDir()
+	b.Run("pebble-nosync", func(b *testing.B) {
+		b.ReportAllocs()
+		b.StopTimer()
+		b.ResetTimer()
+		for i := 0; i < b.N; i++ {
+			dir := filepath.Join(storeRoot, fmt.Sprintf("rebuild-%d", benchRun.Add(1)))
+			st, err := pebblestore.Open(dir, pebblestore.Options{NoSync: true})
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.StartTimer()
+			stats, err := writer.Rebuild(context.Background(), c.kc, st, 0, testLogger(b))
+			if err == nil {
+				err = st.Flush()
+			}
+			b.StopTimer()
+			if err != nil {
+				b.Fatalf("rebuild: %v", err)
+			}
+			if stats.Events != events || stats.Undecodable != 0 {
+				b.Fatalf("rebuild stats %+v, want %d events", stats, events)
+			}
+			if err := st.Close(); err != nil {
+				b.Fatal(err)
+			}
+			os.RemoveAll(dir)
+		}
+		b.ReportMetric(float64(events*int64(b.N))/b.Elapsed().Seconds(), "events/s")
+	})
+}
+
+// benchWriterRun is one timed writer run into a new store with a new group.
+func benchWriterRun(b *testing.B, c *cluster, adm *kadm.Client, storeRoot string, events int64) {
+	run := benchRun.Add(1)
+	dir := filepath.Join(storeRoot, fmt.Sprintf("writer-%d", run))
+	st, err := pebblestore.Open(dir, pebblestore.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer func() {
+		if err := st.Close(); err != nil {
+			b.Error(err)
+		}
+		os.RemoveAll(dir)
+	}()
+	group := fmt.Sprintf("bench-writer-%d", run)
+	wr, err := writer.New(writer.Config{Kafka: c.kc, Group: group, Logger: testLogger(b)}, st)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	// Runs before the store closes, also when a wait below fails.
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			b.Errorf("writer: %v", err)
+		}
+	}()
+	b.StartTimer()
+	go func() { done <- wr.Run(ctx) }()
+	benchWait(b, "the writer to catch up", func() bool {
+		n, _ := wr.Stored()
+		return n >= events && benchCaughtUp(adm, group, c.kc.Topics().Events, 1)
+	})
+	b.StopTimer()
+	// Replays after a failed commit would count twice.
+	if n, bad := wr.Stored(); n != events || bad != 0 {
+		b.Fatalf("writer stored %d events (%d undecodable), want %d", n, bad, events)
+	}
+}
