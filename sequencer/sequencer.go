@@ -410,7 +410,7 @@ func (s *Sequencer) process(fetches kgo.Fetches, produce func(*kgo.Record)) erro
 						"partition", r.Partition, "offset", r.Offset, "reply_partition", rt.Partition)
 				} else {
 					k := outcomeKey{rt.Node, rt.Partition}
-					outcomes[k] = append(outcomes[k], slim(out))
+					outcomes[k] = append(outcomes[k], out)
 				}
 			}
 		}
@@ -436,25 +436,8 @@ func (s *Sequencer) process(fetches kgo.Fetches, produce func(*kgo.Record)) erro
 }
 
 // maxOutcomesPerRecord keeps an OutcomeBatch far below the broker's record
-// size limit: an outcome without body or member list is under 400 bytes.
+// size limit: an outcome (identifiers only) is under 400 bytes.
 const maxOutcomesPerRecord = 500
-
-// slim returns o with its event reduced to identifiers: a connector needs
-// them to answer the client, and the body and member list could make a
-// batch of outcomes too large for one record.
-func slim(o *parleyv1.Outcome) *parleyv1.Outcome {
-	ev := o.Event
-	if ev == nil || (len(ev.Body) == 0 && len(ev.Members) == 0) {
-		return o
-	}
-	return &parleyv1.Outcome{
-		MsgId: o.MsgId, Conv: o.Conv, Status: o.Status, Reason: o.Reason, Message: o.Message,
-		Event: &parleyv1.Event{
-			Conv: ev.Conv, Seq: ev.Seq, Type: ev.Type, MsgId: ev.MsgId, Cmid: ev.Cmid, From: ev.From,
-			Ts: ev.Ts, Kind: ev.Kind, Target: ev.Target, ConvKind: ev.ConvKind, Title: ev.Title,
-		},
-	}
-}
 
 func (s *Sequencer) count(o *parleyv1.Outcome) {
 	switch o.Status {

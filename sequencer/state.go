@@ -186,6 +186,20 @@ func unchanged(cmd *parleyv1.Command) *parleyv1.Outcome {
 	return &parleyv1.Outcome{MsgId: cmd.MsgId, Conv: cmd.Conv, Status: parleyv1.OutcomeStatus_OUTCOME_STATUS_UNCHANGED}
 }
 
+// sequenced is the outcome of a command that became ev. The outcome's event
+// carries identifiers only: a connector needs them to answer its client, and
+// a body or member list could make a batch of outcomes too large for one
+// record (the event itself is on the events topic).
+func sequenced(cmd *parleyv1.Command, ev *parleyv1.Event) *parleyv1.Outcome {
+	return &parleyv1.Outcome{
+		MsgId: cmd.MsgId, Conv: cmd.Conv, Status: parleyv1.OutcomeStatus_OUTCOME_STATUS_SEQUENCED,
+		Event: &parleyv1.Event{
+			Conv: ev.Conv, Seq: ev.Seq, Type: ev.Type, MsgId: ev.MsgId, Cmid: ev.Cmid, From: ev.From,
+			Ts: ev.Ts, Kind: ev.Kind, Target: ev.Target, ConvKind: ev.ConvKind, Title: ev.Title,
+		},
+	}
+}
+
 func duplicate(cmd *parleyv1.Command, conv string, e *parleyv1.MessageEntry) *parleyv1.Outcome {
 	return &parleyv1.Outcome{
 		MsgId: cmd.MsgId, Conv: conv, Status: parleyv1.OutcomeStatus_OUTCOME_STATUS_DUPLICATE,
@@ -384,7 +398,7 @@ func (p *partition) apply(cmd *parleyv1.Command, now int64) (*parleyv1.Event, *p
 		ev.Type, ev.Members = parleyv1.EventType_EVENT_TYPE_MEMBER_REMOVED, removed
 	}
 	p.sequence(c, ev, now)
-	return ev, &parleyv1.Outcome{MsgId: cmd.MsgId, Conv: cmd.Conv, Status: parleyv1.OutcomeStatus_OUTCOME_STATUS_SEQUENCED, Event: ev}
+	return ev, sequenced(cmd, ev)
 }
 
 // checkTarget validates an edit (revoke false) or revoke target.
@@ -453,7 +467,7 @@ func (p *partition) create(cmd *parleyv1.Command, cr *parleyv1.Create, now int64
 		From: cmd.From, ConvKind: cr.Kind, Title: cr.Title, Members: members,
 	}
 	p.sequence(c, ev, now)
-	return ev, &parleyv1.Outcome{MsgId: cmd.MsgId, Conv: cmd.Conv, Status: parleyv1.OutcomeStatus_OUTCOME_STATUS_SEQUENCED, Event: ev}
+	return ev, sequenced(cmd, ev)
 }
 
 // createExisting answers a create for a conversation that exists: a retry
