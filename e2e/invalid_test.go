@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"context"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -103,5 +105,36 @@ func TestInvalidCommands(t *testing.T) {
 	// malformed; the garbage one cannot be decoded at all.
 	if st := seq.Stats(); st.Undecodable != 1 {
 		t.Fatalf("undecodable records counted %d, want 1", st.Undecodable)
+	}
+}
+
+// TestHugeInvalidCommandsDoNotStall: commands whose fields are huge and
+// invalid get rejections that still fit, with the rest of their batch, in
+// the outcome records, and the sequencer goes on.
+func TestHugeInvalidCommandsDoNotStall(t *testing.T) {
+	c := newCluster(t)
+	outs := c.collectOutcomes(context.Background())
+	runInProcess(t, "sequencer", newSequencer(t, c, "seq-huge").Run)
+	reply := &parleyv1.ReplyTo{Node: replyNode}
+	g := newMsgID()
+	var cmds []*parleyv1.Command
+	cmds = append(cmds, &parleyv1.Command{Conv: g, MsgId: newMsgID(), From: "alice", ReplyTo: reply,
+		Body: &parleyv1.Command_Create{Create: &parleyv1.Create{Kind: parleyv1.ConvKind_CONV_KIND_GROUP}}})
+	kind := strings.Repeat("\x01", 10_000) // quoted, each byte would take four
+	for i := range 40 {
+		cmds = append(cmds, &parleyv1.Command{Conv: g, MsgId: newMsgID(), From: "alice", Cmid: fmt.Sprint("h", i), ReplyTo: reply,
+			Body: &parleyv1.Command_Send{Send: &parleyv1.Send{Kind: kind, Body: []byte("1")}}})
+	}
+	last := &parleyv1.Command{Conv: g, MsgId: newMsgID(), From: "alice", Cmid: "ok", ReplyTo: reply,
+		Body: &parleyv1.Command_Send{Send: &parleyv1.Send{Kind: "text", Body: []byte("1")}}}
+	c.produce(append(cmds, last)...)
+	waitFor(t, 30*time.Second, "the valid send's outcome", func() bool { return len(outs.get(last.MsgId)) == 1 })
+	for _, cm := range cmds[1:] {
+		if o := outs.get(cm.MsgId); len(o) != 1 || o[0].Reason != parleyv1.Reason_REASON_MALFORMED {
+			t.Fatalf("huge invalid send: outcomes %v", o)
+		}
+	}
+	if o := outs.get(last.MsgId)[0]; o.GetEvent().GetSeq() != 2 {
+		t.Fatalf("valid send after them: %v, want seq 2", o)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -131,23 +132,46 @@ func TestReadToEnd(t *testing.T) {
 		t.Fatalf("ReadToEnd read %v, want p0 and c1 c2 c3 (not the aborted record)", got)
 	}
 
-	// A transaction still open when ReadToEnd begins is not waited for.
+	// A transaction left open (by a producer that died, say) hides every
+	// later record of its partition from read_committed readers, including
+	// records other producers commit after it. ReadToEnd waits for it to end
+	// rather than miss those.
 	if err := txn.BeginTransaction(); err != nil {
 		t.Fatal(err)
 	}
 	if err := txn.ProduceSync(ctx, &kgo.Record{Topic: topic, Partition: 1, Value: []byte("open")}).FirstErr(); err != nil {
 		t.Fatal(err)
 	}
-	got = nil
-	err = kafka.ReadToEnd(ctx, kc.ClientOpts(), topic, []int32{1}, func(r *kgo.Record) error {
-		got = append(got, string(r.Value))
-		return nil
-	})
-	if err != nil || strings.Join(got, ",") != "c1,c2,c3" {
-		t.Fatalf("ReadToEnd with an open transaction read %v, %v", got, err)
+	other := newClient(t, kc, kgo.TransactionalID("rte-other"), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	if err := other.BeginTransaction(); err != nil {
+		t.Fatal(err)
 	}
+	if err := other.ProduceSync(ctx, &kgo.Record{Topic: topic, Partition: 1, Value: []byte("c4")}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	if err := other.EndTransaction(ctx, kgo.TryCommit); err != nil {
+		t.Fatal(err)
+	}
+	type result struct {
+		got []string
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		var got []string
+		err := kafka.ReadToEnd(ctx, kc.ClientOpts(), topic, []int32{1}, func(r *kgo.Record) error {
+			got = append(got, string(r.Value))
+			return nil
+		})
+		done <- result{got, err}
+	}()
+	time.Sleep(200 * time.Millisecond) // let ReadToEnd find the open transaction
 	if err := txn.EndTransaction(ctx, kgo.TryAbort); err != nil {
 		t.Fatal(err)
+	}
+	res := <-done
+	if res.err != nil || strings.Join(res.got, ",") != "c1,c2,c3,c4" {
+		t.Fatalf("ReadToEnd across an open transaction read %v, %v; want c1 c2 c3 c4", res.got, res.err)
 	}
 }
 

@@ -3,62 +3,67 @@ package kafka
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
-// ReadToEnd reads the given partitions of topic from their start up to the
-// last stable offset each had when ReadToEnd began, with read_committed
-// isolation, calling fn for every committed data record in order. It returns
-// once every partition is read through, or with the first error (fn's error
-// included). opts must name the brokers (Config.ClientOpts); ReadToEnd adds
-// its own consume options. partitions nil means all partitions.
+// ReadToEnd reads the given partitions of topic from their start up to
+// their end, with read_committed isolation, calling fn for every committed
+// data record in order. It returns once every partition is read through, or
+// with the first error (fn's error included). opts must name the brokers
+// (Config.ClientOpts); ReadToEnd adds its own consume options. partitions
+// nil means all partitions.
 //
-// It guarantees that every record committed before it began is passed to fn;
-// records of transactions still open when it began are not.
+// It guarantees that every record committed before it began is passed to
+// fn. To keep that promise it first waits until every transaction that was
+// open on those partitions when it began has ended (the last stable offset
+// has reached the high watermark it saw first): an open transaction hides
+// every record after its first one, including records committed later by
+// other producers. The wait is bounded by the producers' transaction
+// timeout, and by ctx.
 func ReadToEnd(ctx context.Context, opts []kgo.Opt, topic string, partitions []int32, fn func(*kgo.Record) error) error {
 	admCl, err := kgo.NewClient(opts...)
 	if err != nil {
 		return err
 	}
-	ends, err := kadm.NewClient(admCl).ListCommittedOffsets(ctx, topic)
+	adm := kadm.NewClient(admCl)
+	starts, err := adm.ListStartOffsets(ctx, topic)
 	if err == nil {
-		err = ends.Error()
+		err = starts.Error()
 	}
-	starts, err2 := kadm.NewClient(admCl).ListStartOffsets(ctx, topic)
-	if err2 == nil {
-		err2 = starts.Error()
-	}
-	admCl.Close()
 	if err != nil {
-		return fmt.Errorf("kafka: list end offsets of %s: %w", topic, err)
+		admCl.Close()
+		return fmt.Errorf("kafka: list start offsets of %s: %w", topic, err)
 	}
-	if err2 != nil {
-		return fmt.Errorf("kafka: list start offsets of %s: %w", topic, err2)
-	}
-
 	want := make(map[int32]bool)
 	if partitions == nil {
-		for p := range ends[topic] {
+		for p := range starts[topic] {
 			want[p] = true
 		}
 	} else {
 		for _, p := range partitions {
+			if _, ok := starts.Lookup(topic, p); !ok {
+				admCl.Close()
+				return fmt.Errorf("kafka: %s has no partition %d", topic, p)
+			}
 			want[p] = true
 		}
 	}
+	ends, err := stableEnds(ctx, adm, topic, want)
+	admCl.Close()
+	if err != nil {
+		return err
+	}
+
 	// remaining: partition -> the last offset that must be seen.
 	remaining := make(map[int32]int64)
 	consume := make(map[int32]kgo.Offset)
 	for p := range want {
-		end, ok := ends.Lookup(topic, p)
-		if !ok {
-			return fmt.Errorf("kafka: %s has no partition %d", topic, p)
-		}
 		start, _ := starts.Lookup(topic, p)
-		if end.Offset > start.Offset {
-			remaining[p] = end.Offset - 1
+		if end := ends[p]; end > start.Offset {
+			remaining[p] = end - 1
 			consume[p] = kgo.NewOffset().AtStart()
 		}
 	}
@@ -117,4 +122,45 @@ func ReadToEnd(ctx context.Context, opts []kgo.Opt, topic string, partitions []i
 		}
 	}
 	return nil
+}
+
+// stableEnds returns, for each wanted partition, an end offset at or past
+// the partition's high watermark when it was called, below which every
+// transaction has ended.
+func stableEnds(ctx context.Context, adm *kadm.Client, topic string, want map[int32]bool) (map[int32]int64, error) {
+	hw, err := adm.ListEndOffsets(ctx, topic)
+	if err == nil {
+		err = hw.Error()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("kafka: list end offsets of %s: %w", topic, err)
+	}
+	for {
+		lso, err := adm.ListCommittedOffsets(ctx, topic)
+		if err == nil {
+			err = lso.Error()
+		}
+		if err != nil {
+			return nil, fmt.Errorf("kafka: list stable offsets of %s: %w", topic, err)
+		}
+		ends := make(map[int32]int64, len(want))
+		stable := true
+		for p := range want {
+			h, _ := hw.Lookup(topic, p)
+			l, _ := lso.Lookup(topic, p)
+			if l.Offset < h.Offset {
+				stable = false
+				break
+			}
+			ends[p] = l.Offset
+		}
+		if stable {
+			return ends, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }

@@ -383,8 +383,8 @@ func (s *Sequencer) process(fetches kgo.Fetches, produce func(*kgo.Record)) erro
 			var ev *parleyv1.Event
 			var out *parleyv1.Outcome
 			switch {
-			case string(r.Key) != cmd.Conv:
-				out = reject(cmd, parleyv1.Reason_REASON_MALFORMED, "record key %q is not the conversation %q", r.Key, cmd.Conv)
+			case len(r.Key) == 0 || string(r.Key) != cmd.Conv:
+				out = reject(cmd, parleyv1.Reason_REASON_MALFORMED, "record key %q is not the conversation %q", clip(string(r.Key)), clip(cmd.Conv))
 			case kafka.KeyPartition(r.Key, nparts) != r.Partition:
 				out = reject(cmd, parleyv1.Reason_REASON_MALFORMED, "conversation %s belongs on partition %d, not %d (use the murmur2 partitioner)",
 					cmd.Conv, kafka.KeyPartition(r.Key, nparts), r.Partition)
@@ -423,7 +423,11 @@ func (s *Sequencer) process(fetches kgo.Fetches, produce func(*kgo.Record)) erro
 	}
 	for k, outs := range outcomes {
 		for len(outs) > 0 {
-			n := min(len(outs), maxOutcomesPerRecord)
+			n, size := 0, 0
+			for n < len(outs) && (n == 0 || size+proto.Size(outs[n]) <= maxOutcomeBatchBytes) {
+				size += proto.Size(outs[n])
+				n++
+			}
 			v, err := proto.Marshal(&parleyv1.OutcomeBatch{Node: k.node, Outcomes: outs[:n]})
 			if err != nil {
 				return err
@@ -435,9 +439,10 @@ func (s *Sequencer) process(fetches kgo.Fetches, produce func(*kgo.Record)) erro
 	return nil
 }
 
-// maxOutcomesPerRecord keeps an OutcomeBatch far below the broker's record
-// size limit: an outcome (identifiers only) is under 400 bytes.
-const maxOutcomesPerRecord = 500
+// maxOutcomeBatchBytes keeps an OutcomeBatch record far below the broker's
+// record size limit (1 MiB by default). A single outcome is a few hundred
+// bytes at most: every command field it repeats is validated or clipped.
+const maxOutcomeBatchBytes = 256 << 10
 
 func (s *Sequencer) count(o *parleyv1.Outcome) {
 	switch o.Status {

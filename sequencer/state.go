@@ -6,6 +6,8 @@ import (
 	"slices"
 	"sort"
 
+	"github.com/segmentio/ksuid"
+
 	"github.com/parley-im/parley/schema"
 	parleyv1 "github.com/parley-im/parley/schema/parley/v1"
 )
@@ -175,11 +177,33 @@ func (p *partition) dropMember(c *convState, user string) {
 	c.dirtyMembers[user] = false
 }
 
+// reject is the outcome of a refused command. Every value in it that comes
+// from the command is bounded (invalid ids are left out, quoted input is
+// clipped), so that outcomes stay small whatever a command holds.
 func reject(cmd *parleyv1.Command, reason parleyv1.Reason, format string, args ...any) *parleyv1.Outcome {
-	return &parleyv1.Outcome{
+	o := &parleyv1.Outcome{
 		MsgId: cmd.GetMsgId(), Conv: cmd.GetConv(), Status: parleyv1.OutcomeStatus_OUTCOME_STATUS_REJECTED,
 		Reason: reason, Message: fmt.Sprintf(format, args...),
 	}
+	if len(o.MsgId) > maxMsgIDLen {
+		o.MsgId = "" // no connector issued it, so nobody waits for it
+	}
+	if !schema.ValidConvID(o.Conv) {
+		o.Conv = ""
+	}
+	return o
+}
+
+// maxMsgIDLen bounds a command's msg_id (a KSUID is 27 characters).
+const maxMsgIDLen = 64
+
+// clip bounds a piece of client input quoted in a rejection message.
+func clip(s string) string {
+	const max = 64
+	if len(s) > max {
+		return s[:max] + "..."
+	}
+	return s
 }
 
 func unchanged(cmd *parleyv1.Command) *parleyv1.Outcome {
@@ -217,10 +241,10 @@ func validate(cmd *parleyv1.Command) *parleyv1.Outcome {
 	}
 	switch {
 	case !schema.ValidConvID(cmd.Conv):
-		return bad("invalid conversation id %q", cmd.Conv)
+		return bad("invalid conversation id %q", clip(cmd.Conv))
 	case !schema.ValidUserID(cmd.From):
-		return bad("invalid sender %q", cmd.From)
-	case cmd.MsgId == "" || len(cmd.MsgId) > 64:
+		return bad("invalid sender %q", clip(cmd.From))
+	case cmd.MsgId == "" || len(cmd.MsgId) > maxMsgIDLen:
 		return bad("missing or oversized msg_id")
 	case cmd.Cmid != "" && !schema.ValidCMID(cmd.Cmid):
 		return bad("invalid cmid")
@@ -246,7 +270,7 @@ func validate(cmd *parleyv1.Command) *parleyv1.Outcome {
 			return o
 		}
 		if !schema.ValidKind(b.Send.GetKind()) {
-			return bad("invalid message kind %q", b.Send.GetKind())
+			return bad("invalid message kind %q", clip(b.Send.GetKind()))
 		}
 		return body(b.Send.GetBody())
 	case *parleyv1.Command_Edit:
@@ -274,7 +298,7 @@ func validate(cmd *parleyv1.Command) *parleyv1.Outcome {
 		}
 		for _, u := range c.GetMembers() {
 			if !schema.ValidUserID(u) {
-				return bad("invalid member %q", u)
+				return bad("invalid member %q", clip(u))
 			}
 		}
 	case *parleyv1.Command_AddMembers:
@@ -297,7 +321,7 @@ func validUsers(cmd *parleyv1.Command, users []string) *parleyv1.Outcome {
 	}
 	for _, u := range users {
 		if !schema.ValidUserID(u) {
-			return reject(cmd, parleyv1.Reason_REASON_MALFORMED, "invalid user %q", u)
+			return reject(cmd, parleyv1.Reason_REASON_MALFORMED, "invalid user %q", clip(u))
 		}
 	}
 	return nil
@@ -382,12 +406,13 @@ func (p *partition) apply(cmd *parleyv1.Command, now int64) (*parleyv1.Event, *p
 		}
 		ev.Type, ev.Members = parleyv1.EventType_EVENT_TYPE_MEMBER_ADDED, added
 	case *parleyv1.Command_RemoveMembers:
-		self := len(b.RemoveMembers.Users) == 1 && b.RemoveMembers.Users[0] == cmd.From
+		users := dedupe(b.RemoveMembers.Users, "")
+		self := len(users) == 1 && users[0] == cmd.From
 		if o := p.checkChangeMembers(c, cmd, self); o != nil {
 			return nil, o
 		}
 		var removed []string
-		for _, u := range dedupe(b.RemoveMembers.Users, "") {
+		for _, u := range users {
 			if c.members[u] != nil {
 				removed = append(removed, u)
 			}
@@ -452,6 +477,10 @@ func (p *partition) create(cmd *parleyv1.Command, cr *parleyv1.Create, now int64
 			return nil, reject(cmd, parleyv1.Reason_REASON_MALFORMED, "a direct conversation has no title")
 		}
 	case parleyv1.ConvKind_CONV_KIND_GROUP:
+		// Only KSUIDs: a group must not take the id of a direct pair.
+		if _, err := ksuid.Parse(cmd.Conv); err != nil {
+			return nil, reject(cmd, parleyv1.Reason_REASON_MALFORMED, "a group's id is a KSUID")
+		}
 		if 1+len(others) > p.rules.maxMembers {
 			return nil, reject(cmd, parleyv1.Reason_REASON_TOO_MANY_MEMBERS, "a group has at most %d members", p.rules.maxMembers)
 		}
@@ -483,6 +512,9 @@ func (p *partition) createExisting(c *convState, cmd *parleyv1.Command, cr *parl
 			return duplicate(cmd, cmd.Conv, e)
 		}
 	}
+	if cmd.From == original.From && cmd.MsgId == original.MsgId {
+		return duplicate(cmd, cmd.Conv, original) // the same command again
+	}
 	if c.head.Kind == parleyv1.ConvKind_CONV_KIND_DIRECT && cr.Kind == parleyv1.ConvKind_CONV_KIND_DIRECT {
 		others := dedupe(cr.Members, cmd.From)
 		if len(others) == 1 && schema.DirectConvID(cmd.From, others[0]) == cmd.Conv {
@@ -505,8 +537,10 @@ func (p *partition) sequence(c *convState, ev *parleyv1.Event, now int64) {
 		if ev.Type == parleyv1.EventType_EVENT_TYPE_CREATED {
 			h.CreatedTs = ev.Ts
 		}
+		// A member's read cursor starts at the event that made them one:
+		// nothing from before they joined counts as unread.
 		for _, u := range ev.Members {
-			p.setMember(c, &parleyv1.MemberState{User: u, JoinedSeq: ev.Seq})
+			p.setMember(c, &parleyv1.MemberState{User: u, JoinedSeq: ev.Seq, ReadSeq: ev.Seq})
 		}
 	case parleyv1.EventType_EVENT_TYPE_MEMBER_REMOVED:
 		for _, u := range ev.Members {

@@ -3,8 +3,10 @@ package sequencer
 import (
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 
+	"github.com/segmentio/ksuid"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/parley-im/parley/schema"
@@ -12,6 +14,9 @@ import (
 )
 
 var testRules = rules{windowMinAgeMs: 1000, windowMinEntries: 64, maxMembers: 5}
+
+// g1 is a group id (groups have KSUIDs).
+var g1 = ksuid.New().String()
 
 type harness struct {
 	t   *testing.T
@@ -92,80 +97,81 @@ func group(members ...string) *parleyv1.Create {
 
 func TestSeqsAndDedup(t *testing.T) {
 	h := newHarness(t)
-	if ev := h.ok("g1", "alice", "", group("bob")); ev.Seq != 1 || !slices.Equal(ev.Members, []string{"alice", "bob"}) {
+	if ev := h.ok(g1, "alice", "", group("bob")); ev.Seq != 1 || !slices.Equal(ev.Members, []string{"alice", "bob"}) {
 		t.Fatalf("created = %v", ev)
 	}
-	a := h.ok("g1", "alice", "a1", send("hi"))
-	b := h.ok("g1", "bob", "a1", send("same cmid, other sender")) // cmids are per sender
+	a := h.ok(g1, "alice", "a1", send("hi"))
+	b := h.ok(g1, "bob", "a1", send("same cmid, other sender")) // cmids are per sender
 	if a.Seq != 2 || b.Seq != 3 {
 		t.Fatalf("seqs %d %d", a.Seq, b.Seq)
 	}
-	out := h.status(parleyv1.OutcomeStatus_OUTCOME_STATUS_DUPLICATE, "g1", "alice", "a1", send("retry"))
+	out := h.status(parleyv1.OutcomeStatus_OUTCOME_STATUS_DUPLICATE, g1, "alice", "a1", send("retry"))
 	if out.Event.Seq != 2 || out.Event.MsgId != a.MsgId {
 		t.Fatalf("duplicate answered %v, want the original %v", out.Event, a)
 	}
-	if c := h.ok("g1", "alice", "a2", send("next")); c.Seq != 4 {
+	if c := h.ok(g1, "alice", "a2", send("next")); c.Seq != 4 {
 		t.Fatalf("a duplicate took a seq: next is %d", c.Seq)
 	}
 }
 
 func TestValidation(t *testing.T) {
 	h := newHarness(t)
-	h.ok("g1", "alice", "", group("bob"))
+	h.ok(g1, "alice", "", group("bob"))
 	M := parleyv1.Reason_REASON_MALFORMED
-	h.rejected(M, "g1", "alice", "", send("no cmid"))
+	h.rejected(M, g1, "alice", "", send("no cmid"))
 	h.rejected(M, "g/1", "alice", "c", send("bad conv"))
-	h.rejected(M, "g1", "al ice", "c", send("bad sender"))
-	h.rejected(M, "g1", "alice", "c", &parleyv1.Send{Kind: "text", Body: []byte("{not json")})
-	h.rejected(M, "g1", "alice", "c", &parleyv1.Send{Kind: "", Body: []byte("1")})
-	h.rejected(M, "g1", "alice", "c", nil)
-	h.rejected(parleyv1.Reason_REASON_TOO_LARGE, "g1", "alice", "c", &parleyv1.Send{Kind: "text", Body: make([]byte, schema.MaxBodyLen+1)})
+	h.rejected(M, "not-a-ksuid", "alice", "", group("bob"))
+	h.rejected(M, g1, "al ice", "c", send("bad sender"))
+	h.rejected(M, g1, "alice", "c", &parleyv1.Send{Kind: "text", Body: []byte("{not json")})
+	h.rejected(M, g1, "alice", "c", &parleyv1.Send{Kind: "", Body: []byte("1")})
+	h.rejected(M, g1, "alice", "c", nil)
+	h.rejected(parleyv1.Reason_REASON_TOO_LARGE, g1, "alice", "c", &parleyv1.Send{Kind: "text", Body: make([]byte, schema.MaxBodyLen+1)})
 	h.rejected(parleyv1.Reason_REASON_CONV_NOT_FOUND, "nope", "alice", "c", send("x"))
-	h.rejected(parleyv1.Reason_REASON_NOT_MEMBER, "g1", "mallory", "c", send("x"))
-	h.rejected(parleyv1.Reason_REASON_NOT_MEMBER, "g1", "mallory", "", &parleyv1.Read{Seq: 1})
-	h.rejected(parleyv1.Reason_REASON_CONV_EXISTS, "g1", "mallory", "", group("alice"))
-	if ev := h.ok("g1", "alice", "ok", send("still fine")); ev.Seq != 2 {
+	h.rejected(parleyv1.Reason_REASON_NOT_MEMBER, g1, "mallory", "c", send("x"))
+	h.rejected(parleyv1.Reason_REASON_NOT_MEMBER, g1, "mallory", "", &parleyv1.Read{Seq: 1})
+	h.rejected(parleyv1.Reason_REASON_CONV_EXISTS, g1, "mallory", "", group("alice"))
+	if ev := h.ok(g1, "alice", "ok", send("still fine")); ev.Seq != 2 {
 		t.Fatalf("rejections took seqs: %d", ev.Seq)
 	}
 }
 
 func TestEditRevoke(t *testing.T) {
 	h := newHarness(t)
-	h.ok("g1", "alice", "", group("bob", "carol"))
-	m := h.ok("g1", "bob", "b1", send("bob's"))
-	h.rejected(parleyv1.Reason_REASON_NOT_AUTHOR, "g1", "carol", "c1", &parleyv1.Edit{Target: m.Seq, Body: []byte(`"x"`)})
-	h.rejected(parleyv1.Reason_REASON_NOT_AUTHOR, "g1", "alice", "a1", &parleyv1.Edit{Target: m.Seq, Body: []byte(`"x"`)}) // the owner may not edit
-	h.rejected(parleyv1.Reason_REASON_TARGET_NOT_FOUND, "g1", "bob", "b2", &parleyv1.Edit{Target: 1, Body: []byte(`"x"`)})
-	h.rejected(parleyv1.Reason_REASON_TARGET_NOT_FOUND, "g1", "bob", "b2", &parleyv1.Edit{Target: 99, Body: []byte(`"x"`)})
-	e := h.ok("g1", "bob", "b2", &parleyv1.Edit{Target: m.Seq, Body: []byte(`"edited"`)})
+	h.ok(g1, "alice", "", group("bob", "carol"))
+	m := h.ok(g1, "bob", "b1", send("bob's"))
+	h.rejected(parleyv1.Reason_REASON_NOT_AUTHOR, g1, "carol", "c1", &parleyv1.Edit{Target: m.Seq, Body: []byte(`"x"`)})
+	h.rejected(parleyv1.Reason_REASON_NOT_AUTHOR, g1, "alice", "a1", &parleyv1.Edit{Target: m.Seq, Body: []byte(`"x"`)}) // the owner may not edit
+	h.rejected(parleyv1.Reason_REASON_TARGET_NOT_FOUND, g1, "bob", "b2", &parleyv1.Edit{Target: 1, Body: []byte(`"x"`)})
+	h.rejected(parleyv1.Reason_REASON_TARGET_NOT_FOUND, g1, "bob", "b2", &parleyv1.Edit{Target: 99, Body: []byte(`"x"`)})
+	e := h.ok(g1, "bob", "b2", &parleyv1.Edit{Target: m.Seq, Body: []byte(`"edited"`)})
 	if e.Type != parleyv1.EventType_EVENT_TYPE_EDIT || e.Target != m.Seq {
 		t.Fatalf("edit event %v", e)
 	}
-	h.rejected(parleyv1.Reason_REASON_TARGET_NOT_FOUND, "g1", "bob", "b3", &parleyv1.Edit{Target: e.Seq, Body: []byte(`"edit of edit"`)})
-	h.rejected(parleyv1.Reason_REASON_NOT_AUTHOR, "g1", "carol", "c2", &parleyv1.Revoke{Target: m.Seq})
-	h.ok("g1", "alice", "a2", &parleyv1.Revoke{Target: m.Seq}) // the group owner may revoke
-	h.rejected(parleyv1.Reason_REASON_TARGET_REVOKED, "g1", "bob", "b4", &parleyv1.Edit{Target: m.Seq, Body: []byte(`"late"`)})
-	h.rejected(parleyv1.Reason_REASON_TARGET_REVOKED, "g1", "bob", "b5", &parleyv1.Revoke{Target: m.Seq})
+	h.rejected(parleyv1.Reason_REASON_TARGET_NOT_FOUND, g1, "bob", "b3", &parleyv1.Edit{Target: e.Seq, Body: []byte(`"edit of edit"`)})
+	h.rejected(parleyv1.Reason_REASON_NOT_AUTHOR, g1, "carol", "c2", &parleyv1.Revoke{Target: m.Seq})
+	h.ok(g1, "alice", "a2", &parleyv1.Revoke{Target: m.Seq}) // the group owner may revoke
+	h.rejected(parleyv1.Reason_REASON_TARGET_REVOKED, g1, "bob", "b4", &parleyv1.Edit{Target: m.Seq, Body: []byte(`"late"`)})
+	h.rejected(parleyv1.Reason_REASON_TARGET_REVOKED, g1, "bob", "b5", &parleyv1.Revoke{Target: m.Seq})
 }
 
 func TestMembersRules(t *testing.T) {
 	h := newHarness(t)
-	h.ok("g1", "alice", "", group("bob"))
-	h.rejected(parleyv1.Reason_REASON_NOT_OWNER, "g1", "bob", "", &parleyv1.AddMembers{Users: []string{"carol"}})
-	h.rejected(parleyv1.Reason_REASON_NOT_OWNER, "g1", "bob", "", &parleyv1.RemoveMembers{Users: []string{"alice"}})
-	add := h.ok("g1", "alice", "", &parleyv1.AddMembers{Users: []string{"carol", "bob", "carol", "dave"}})
+	h.ok(g1, "alice", "", group("bob"))
+	h.rejected(parleyv1.Reason_REASON_NOT_OWNER, g1, "bob", "", &parleyv1.AddMembers{Users: []string{"carol"}})
+	h.rejected(parleyv1.Reason_REASON_NOT_OWNER, g1, "bob", "", &parleyv1.RemoveMembers{Users: []string{"alice"}})
+	add := h.ok(g1, "alice", "", &parleyv1.AddMembers{Users: []string{"carol", "bob", "carol", "dave"}})
 	if !slices.Equal(add.Members, []string{"carol", "dave"}) {
 		t.Fatalf("added %v", add.Members)
 	}
-	h.status(parleyv1.OutcomeStatus_OUTCOME_STATUS_UNCHANGED, "g1", "alice", "", &parleyv1.AddMembers{Users: []string{"bob"}})
-	h.rejected(parleyv1.Reason_REASON_TOO_MANY_MEMBERS, "g1", "alice", "", &parleyv1.AddMembers{Users: []string{"e1", "e2"}})
-	h.ok("g1", "carol", "", &parleyv1.RemoveMembers{Users: []string{"carol"}}) // leaving
-	h.rejected(parleyv1.Reason_REASON_NOT_MEMBER, "g1", "carol", "c", send("gone"))
-	h.status(parleyv1.OutcomeStatus_OUTCOME_STATUS_UNCHANGED, "g1", "alice", "", &parleyv1.RemoveMembers{Users: []string{"carol"}})
+	h.status(parleyv1.OutcomeStatus_OUTCOME_STATUS_UNCHANGED, g1, "alice", "", &parleyv1.AddMembers{Users: []string{"bob"}})
+	h.rejected(parleyv1.Reason_REASON_TOO_MANY_MEMBERS, g1, "alice", "", &parleyv1.AddMembers{Users: []string{"e1", "e2"}})
+	h.ok(g1, "carol", "", &parleyv1.RemoveMembers{Users: []string{"carol", "carol"}}) // leaving
+	h.rejected(parleyv1.Reason_REASON_NOT_MEMBER, g1, "carol", "c", send("gone"))
+	h.status(parleyv1.OutcomeStatus_OUTCOME_STATUS_UNCHANGED, g1, "alice", "", &parleyv1.RemoveMembers{Users: []string{"carol"}})
 	// The owner leaves: bob (joined at seq 1) takes over before dave (joined later).
-	h.ok("g1", "alice", "", &parleyv1.RemoveMembers{Users: []string{"alice"}})
-	h.ok("g1", "bob", "", &parleyv1.RemoveMembers{Users: []string{"dave"}})
-	h.rejected(parleyv1.Reason_REASON_NOT_MEMBER, "g1", "alice", "", &parleyv1.AddMembers{Users: []string{"alice"}})
+	h.ok(g1, "alice", "", &parleyv1.RemoveMembers{Users: []string{"alice"}})
+	h.ok(g1, "bob", "", &parleyv1.RemoveMembers{Users: []string{"dave"}})
+	h.rejected(parleyv1.Reason_REASON_NOT_MEMBER, g1, "alice", "", &parleyv1.AddMembers{Users: []string{"alice"}})
 }
 
 func TestDirect(t *testing.T) {
@@ -191,18 +197,20 @@ func TestDirect(t *testing.T) {
 
 func TestReadCursor(t *testing.T) {
 	h := newHarness(t)
-	h.ok("g1", "alice", "", group("bob"))
+	h.ok(g1, "alice", "", group("bob"))
 	for i := range 5 {
-		h.ok("g1", "alice", fmt.Sprint(i), send("m"))
+		h.ok(g1, "alice", fmt.Sprint(i), send("m"))
 	}
-	r := h.ok("g1", "bob", "", &parleyv1.Read{Seq: 4})
+	// Bob joined at seq 1: his cursor starts there.
+	h.status(parleyv1.OutcomeStatus_OUTCOME_STATUS_UNCHANGED, g1, "bob", "", &parleyv1.Read{Seq: 1})
+	r := h.ok(g1, "bob", "", &parleyv1.Read{Seq: 4})
 	if r.Type != parleyv1.EventType_EVENT_TYPE_READ || r.Target != 4 || r.Seq != 7 {
 		t.Fatalf("read event %v", r)
 	}
-	h.status(parleyv1.OutcomeStatus_OUTCOME_STATUS_UNCHANGED, "g1", "bob", "", &parleyv1.Read{Seq: 3})
-	h.status(parleyv1.OutcomeStatus_OUTCOME_STATUS_UNCHANGED, "g1", "bob", "", &parleyv1.Read{Seq: 4})
-	h.rejected(parleyv1.Reason_REASON_TARGET_NOT_FOUND, "g1", "bob", "", &parleyv1.Read{Seq: 8})
-	h.ok("g1", "bob", "", &parleyv1.Read{Seq: 7})
+	h.status(parleyv1.OutcomeStatus_OUTCOME_STATUS_UNCHANGED, g1, "bob", "", &parleyv1.Read{Seq: 3})
+	h.status(parleyv1.OutcomeStatus_OUTCOME_STATUS_UNCHANGED, g1, "bob", "", &parleyv1.Read{Seq: 4})
+	h.rejected(parleyv1.Reason_REASON_TARGET_NOT_FOUND, g1, "bob", "", &parleyv1.Read{Seq: 8})
+	h.ok(g1, "bob", "", &parleyv1.Read{Seq: 7})
 }
 
 // TestWindow checks that the window keeps at least windowMinEntries entries
@@ -210,14 +218,14 @@ func TestReadCursor(t *testing.T) {
 // restores exactly the same decisions.
 func TestWindow(t *testing.T) {
 	h := newHarness(t)
-	h.ok("g1", "alice", "", group("bob"))
+	h.ok(g1, "alice", "", group("bob"))
 	var records [][2][]byte
 	emit := func(k string, v []byte) { records = append(records, [2][]byte{[]byte(k), v}) }
 	for i := range 400 {
 		if i == 200 {
 			h.now += testRules.windowMinAgeMs // the first 200 are now old
 		}
-		h.ok("g1", "alice", fmt.Sprintf("c%d", i), send("m"))
+		h.ok(g1, "alice", fmt.Sprintf("c%d", i), send("m"))
 		if i%7 == 0 {
 			if err := h.p.flush(emit); err != nil {
 				t.Fatal(err)
@@ -227,16 +235,16 @@ func TestWindow(t *testing.T) {
 	if err := h.p.flush(emit); err != nil {
 		t.Fatal(err)
 	}
-	c := h.p.convs["g1"]
+	c := h.p.convs[g1]
 	// 200 young entries must all stay; of the old ones, at least enough to
 	// keep windowMinEntries... here the young ones alone exceed it.
 	if c.entries < 200 || c.entries > 200+chunkSize {
 		t.Fatalf("window holds %d entries", c.entries)
 	}
-	young := h.status(parleyv1.OutcomeStatus_OUTCOME_STATUS_DUPLICATE, "g1", "alice", "c200", send("retry"))
-	h.rejected(parleyv1.Reason_REASON_TARGET_EXPIRED, "g1", "alice", "e1", &parleyv1.Edit{Target: 2, Body: []byte("1")})
+	young := h.status(parleyv1.OutcomeStatus_OUTCOME_STATUS_DUPLICATE, g1, "alice", "c200", send("retry"))
+	h.rejected(parleyv1.Reason_REASON_TARGET_EXPIRED, g1, "alice", "e1", &parleyv1.Edit{Target: 2, Body: []byte("1")})
 	// An expired cmid is new again: that is the documented window.
-	h.ok("g1", "alice", "c0", send("reused after the window"))
+	h.ok(g1, "alice", "c0", send("reused after the window"))
 
 	// Restore from the changelog (compaction keeps the last value per key).
 	last := make(map[string][]byte)
@@ -257,16 +265,53 @@ func TestWindow(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c2 := p2.convs["g1"]
+	c2 := p2.convs[g1]
 	if c2.head.LastSeq != 401 || c2.entries != c.entries-1 {
 		t.Fatalf("restored last seq %d entries %d; had %d entries before the reuse", c2.head.LastSeq, c2.entries, c.entries)
 	}
 	h2 := &harness{t: t, p: p2, now: h.now, n: h.n}
-	out := h2.status(parleyv1.OutcomeStatus_OUTCOME_STATUS_DUPLICATE, "g1", "alice", "c200", send("retry"))
+	out := h2.status(parleyv1.OutcomeStatus_OUTCOME_STATUS_DUPLICATE, g1, "alice", "c200", send("retry"))
 	if !proto.Equal(out.Event, young.Event) {
 		t.Fatalf("restored duplicate %v, want %v", out.Event, young.Event)
 	}
-	if ev := h2.ok("g1", "bob", "b", send("after restore")); ev.Seq != 402 {
+	if ev := h2.ok(g1, "bob", "b", send("after restore")); ev.Seq != 402 {
 		t.Fatalf("after restore seq %d, want 402", ev.Seq)
+	}
+}
+
+func TestDirectIDCannotBeTaken(t *testing.T) {
+	h := newHarness(t)
+	id := schema.DirectConvID("alice", "bob")
+	h.rejected(parleyv1.Reason_REASON_MALFORMED, id, "mallory", "", group("alice", "bob"))
+	h.ok(id, "alice", "", &parleyv1.Create{Kind: parleyv1.ConvKind_CONV_KIND_DIRECT, Members: []string{"bob"}})
+}
+
+func TestSameCreateTwice(t *testing.T) {
+	h := newHarness(t)
+	c := h.cmd(g1, "alice", "", group("bob"))
+	if _, out := h.p.apply(c, h.now); out.Status != parleyv1.OutcomeStatus_OUTCOME_STATUS_SEQUENCED {
+		t.Fatalf("create: %v", out)
+	}
+	if _, out := h.p.apply(c, h.now); out.Status != parleyv1.OutcomeStatus_OUTCOME_STATUS_DUPLICATE || out.Event.Seq != 1 {
+		t.Fatalf("the same create again: %v, want a duplicate of seq 1", out)
+	}
+}
+
+// TestRejectionsAreSmall: whatever a command holds, its outcome stays
+// small, so a batch of outcomes always fits in one record.
+func TestRejectionsAreSmall(t *testing.T) {
+	h := newHarness(t)
+	huge := strings.Repeat("\x01", 100_000)
+	for _, c := range []*parleyv1.Command{
+		h.cmd(huge, "alice", "c", send("x")),
+		h.cmd(g1, huge, "c", send("x")),
+		h.cmd(g1, "alice", "c", &parleyv1.Send{Kind: huge, Body: []byte("1")}),
+		h.cmd(g1, "alice", "", &parleyv1.AddMembers{Users: []string{huge}}),
+		{Conv: g1, From: "alice", MsgId: huge, Body: &parleyv1.Command_Read{Read: &parleyv1.Read{Seq: 1}}},
+	} {
+		_, out := h.p.apply(c, h.now)
+		if out.Status != parleyv1.OutcomeStatus_OUTCOME_STATUS_REJECTED || proto.Size(out) > 400 {
+			t.Errorf("outcome %v %v is %d bytes", out.Status, out.Reason, proto.Size(out))
+		}
 	}
 }

@@ -27,8 +27,10 @@ type HeadUpdate struct {
 // MemberUpdate changes one membership: the batch's last join (JoinSeq) and,
 // if the user left after it, their removal (RemoveSeq). Each applies only if
 // it is newer than the stored membership's last change: a join sets
-// JoinedSeq and clears RemovedSeq, a removal sets RemovedSeq. Independently,
-// the read cursor becomes max(stored, ReadSeq). Zero fields change nothing.
+// JoinedSeq, clears RemovedSeq and starts the read cursor at JoinSeq (nothing
+// from before joining is unread); a removal sets RemovedSeq. Then the read
+// cursor becomes max(cursor, ReadSeq), ReadSeq being the furthest read after
+// the batch's last join. Zero fields change nothing.
 type MemberUpdate struct {
 	Conv, User string
 	JoinSeq    int64
@@ -63,12 +65,12 @@ func MakePlan(events []*parleyv1.Event) Plan {
 			h.Created = ev
 			for _, u := range ev.Members {
 				m := member(ev.Conv, u)
-				m.JoinSeq, m.RemoveSeq = ev.Seq, 0
+				m.JoinSeq, m.RemoveSeq, m.ReadSeq = ev.Seq, 0, 0
 			}
 		case parleyv1.EventType_EVENT_TYPE_MEMBER_ADDED:
 			for _, u := range ev.Members {
 				m := member(ev.Conv, u)
-				m.JoinSeq, m.RemoveSeq = ev.Seq, 0
+				m.JoinSeq, m.RemoveSeq, m.ReadSeq = ev.Seq, 0, 0
 			}
 		case parleyv1.EventType_EVENT_TYPE_MEMBER_REMOVED:
 			for _, u := range ev.Members {
@@ -99,7 +101,7 @@ func MakePlan(events []*parleyv1.Event) Plan {
 func ApplyMember(cur Membership, changed int64, u MemberUpdate) (Membership, int64) {
 	if u.JoinSeq > changed {
 		changed = u.JoinSeq
-		cur.JoinedSeq, cur.RemovedSeq = u.JoinSeq, 0
+		cur.JoinedSeq, cur.RemovedSeq, cur.ReadSeq = u.JoinSeq, 0, u.JoinSeq
 	}
 	if u.RemoveSeq > changed {
 		changed = u.RemoveSeq

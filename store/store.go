@@ -74,7 +74,8 @@ type Membership struct {
 	JoinedSeq int64
 	// RemovedSeq is the seq of the event that removed them; 0 while a member.
 	RemovedSeq int64
-	// ReadSeq is the user's read cursor.
+	// ReadSeq is the user's read cursor: it starts at JoinedSeq (nothing
+	// from before joining is unread) and only moves forward while they stay.
 	ReadSeq int64
 }
 

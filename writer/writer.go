@@ -109,8 +109,9 @@ func (w *Writer) Run(ctx context.Context) error {
 			err := commit(commitCtx, cl, fetches.Records())
 			cancel()
 			if err != nil {
-				// The next commit covers this batch too; a restart or
-				// rebalance before it replays the batch, which is harmless.
+				// A later commit on the same partitions covers this batch;
+				// until then a restart or rebalance replays it, which the
+				// store absorbs.
 				w.log.Warn("offset commit failed", "err", err)
 			}
 		}

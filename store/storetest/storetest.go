@@ -204,11 +204,26 @@ func testMembership(t *testing.T, s store.Store) {
 	if err != nil || !m.Current() || m.JoinedSeq != 4 {
 		t.Fatalf("Membership(dave) = %+v, %v; want joined 4", m, err)
 	}
-	// Carol rejoins.
-	mustAppend(t, s, []*parleyv1.Event{memberEvent("c1", 6, parleyv1.EventType_EVENT_TYPE_MEMBER_ADDED, "alice", "carol")})
+	// Carol, who had read up to 5, rejoins: her cursor starts again where
+	// she rejoined, and reads from before it in the same batch do not count.
+	mustAppend(t, s, []*parleyv1.Event{
+		readEvent("c1", 6, "dave", 5),
+		memberEvent("c1", 7, parleyv1.EventType_EVENT_TYPE_MEMBER_ADDED, "alice", "carol"),
+		readEvent("c1", 8, "carol", 3),
+	})
 	m, err = s.Membership(ctx, "c1", "carol")
-	if err != nil || !m.Current() || m.JoinedSeq != 6 || m.RemovedSeq != 0 {
-		t.Fatalf("Membership(carol) after rejoin = %+v, %v", m, err)
+	if err != nil || !m.Current() || m.JoinedSeq != 7 || m.RemovedSeq != 0 || m.ReadSeq != 7 {
+		t.Fatalf("Membership(carol) after rejoin = %+v, %v; want joined 7, read 7", m, err)
+	}
+	// Leaving and rejoining within one batch.
+	mustAppend(t, s, []*parleyv1.Event{
+		readEvent("c1", 9, "dave", 8),
+		memberEvent("c1", 10, parleyv1.EventType_EVENT_TYPE_MEMBER_REMOVED, "alice", "dave"),
+		memberEvent("c1", 11, parleyv1.EventType_EVENT_TYPE_MEMBER_ADDED, "alice", "dave"),
+	})
+	m, err = s.Membership(ctx, "c1", "dave")
+	if err != nil || !m.Current() || m.JoinedSeq != 11 || m.ReadSeq != 11 {
+		t.Fatalf("Membership(dave) after leaving and rejoining = %+v, %v; want joined 11, read 11", m, err)
 	}
 }
 
@@ -224,8 +239,8 @@ func testReadCursor(t *testing.T, s store.Store) {
 	if m, _ := s.Membership(ctx, "c1", "bob"); m.ReadSeq != 12 {
 		t.Fatalf("read cursor = %d, want 12", m.ReadSeq)
 	}
-	if m, _ := s.Membership(ctx, "c1", "alice"); m.ReadSeq != 0 {
-		t.Fatalf("alice's cursor moved: %d", m.ReadSeq)
+	if m, _ := s.Membership(ctx, "c1", "alice"); m.ReadSeq != 1 {
+		t.Fatalf("alice's cursor is %d, want 1: it starts where she joined", m.ReadSeq)
 	}
 }
 
@@ -244,7 +259,7 @@ func testUserConversations(t *testing.T, s store.Store) {
 	if cs[0].LastSeq != 9 || cs[0].ReadSeq != 5 || cs[0].JoinedSeq != 1 || cs[0].Title != "t c1" || cs[0].Kind != parleyv1.ConvKind_CONV_KIND_GROUP {
 		t.Fatalf("c1 entry = %+v", cs[0])
 	}
-	if cs[1].LastSeq != 4 || cs[1].ReadSeq != 0 {
+	if cs[1].LastSeq != 4 || cs[1].ReadSeq != 1 {
 		t.Fatalf("c2 entry = %+v", cs[1])
 	}
 	mustAppend(t, s, []*parleyv1.Event{memberEvent("c2", 5, parleyv1.EventType_EVENT_TYPE_MEMBER_REMOVED, "alice", "alice")})

@@ -112,8 +112,9 @@ const (
 	Reason_REASON_NOT_AUTHOR Reason = 4
 	// A membership change only the group owner may make. Client code: forbidden.
 	Reason_REASON_NOT_OWNER Reason = 5
-	// Create of a conversation id that exists with other members or another
-	// creator. Client code: bad_request.
+	// Create of a conversation id that exists, other than a repeat of the
+	// same command, a retry with the same cmid, or a direct conversation
+	// created again by one of its pair. Client code: bad_request.
 	Reason_REASON_CONV_EXISTS Reason = 6
 	// Edit/revoke target, or read seq, is not a message / beyond the last seq.
 	// Client code: not_found.

@@ -180,7 +180,7 @@ type MemberState struct {
 	User  string                 `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
 	// Seq of the event that made them a member.
 	JoinedSeq int64 `protobuf:"varint,2,opt,name=joined_seq,json=joinedSeq,proto3" json:"joined_seq,omitempty"`
-	// Their read cursor.
+	// Their read cursor: starts at joined_seq, only moves forward.
 	ReadSeq       int64 `protobuf:"varint,3,opt,name=read_seq,json=readSeq,proto3" json:"read_seq,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
