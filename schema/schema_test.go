@@ -68,3 +68,18 @@ func TestToJSON(t *testing.T) {
 		}
 	}
 }
+
+func TestCQLMigrations(t *testing.T) {
+	ms, err := CQLMigrations()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ms) == 0 || ms[0].Version != 1 || len(ms[0].Statements) != 4 {
+		t.Fatalf("migrations %+v", ms)
+	}
+	for _, st := range ms[0].Statements {
+		if !strings.HasPrefix(st, "CREATE TABLE IF NOT EXISTS") || strings.Contains(st, "--") || strings.Contains(st, ";") {
+			t.Errorf("statement %q", st)
+		}
+	}
+}

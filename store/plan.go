@@ -36,6 +36,9 @@ type MemberUpdate struct {
 	JoinSeq    int64
 	RemoveSeq  int64
 	ReadSeq    int64
+	// ReadAt is the seq of the read event that set ReadSeq, for stores that
+	// order writes by event seq rather than compare values.
+	ReadAt int64
 }
 
 // MakePlan reduces events to a Plan. Events of one conversation must be in
@@ -65,12 +68,12 @@ func MakePlan(events []*parleyv1.Event) Plan {
 			h.Created = ev
 			for _, u := range ev.Members {
 				m := member(ev.Conv, u)
-				m.JoinSeq, m.RemoveSeq, m.ReadSeq = ev.Seq, 0, 0
+				m.JoinSeq, m.RemoveSeq, m.ReadSeq, m.ReadAt = ev.Seq, 0, 0, 0
 			}
 		case parleyv1.EventType_EVENT_TYPE_MEMBER_ADDED:
 			for _, u := range ev.Members {
 				m := member(ev.Conv, u)
-				m.JoinSeq, m.RemoveSeq, m.ReadSeq = ev.Seq, 0, 0
+				m.JoinSeq, m.RemoveSeq, m.ReadSeq, m.ReadAt = ev.Seq, 0, 0, 0
 			}
 		case parleyv1.EventType_EVENT_TYPE_MEMBER_REMOVED:
 			for _, u := range ev.Members {
@@ -78,7 +81,7 @@ func MakePlan(events []*parleyv1.Event) Plan {
 			}
 		case parleyv1.EventType_EVENT_TYPE_READ:
 			m := member(ev.Conv, ev.From)
-			m.ReadSeq = max(m.ReadSeq, ev.Target)
+			m.ReadSeq, m.ReadAt = max(m.ReadSeq, ev.Target), ev.Seq
 		}
 	}
 	var p Plan

@@ -27,8 +27,9 @@ const MaxRangeLimit = 1000
 type Store interface {
 	// Append writes a batch of events. Within a conversation the batch must
 	// be in seq order; a batch may repeat events already stored (replays
-	// overwrite with the same data). When Append returns nil the batch is
-	// durable.
+	// overwrite with the same data). The events must form a log the
+	// sequencer could have written (in particular, a member's read targets
+	// grow). When Append returns nil the batch is durable.
 	Append(ctx context.Context, events []*parleyv1.Event) error
 	// Events returns up to r.Limit events of conv in ascending seq order:
 	// those with seq > r.After, or, if r.Before > 0, the last ones with

@@ -1,0 +1,471 @@
+package cassandrastore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+	"time"
+
+	gocql "github.com/apache/cassandra-gocql-driver/v2"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/parley-im/parley/schema"
+	parleyv1 "github.com/parley-im/parley/schema/parley/v1"
+	"github.com/parley-im/parley/store"
+)
+
+// BucketSize is the number of consecutive seqs in one events partition.
+// Readers and writers must agree on it: it is part of the schema.
+const BucketSize = 256
+
+func bucket(seq int64) int64 { return seq / BucketSize }
+
+// Config configures the store.
+type Config struct {
+	// Hosts are contact points, host or host:port. Required.
+	Hosts []string
+	// Port is the native protocol port for hosts without one; default 9042.
+	Port int
+	// Keyspace; default "parley".
+	Keyspace string
+	// Consistency for reads and writes; default LOCAL_QUORUM.
+	Consistency gocql.Consistency
+	// LocalDC, if set, keeps requests in that datacenter.
+	LocalDC string
+	// Timeout per request; default 5s.
+	Timeout time.Duration
+	// Retries of a failed request (with exponential backoff from 100 ms to
+	// 2 s); default 3. Every request is idempotent, so retries are safe.
+	Retries int
+	// Parallelism bounds the requests one Append or list runs at once;
+	// default 32.
+	Parallelism int
+	// Logger; default slog.Default().
+	Logger *slog.Logger
+}
+
+func (c Config) withDefaults() Config {
+	if c.Port == 0 {
+		c.Port = 9042
+	}
+	if c.Keyspace == "" {
+		c.Keyspace = "parley"
+	}
+	if c.Consistency == 0 {
+		c.Consistency = gocql.LocalQuorum
+	}
+	if c.Timeout == 0 {
+		c.Timeout = 5 * time.Second
+	}
+	if c.Retries == 0 {
+		c.Retries = 3
+	}
+	if c.Parallelism == 0 {
+		c.Parallelism = 32
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
+}
+
+func (c Config) validate() error {
+	if len(c.Hosts) == 0 {
+		return errors.New("cassandrastore: no hosts")
+	}
+	if !validKeyspace(c.Keyspace) {
+		return fmt.Errorf("cassandrastore: invalid keyspace name %q", c.Keyspace)
+	}
+	return nil
+}
+
+func validKeyspace(k string) bool {
+	if k == "" || len(k) > 48 {
+		return false
+	}
+	for i := 0; i < len(k); i++ {
+		c := k[i]
+		if !(c == '_' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c >= 'A' && c <= 'Z') {
+			return false
+		}
+	}
+	return true
+}
+
+// cluster returns the driver configuration for c, without a keyspace.
+func (c Config) cluster() *gocql.ClusterConfig {
+	cl := gocql.NewCluster(c.Hosts...)
+	cl.Port = c.Port
+	cl.Consistency = c.Consistency
+	cl.Timeout = c.Timeout
+	cl.ConnectTimeout = c.Timeout
+	cl.RetryPolicy = &gocql.ExponentialBackoffRetryPolicy{NumRetries: c.Retries, Min: 100 * time.Millisecond, Max: 2 * time.Second}
+	fallback := gocql.RoundRobinHostPolicy()
+	if c.LocalDC != "" {
+		fallback = gocql.DCAwareRoundRobinPolicy(c.LocalDC)
+	}
+	// Token-aware: each request goes to a replica of its partition.
+	cl.PoolConfig.HostSelectionPolicy = gocql.TokenAwareHostPolicy(fallback)
+	// Keep reconnecting to a node that went away, however long it is gone.
+	cl.ReconnectionPolicy = &gocql.ExponentialReconnectionPolicy{MaxRetries: 1 << 30, InitialInterval: 500 * time.Millisecond, MaxInterval: 10 * time.Second}
+	cl.ReconnectInterval = 5 * time.Second
+	return cl
+}
+
+// Store is a store.Store on Cassandra.
+type Store struct {
+	cfg     Config
+	session *gocql.Session
+}
+
+var _ store.Store = (*Store)(nil)
+
+// Open connects to the cluster and the keyspace, which must have been
+// migrated (see Migrate).
+func Open(cfg Config) (*Store, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	cl := cfg.cluster()
+	cl.Keyspace = cfg.Keyspace
+	s, err := cl.CreateSession()
+	if err != nil {
+		return nil, fmt.Errorf("cassandrastore: connect to %v: %w", cfg.Hosts, err)
+	}
+	return &Store{cfg: cfg, session: s}, nil
+}
+
+// Close closes the session.
+func (s *Store) Close() error {
+	s.session.Close()
+	return nil
+}
+
+// Ping checks that the cluster answers a query at the configured
+// consistency.
+func (s *Store) Ping(ctx context.Context) error {
+	var n int
+	return s.session.Query(`SELECT COUNT(*) FROM conversations WHERE conv = ?`, "").
+		Consistency(s.cfg.Consistency).ScanContext(ctx, &n)
+}
+
+const (
+	insertEvent = `INSERT INTO events (conv, bucket, seq, type, msg_id, sender, ts, event) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`
+	setCreated  = `UPDATE conversations USING TIMESTAMP ? SET kind = ?, title = ?, created_ts = ? WHERE conv = ?`
+	setLastSeq  = `UPDATE conversations USING TIMESTAMP ? SET last_seq = ? WHERE conv = ?`
+	joinMember  = `UPDATE members USING TIMESTAMP ? SET joined_seq = ?, removed_seq = 0, read_seq = ? WHERE conv = ? AND user_id = ?`
+	leaveMember = `UPDATE members USING TIMESTAMP ? SET removed_seq = ? WHERE conv = ? AND user_id = ?`
+	readMember  = `UPDATE members USING TIMESTAMP ? SET read_seq = ? WHERE conv = ? AND user_id = ?`
+	joinUser    = `UPDATE user_conversations USING TIMESTAMP ? SET joined_seq = ?, removed_seq = 0, read_seq = ? WHERE user_id = ? AND conv = ?`
+	leaveUser   = `UPDATE user_conversations USING TIMESTAMP ? SET removed_seq = ? WHERE user_id = ? AND conv = ?`
+	readUser    = `UPDATE user_conversations USING TIMESTAMP ? SET read_seq = ? WHERE user_id = ? AND conv = ?`
+)
+
+// Append implements store.Store. Events go first, one unlogged batch per
+// (conv, bucket) partition; then the heads and memberships, so that a head
+// never announces a seq whose event is not stored yet.
+func (s *Store) Append(ctx context.Context, events []*parleyv1.Event) error {
+	if len(events) == 0 {
+		return nil
+	}
+	type part struct {
+		conv   string
+		bucket int64
+	}
+	parts := make(map[part]*gocql.Batch)
+	var order []part
+	for _, ev := range events {
+		v, err := proto.Marshal(ev)
+		if err != nil {
+			return fmt.Errorf("cassandrastore: encode event: %w", err)
+		}
+		k := part{ev.Conv, bucket(ev.Seq)}
+		b := parts[k]
+		if b == nil {
+			b = s.batch()
+			parts[k] = b
+			order = append(order, k)
+		}
+		b.Query(insertEvent, ev.Conv, k.bucket, ev.Seq, schema.EventTypeName(ev.Type), ev.MsgId, ev.From, ev.Ts, v)
+	}
+	batches := make([]*gocql.Batch, 0, len(order))
+	for _, k := range order {
+		batches = append(batches, splitBatch(s, parts[k])...)
+	}
+	if err := s.runAll(ctx, batches); err != nil {
+		return err
+	}
+
+	// Then heads and memberships, one batch per conversation for its head
+	// and members rows; then each user's list (a list entry must not point
+	// at a head that is not written yet).
+	plan := store.MakePlan(events)
+	byConv := make(map[string]*gocql.Batch)
+	convBatch := func(conv string) *gocql.Batch {
+		b := byConv[conv]
+		if b == nil {
+			b = s.batch()
+			byConv[conv] = b
+		}
+		return b
+	}
+	var users []*gocql.Batch
+	for _, h := range plan.Heads {
+		b := convBatch(h.Conv)
+		if c := h.Created; c != nil {
+			b.Query(setCreated, c.Seq, int(c.ConvKind), c.Title, c.Ts, h.Conv)
+		}
+		b.Query(setLastSeq, h.LastSeq, h.LastSeq, h.Conv)
+	}
+	for _, u := range plan.Members {
+		b := convBatch(u.Conv)
+		ub := s.batch()
+		if u.JoinSeq > 0 {
+			b.Query(joinMember, u.JoinSeq, u.JoinSeq, u.JoinSeq, u.Conv, u.User)
+			ub.Query(joinUser, u.JoinSeq, u.JoinSeq, u.JoinSeq, u.User, u.Conv)
+		}
+		if u.RemoveSeq > 0 {
+			b.Query(leaveMember, u.RemoveSeq, u.RemoveSeq, u.Conv, u.User)
+			ub.Query(leaveUser, u.RemoveSeq, u.RemoveSeq, u.User, u.Conv)
+		}
+		if u.ReadAt > 0 {
+			b.Query(readMember, u.ReadAt, u.ReadSeq, u.Conv, u.User)
+			ub.Query(readUser, u.ReadAt, u.ReadSeq, u.User, u.Conv)
+		}
+		users = append(users, ub)
+	}
+	convs := make([]string, 0, len(byConv))
+	for c := range byConv {
+		convs = append(convs, c)
+	}
+	sort.Strings(convs)
+	var heads []*gocql.Batch
+	for _, c := range convs {
+		heads = append(heads, splitBatch(s, byConv[c])...)
+	}
+	if err := s.runAll(ctx, heads); err != nil {
+		return err
+	}
+	return s.runAll(ctx, users)
+}
+
+// maxBatchStatements keeps a batch (of one partition) small enough for the
+// server's batch size warnings and limits.
+const maxBatchStatements = 64
+
+// splitBatch splits b into batches of at most maxBatchStatements.
+func splitBatch(s *Store, b *gocql.Batch) []*gocql.Batch {
+	if len(b.Entries) <= maxBatchStatements {
+		return []*gocql.Batch{b}
+	}
+	var out []*gocql.Batch
+	for i := 0; i < len(b.Entries); i += maxBatchStatements {
+		nb := s.batch()
+		nb.Entries = b.Entries[i:min(i+maxBatchStatements, len(b.Entries))]
+		out = append(out, nb)
+	}
+	return out
+}
+
+func (s *Store) batch() *gocql.Batch {
+	b := s.session.Batch(gocql.UnloggedBatch)
+	b.Cons = s.cfg.Consistency
+	return b
+}
+
+// runAll executes batches with bounded parallelism and returns the first
+// error. Every statement is idempotent.
+func (s *Store) runAll(ctx context.Context, batches []*gocql.Batch) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	sem := make(chan struct{}, s.cfg.Parallelism)
+	var wg sync.WaitGroup
+	var once sync.Once
+	var first error
+	for _, b := range batches {
+		if len(b.Entries) == 0 {
+			continue
+		}
+		for i := range b.Entries {
+			b.Entries[i].Idempotent = true
+		}
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			if err := b.ExecContext(ctx); err != nil {
+				once.Do(func() { first = fmt.Errorf("cassandrastore: write: %w", err); cancel() })
+			}
+		}()
+	}
+	wg.Wait()
+	if first != nil {
+		return first
+	}
+	return ctx.Err()
+}
+
+// Events implements store.Store.
+func (s *Store) Events(ctx context.Context, conv string, r store.Range) ([]*parleyv1.Event, bool, error) {
+	if err := r.Validate(); err != nil {
+		return nil, false, err
+	}
+	h, err := s.Conversation(ctx, conv)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	last := h.LastSeq
+	var out []*parleyv1.Event
+	if r.Before > 0 {
+		hi := min(r.Before-1, last) // highest seq wanted
+		for b := bucket(hi); b >= 0 && len(out) < r.Limit && hi >= 1; b-- {
+			evs, err := s.scan(ctx, `SELECT event FROM events WHERE conv = ? AND bucket = ? AND seq <= ? ORDER BY seq DESC LIMIT ?`,
+				conv, b, hi, r.Limit-len(out))
+			if err != nil {
+				return nil, false, err
+			}
+			out = append(out, evs...)
+		}
+		for i, j := 0, len(out)-1; i < j; i, j = i+1, j-1 {
+			out[i], out[j] = out[j], out[i]
+		}
+		more := len(out) > 0 && out[0].Seq > 1
+		if len(out) == 0 {
+			more = false
+		}
+		return out, more, nil
+	}
+	lo := r.After + 1 // lowest seq wanted
+	for b := bucket(lo); b <= bucket(last) && len(out) < r.Limit; b++ {
+		evs, err := s.scan(ctx, `SELECT event FROM events WHERE conv = ? AND bucket = ? AND seq >= ? AND seq <= ? LIMIT ?`,
+			conv, b, lo, last, r.Limit-len(out))
+		if err != nil {
+			return nil, false, err
+		}
+		out = append(out, evs...)
+	}
+	more := len(out) > 0 && out[len(out)-1].Seq < last
+	return out, more, nil
+}
+
+func (s *Store) scan(ctx context.Context, stmt string, args ...any) ([]*parleyv1.Event, error) {
+	it := s.session.Query(stmt, args...).Idempotent(true).IterContext(ctx)
+	var out []*parleyv1.Event
+	var v []byte
+	for it.Scan(&v) {
+		ev := new(parleyv1.Event)
+		if err := proto.Unmarshal(v, ev); err != nil {
+			_ = it.Close()
+			return nil, fmt.Errorf("cassandrastore: decode event: %w", err)
+		}
+		out = append(out, ev)
+	}
+	if err := it.Close(); err != nil {
+		return nil, fmt.Errorf("cassandrastore: read events: %w", err)
+	}
+	return out, nil
+}
+
+// Conversation implements store.Store.
+func (s *Store) Conversation(ctx context.Context, conv string) (store.Conversation, error) {
+	h := store.Conversation{Conv: conv}
+	var kind int
+	err := s.session.Query(`SELECT kind, title, created_ts, last_seq FROM conversations WHERE conv = ?`, conv).
+		Idempotent(true).ScanContext(ctx, &kind, &h.Title, &h.CreatedTS, &h.LastSeq)
+	if errors.Is(err, gocql.ErrNotFound) {
+		return h, store.ErrNotFound
+	}
+	if err != nil {
+		return h, fmt.Errorf("cassandrastore: read conversation: %w", err)
+	}
+	h.Kind = parleyv1.ConvKind(kind)
+	return h, nil
+}
+
+// Membership implements store.Store.
+func (s *Store) Membership(ctx context.Context, conv, user string) (store.Membership, error) {
+	m := store.Membership{Conv: conv, User: user}
+	err := s.session.Query(`SELECT joined_seq, removed_seq, read_seq FROM members WHERE conv = ? AND user_id = ?`, conv, user).
+		Idempotent(true).ScanContext(ctx, &m.JoinedSeq, &m.RemovedSeq, &m.ReadSeq)
+	if errors.Is(err, gocql.ErrNotFound) {
+		return m, store.ErrNotFound
+	}
+	if err != nil {
+		return m, fmt.Errorf("cassandrastore: read membership: %w", err)
+	}
+	return m, nil
+}
+
+// Members implements store.Store.
+func (s *Store) Members(ctx context.Context, conv string) ([]store.Membership, error) {
+	it := s.session.Query(`SELECT user_id, joined_seq, removed_seq, read_seq FROM members WHERE conv = ?`, conv).
+		Idempotent(true).IterContext(ctx)
+	var out []store.Membership
+	m := store.Membership{Conv: conv}
+	for it.Scan(&m.User, &m.JoinedSeq, &m.RemovedSeq, &m.ReadSeq) {
+		if m.Current() {
+			out = append(out, m)
+		}
+	}
+	if err := it.Close(); err != nil {
+		return nil, fmt.Errorf("cassandrastore: read members: %w", err)
+	}
+	return out, nil
+}
+
+// UserConversations implements store.Store: one partition read for the
+// list, then the heads, fetched in parallel.
+func (s *Store) UserConversations(ctx context.Context, user string) ([]store.UserConversation, error) {
+	it := s.session.Query(`SELECT conv, joined_seq, removed_seq, read_seq FROM user_conversations WHERE user_id = ?`, user).
+		Idempotent(true).IterContext(ctx)
+	var out []store.UserConversation
+	var conv string
+	var joined, removed, read int64
+	for it.Scan(&conv, &joined, &removed, &read) {
+		if joined > 0 && removed == 0 {
+			out = append(out, store.UserConversation{Conversation: store.Conversation{Conv: conv}, JoinedSeq: joined, ReadSeq: read})
+		}
+	}
+	if err := it.Close(); err != nil {
+		return nil, fmt.Errorf("cassandrastore: read conversation list: %w", err)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	sem := make(chan struct{}, s.cfg.Parallelism)
+	errs := make([]error, len(out))
+	var wg sync.WaitGroup
+	for i := range out {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			h, err := s.Conversation(ctx, out[i].Conv)
+			if err != nil {
+				errs[i] = fmt.Errorf("conversation %s of user %s: %w", out[i].Conv, user, err)
+				cancel()
+				return
+			}
+			out[i].Conversation = h
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
