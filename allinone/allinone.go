@@ -1,5 +1,6 @@
 // Package allinone runs Parley on one machine in one process: the embedded
-// Kafka-protocol broker, the embedded (Pebble) timeline store and the roles,
+// Kafka-protocol broker, the timeline store (embedded Pebble by default, or
+// one given, such as Cassandra) and the roles,
 // each role talking to the broker over loopback with the same code a
 // cluster runs. Starting again on the same data directory keeps every
 // conversation and continues every seq.
@@ -19,6 +20,7 @@ import (
 	"github.com/parley-im/parley/kafka"
 	"github.com/parley-im/parley/kafka/embedded"
 	"github.com/parley-im/parley/sequencer"
+	"github.com/parley-im/parley/store"
 	"github.com/parley-im/parley/store/pebblestore"
 	"github.com/parley-im/parley/writer"
 )
@@ -33,6 +35,9 @@ type Config struct {
 	BrokerListen string
 	// Partitions per topic; default 8.
 	Partitions int32
+	// Store is the timeline store; nil means a Pebble store in
+	// DataDir/store. The node closes it when Run returns.
+	Store store.Store
 	// Logger; default slog.Default().
 	Logger *slog.Logger
 }
@@ -41,7 +46,7 @@ type Config struct {
 type Node struct {
 	cfg    Config
 	broker *embedded.Broker
-	store  *pebblestore.Store
+	store  store.Store
 	seq    *sequencer.Sequencer
 	writer *writer.Writer
 	kafka  kafka.Config
@@ -69,10 +74,12 @@ func Start(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	st, err := pebblestore.Open(filepath.Join(cfg.DataDir, "store"), pebblestore.Options{})
-	if err != nil {
-		b.Close()
-		return nil, err
+	st := cfg.Store
+	if st == nil {
+		if st, err = pebblestore.Open(filepath.Join(cfg.DataDir, "store"), pebblestore.Options{}); err != nil {
+			b.Close()
+			return nil, err
+		}
 	}
 	n := &Node{cfg: cfg, broker: b, store: st}
 	n.kafka = kafka.Config{
@@ -96,7 +103,7 @@ func (n *Node) BrokerAddr() string { return n.broker.Addr() }
 func (n *Node) Kafka() kafka.Config { return n.kafka }
 
 // Store is the node's timeline store (valid until Run returns).
-func (n *Node) Store() *pebblestore.Store { return n.store }
+func (n *Node) Store() store.Store { return n.store }
 
 // Run runs every role until ctx ends, then stops them, closes the store and
 // stops the broker. If a role fails, the others are stopped too and its

@@ -3,8 +3,10 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -16,6 +18,9 @@ import (
 	"github.com/parley-im/parley/kafka"
 	"github.com/parley-im/parley/kafka/embedded"
 	"github.com/parley-im/parley/sequencer"
+	"github.com/parley-im/parley/store"
+	"github.com/parley-im/parley/store/cassandrastore"
+	"github.com/parley-im/parley/store/cassandrastore/cstest"
 	"github.com/parley-im/parley/store/pebblestore"
 	"github.com/parley-im/parley/writer"
 )
@@ -420,6 +425,12 @@ func benchWriterRun(b *testing.B, c *cluster, adm *kadm.Client, storeRoot string
 		}
 		os.RemoveAll(dir)
 	}()
+	benchWriterInto(b, c, adm, st, run, events)
+}
+
+// benchWriterInto times a writer with a fresh group from the start of the
+// events topic into st until it has stored every event.
+func benchWriterInto(b *testing.B, c *cluster, adm *kadm.Client, st store.Store, run, events int64) {
 	group := fmt.Sprintf("bench-writer-%d", run)
 	wr, err := writer.New(writer.Config{Kafka: c.kc, Group: group, Logger: testLogger(b)}, st)
 	if err != nil {
@@ -445,4 +456,95 @@ func benchWriterRun(b *testing.B, c *cluster, adm *kadm.Client, storeRoot string
 	if n, bad := wr.Stored(); n != events || bad != 0 {
 		b.Fatalf("writer stored %d events (%d undecodable), want %d", n, bad, events)
 	}
+}
+
+// BenchmarkCassandra measures the writer into the real Cassandra the test
+// script starts (a 256 MB-heap Cassandra 2.1 sharing this machine), and the
+// latency of reading the last 50 events of a conversation, the history a
+// client asks for on opening it, from Cassandra and from Pebble.
+func BenchmarkCassandra(b *testing.B) {
+	cfg := cstest.NewKeyspace(b)
+	w := newWorkload(1000, 200, 100_000, benchRetryFrac, 13)
+	c := newCluster(b)
+	runSeq(b, c, w)
+	events := int64(len(w.creates))
+	for _, cmd := range w.sends {
+		if w.original[cmd.MsgId] == cmd.MsgId {
+			events++
+		}
+	}
+	cl := c.client()
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	st, err := cassandrastore.Open(cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	b.Run("writer", func(b *testing.B) {
+		if b.N > 1 {
+			b.Skip("one run fills the keyspace; use -benchtime 1x")
+		}
+		b.StopTimer()
+		b.ResetTimer()
+		benchWriterInto(b, c, adm, st, benchRun.Add(1), events)
+		b.ReportMetric(float64(events)/b.Elapsed().Seconds(), "events/s")
+	})
+	peb, err := pebblestore.Open(b.TempDir(), pebblestore.Options{NoSync: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer peb.Close()
+	if _, err := writer.Rebuild(context.Background(), c.kc, peb, 10000, testLogger(b)); err != nil {
+		b.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		st   store.Store
+	}{{"history-last50/cassandra", st}, {"history-last50/pebble", peb}} {
+		b.Run(tc.name, func(b *testing.B) { benchHistory(b, tc.st, w.convs) })
+	}
+}
+
+// runSeq sequences w's commands in-process, outside any timer.
+func runSeq(b *testing.B, c *cluster, w *workload) {
+	outs := c.collectOutcomes(context.Background())
+	s, err := sequencer.New(sequencer.Config{Kafka: c.kc, NodeID: fmt.Sprintf("bench-%d", benchRun.Add(1)), Logger: testLogger(b)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	c.produce(w.creates...)
+	c.produce(w.sends...)
+	benchWait(b, "every outcome", func() bool { return outs.answered() >= w.commands() })
+	cancel()
+	if err := <-done; err != nil {
+		b.Fatal(err)
+	}
+}
+
+// benchHistory reads the last 50 events of random conversations, one
+// request at a time, and reports latency percentiles.
+func benchHistory(b *testing.B, st store.Store, convs []string) {
+	ctx := context.Background()
+	n := max(b.N, 2000)
+	lat := make([]time.Duration, 0, n)
+	b.ResetTimer()
+	for i := range n {
+		conv := convs[(i*7919)%len(convs)]
+		start := time.Now()
+		evs, _, err := st.Events(ctx, conv, store.Range{Before: math.MaxInt64, Limit: 50})
+		lat = append(lat, time.Since(start))
+		if err != nil || len(evs) != 50 {
+			b.Fatalf("last 50 of %s: %d events, %v", conv, len(evs), err)
+		}
+	}
+	b.StopTimer()
+	slices.Sort(lat)
+	pct := func(p float64) float64 { return float64(lat[int(p*float64(len(lat)-1))].Microseconds()) / 1000 }
+	b.ReportMetric(pct(0.50), "p50-ms")
+	b.ReportMetric(pct(0.99), "p99-ms")
+	b.ReportMetric(0, "ns/op")
 }

@@ -317,3 +317,28 @@ func (c *child) stop() {
 }
 
 func newMsgID() string { return ksuid.New().String() }
+
+// writerLag returns how many events the writer group has not committed.
+func (c *cluster) writerLag() int64 {
+	cl := c.client()
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	ctx := context.Background()
+	ends, err := adm.ListEndOffsets(ctx, c.kc.Topics().Events)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	committed, err := adm.FetchOffsets(ctx, "parley-writer")
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	var lag int64
+	ends.Each(func(e kadm.ListedOffset) {
+		at := int64(0)
+		if o, ok := committed.Lookup(e.Topic, e.Partition); ok {
+			at = o.At
+		}
+		lag += max(e.Offset-at, 0)
+	})
+	return lag
+}

@@ -24,6 +24,7 @@ commands:
   writer     run the writer role against --brokers into a store
   tap        print the events topic as JSON lines
   rebuild    replay the events topic into an empty store
+  migrate    create or update the Cassandra keyspace and tables
   token      print a client token for --user
 
 Run 'parley <command> -h' for a command's flags.
@@ -52,6 +53,8 @@ func main() {
 		err = runRebuild(ctx, args)
 	case "token":
 		err = runToken(args)
+	case "migrate":
+		err = runMigrate(ctx, args)
 	case "connector", "fanout":
 		err = fmt.Errorf("the %s role is not part of this build yet", cmd)
 	case "help", "-h", "--help":

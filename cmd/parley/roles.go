@@ -15,6 +15,7 @@ import (
 	"github.com/parley-im/parley/auth"
 	"github.com/parley-im/parley/kafka"
 	"github.com/parley-im/parley/sequencer"
+	"github.com/parley-im/parley/store/cassandrastore"
 	"github.com/parley-im/parley/store/pebblestore"
 	"github.com/parley-im/parley/tap"
 	"github.com/parley-im/parley/writer"
@@ -48,6 +49,8 @@ func runDev(ctx context.Context, args []string) error {
 	apiKey := fs.String("api-key", "", "API key for the HTTP API (default: a random key kept in the data dir)")
 	tokenSecret := fs.String("token-secret", "", "secret that signs client tokens (default: a random secret kept in the data dir)")
 	partitions := fs.Int("partitions", 8, "partitions per topic, for a new data dir")
+	so := storeFlags(fs, "", true)
+	adminAddr := adminFlag(fs)
 	logger := logFlags(fs)
 	if err := parse(fs, args); err != nil {
 		return err
@@ -76,22 +79,31 @@ func runDev(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	if *so.dir == "" {
+		*so.dir = filepath.Join(*dataDir, "store")
+	}
+	st, err := so.open(ctx, log, pebblestore.Options{})
+	if err != nil {
+		return err
+	}
 	node, err := allinone.Start(allinone.Config{
-		DataDir: *dataDir, BrokerListen: *brokerListen, Partitions: int32(*partitions), Logger: log,
+		DataDir: *dataDir, BrokerListen: *brokerListen, Partitions: int32(*partitions), Logger: log, Store: st,
 	})
 	if err != nil {
+		st.Close()
 		return err
 	}
 	abs, _ := filepath.Abs(*dataDir)
 	fmt.Printf(`Parley is running (all in one process).
   broker     %s
+  store      %s
   data dir   %s
   public     %s: not served yet (the connector role is not part of this build)
   API key    %s
   dev token  %s  (user "dev", 24 h; more with: parley token --data-dir %s --user NAME)
 Stop with Ctrl-C.
-`, node.BrokerAddr(), abs, *listen, *apiKey, token, *dataDir)
-	err = node.Run(ctx)
+`, node.BrokerAddr(), so.describe(), abs, *listen, *apiKey, token, *dataDir)
+	err = runWithAdmin(ctx, *adminAddr, node.Kafka(), st, log, node.Run)
 	log.Info("stopped")
 	return err
 }
@@ -101,6 +113,7 @@ func runSequencer(ctx context.Context, args []string) error {
 	kc := kafkaFlags(fs)
 	nodeID := fs.String("node-id", "", "stable unique id of this instance (default: hostname-pid)")
 	group := fs.String("group", "parley-sequencer", "consumer group")
+	adminAddr := adminFlag(fs)
 	logger := logFlags(fs)
 	if err := parse(fs, args); err != nil {
 		return err
@@ -118,14 +131,15 @@ func runSequencer(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	return s.Run(ctx)
+	return runWithAdmin(ctx, *adminAddr, k, nil, log, s.Run)
 }
 
 func runWriter(ctx context.Context, args []string) error {
 	fs := newFlags("writer")
 	kc := kafkaFlags(fs)
 	group := fs.String("group", "parley-writer", "consumer group")
-	storeDir := fs.String("store-dir", "parley-data/store", "directory of the embedded (Pebble) store")
+	so := storeFlags(fs, "parley-data/store", false)
+	adminAddr := adminFlag(fs)
 	logger := logFlags(fs)
 	if err := parse(fs, args); err != nil {
 		return err
@@ -139,7 +153,7 @@ func runWriter(ctx context.Context, args []string) error {
 		return err
 	}
 	k.Logger = log
-	st, err := pebblestore.Open(*storeDir, pebblestore.Options{})
+	st, err := so.open(ctx, log, pebblestore.Options{})
 	if err != nil {
 		return err
 	}
@@ -148,7 +162,8 @@ func runWriter(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	return w.Run(ctx)
+	log.Info("writer starting", "store", so.describe())
+	return runWithAdmin(ctx, *adminAddr, k, st, log, w.Run)
 }
 
 func runTap(ctx context.Context, args []string) error {
@@ -174,7 +189,7 @@ func runTap(ctx context.Context, args []string) error {
 func runRebuild(ctx context.Context, args []string) error {
 	fs := newFlags("rebuild")
 	kc := kafkaFlags(fs)
-	storeDir := fs.String("store-dir", "", "directory of the new embedded store; must not exist or be empty")
+	so := storeFlags(fs, "", true)
 	logger := logFlags(fs)
 	if err := parse(fs, args); err != nil {
 		return err
@@ -188,22 +203,38 @@ func runRebuild(ctx context.Context, args []string) error {
 		return err
 	}
 	k.Logger = log
-	if *storeDir == "" {
-		return errors.New("--store-dir is required")
-	}
-	if entries, err := os.ReadDir(*storeDir); err == nil && len(entries) > 0 {
-		return fmt.Errorf("--store-dir %s is not empty: rebuild fills an empty store", *storeDir)
-	} else if err != nil && !errors.Is(err, iofs.ErrNotExist) {
+	if isC, err := so.isCassandra(); err != nil {
 		return err
+	} else if !isC {
+		if *so.dir == "" {
+			return errors.New("--store-dir (or --cassandra) is required")
+		}
+		if entries, err := os.ReadDir(*so.dir); err == nil && len(entries) > 0 {
+			return fmt.Errorf("--store-dir %s is not empty: rebuild fills an empty store", *so.dir)
+		} else if err != nil && !errors.Is(err, iofs.ErrNotExist) {
+			return err
+		}
 	}
-	st, err := pebblestore.Open(*storeDir, pebblestore.Options{NoSync: true})
+	st, err := so.open(ctx, log, pebblestore.Options{NoSync: true})
 	if err != nil {
 		return err
 	}
+	if e, ok := st.(interface {
+		Empty(context.Context) (bool, error)
+	}); ok {
+		empty, err := e.Empty(ctx)
+		if err == nil && !empty {
+			err = fmt.Errorf("%s is not empty: rebuild fills an empty store", so.describe())
+		}
+		if err != nil {
+			st.Close()
+			return err
+		}
+	}
 	start := time.Now()
 	stats, err := writer.Rebuild(ctx, k, st, 10000, log)
-	if err == nil {
-		err = st.Flush()
+	if f, ok := st.(interface{ Flush() error }); ok && err == nil {
+		err = f.Flush()
 	}
 	if cerr := st.Close(); err == nil {
 		err = cerr
@@ -213,7 +244,41 @@ func runRebuild(ctx context.Context, args []string) error {
 	}
 	took := time.Since(start)
 	fmt.Printf("rebuilt %d events into %s in %v (%.0f events/s); %d undecodable records skipped\n",
-		stats.Events, *storeDir, took.Round(time.Millisecond), float64(stats.Events)/took.Seconds(), stats.Undecodable)
+		stats.Events, so.describe(), took.Round(time.Millisecond), float64(stats.Events)/took.Seconds(), stats.Undecodable)
+	return nil
+}
+
+func runMigrate(ctx context.Context, args []string) error {
+	fs := newFlags("migrate")
+	cassandra := fs.String("cassandra", "", "comma-separated Cassandra contact points, host or host:port")
+	keyspace := fs.String("keyspace", "parley", "Cassandra keyspace")
+	replication := fs.String("replication", cassandrastore.DefaultReplication, "replication map of the keyspace, if it is created")
+	logger := logFlags(fs)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	log, err := logger()
+	if err != nil {
+		return err
+	}
+	if *cassandra == "" {
+		return errors.New("--cassandra is required")
+	}
+	so := &storeOptions{cassandra: cassandra, keyspace: keyspace, consistency: new("LOCAL_QUORUM"), localDC: new("")}
+	cfg, err := so.cassandraConfig(log)
+	if err != nil {
+		return err
+	}
+	applied, err := cassandrastore.Migrate(ctx, cfg, *replication)
+	if err != nil {
+		return err
+	}
+	if len(applied) == 0 {
+		fmt.Printf("keyspace %s is up to date\n", *keyspace)
+	}
+	for _, a := range applied {
+		fmt.Printf("applied %s to keyspace %s\n", a, *keyspace)
+	}
 	return nil
 }
 

@@ -30,3 +30,9 @@ func TestMigrateTwice(t *testing.T) {
 		t.Fatalf("second migration applied %v, %v; want nothing", applied, err)
 	}
 }
+
+func TestPing(t *testing.T) {
+	if err := open(t).Ping(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}

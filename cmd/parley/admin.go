@@ -1,0 +1,53 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"log/slog"
+	"sync"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/parley-im/parley/admin"
+	"github.com/parley-im/parley/kafka"
+	"github.com/parley-im/parley/store"
+)
+
+func adminFlag(fs *flag.FlagSet) *string {
+	return fs.String("admin-listen", "", "address of the admin endpoints /healthz and /readyz (not public; empty: off)")
+}
+
+// runWithAdmin runs role until ctx ends, with the admin endpoints on addr
+// (if set): /readyz checks the log and, if st can be pinged, the store.
+func runWithAdmin(ctx context.Context, addr string, k kafka.Config, st store.Store, log *slog.Logger, role func(context.Context) error) error {
+	if addr == "" {
+		return role(ctx)
+	}
+	cl, err := kgo.NewClient(k.ClientOpts()...)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	checks := map[string]admin.Check{"log": cl.Ping}
+	if p, ok := st.(interface{ Ping(context.Context) error }); ok {
+		checks["store"] = p.Ping
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	var adminErr error
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if adminErr = admin.Serve(ctx, addr, checks, log); adminErr != nil {
+			cancel()
+		}
+	}()
+	err = role(ctx)
+	cancel()
+	wg.Wait()
+	if err == nil {
+		err = adminErr
+	}
+	return err
+}
