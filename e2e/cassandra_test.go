@@ -13,9 +13,11 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/parley-im/parley/kafka"
 	"github.com/parley-im/parley/schema"
 	parleyv1 "github.com/parley-im/parley/schema/parley/v1"
 	"github.com/parley-im/parley/store/cassandrastore"
@@ -207,4 +209,44 @@ func TestOutsideClientReadsTheStore(t *testing.T) {
 func jsonEqual(a, b []byte) bool {
 	var x, y any
 	return json.Unmarshal(a, &x) == nil && json.Unmarshal(b, &y) == nil && reflect.DeepEqual(x, y)
+}
+
+// TestDevAndRebuildOnCassandra runs `parley dev --store cassandra` (the
+// all-in-one node with its timeline store in Cassandra), then
+// `parley rebuild` into a second, empty keyspace: both hold the log.
+func TestDevAndRebuildOnCassandra(t *testing.T) {
+	cfg := cstest.NewKeyspace(t)
+	rebuilt := cstest.NewKeyspace(t)
+	dataDir := t.TempDir()
+	cmd := exec.Command(parleyBin, append([]string{"dev", "--data-dir", dataDir, "--broker-listen", "127.0.0.1:0",
+		"--partitions", "8", "--log-level", "warn", "--store", "cassandra"}, cassandraArgs(cfg)...)...)
+	addr := startPrinting(t, cmd)
+	c := &cluster{t: t, kc: kafka.Config{Brokers: []string{addr}, Logger: testLogger(t)}.WithDefaults()}
+	w := newWorkload(20, 10, 2000, retryFrac, 8)
+	collecting, stopCollecting := context.WithCancel(context.Background())
+	outs := c.collectOutcomes(collecting)
+	c.produce(w.creates...)
+	c.produce(w.sends...)
+	waitFor(t, time.Minute, "every outcome", func() bool { return outs.answered() >= w.commands() })
+	waitFor(t, time.Minute, "the writer to catch up", func() bool { return c.groupCaughtUp("parley-writer", c.kc.Topics().Events) })
+	events := c.events()
+	w.check(t, events, outs, openCassandra(t, cfg))
+
+	out, err := exec.Command(parleyBin, append([]string{"rebuild", "--brokers", addr, "--log-level", "warn"}, cassandraArgs(rebuilt)...)...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("parley rebuild: %v\n%s", err, out)
+	}
+	t.Logf("%s", bytes.TrimSpace(out))
+	w.check(t, events, nil, openCassandra(t, rebuilt))
+	// Rebuilding into a keyspace that holds data is refused.
+	if out, err := exec.Command(parleyBin, append([]string{"rebuild", "--brokers", addr}, cassandraArgs(rebuilt)...)...).CombinedOutput(); err == nil {
+		t.Fatalf("parley rebuild into a full keyspace succeeded:\n%s", out)
+	}
+	stopCollecting()
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("parley dev on SIGTERM: %v", err)
+	}
 }

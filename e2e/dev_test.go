@@ -20,6 +20,14 @@ import (
 func startDev(t *testing.T, dataDir string) (*exec.Cmd, string) {
 	t.Helper()
 	cmd := exec.Command(parleyBin, "--data-dir", dataDir, "--broker-listen", "127.0.0.1:0", "--partitions", "4", "--log-level", "warn")
+	return cmd, startPrinting(t, cmd)
+}
+
+// startPrinting starts a `parley dev` command and returns the broker
+// address it prints; the process is killed when the test ends if it still
+// runs.
+func startPrinting(t *testing.T, cmd *exec.Cmd) string {
+	t.Helper()
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -45,11 +53,11 @@ func startDev(t *testing.T, dataDir string) (*exec.Cmd, string) {
 	}()
 	select {
 	case a := <-addr:
-		return cmd, a
-	case <-time.After(30 * time.Second):
-		t.Fatal("parley dev printed no broker address within 30s")
+		return a
+	case <-time.After(60 * time.Second):
+		t.Fatal("parley dev printed no broker address within 60s")
 	}
-	return nil, ""
+	return ""
 }
 
 // TestDevBinary runs the real binary with no arguments: it serves commands,
@@ -66,7 +74,7 @@ func TestDevBinary(t *testing.T) {
 		began := time.Now()
 		cmd, addr := startDev(t, dataDir)
 		defer func() { t.Logf("round took %v", time.Since(began)) }()
-		c := &cluster{t: t, kc: kafka.Config{Brokers: []string{addr}}.WithDefaults()}
+		c := &cluster{t: t, kc: kafka.Config{Brokers: []string{addr}, Logger: testLogger(t)}.WithDefaults()}
 		ctx, cancel := context.WithCancel(context.Background())
 		outs := c.collectOutcomes(ctx)
 		c.produce(cmds...)
