@@ -7,8 +7,10 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/parley-im/parley/kafka"
+	"github.com/parley-im/parley/schema"
 	parleyv1 "github.com/parley-im/parley/schema/parley/v1"
 	"github.com/parley-im/parley/sequencer"
 )
@@ -34,17 +36,9 @@ func TestWindowSurvivesCompaction(t *testing.T) {
 
 	conv := newMsgID()
 	reply := &parleyv1.ReplyTo{Node: replyNode}
-	cmd := func(cmid string, body any) *parleyv1.Command {
+	cmd := func(cmid string, body proto.Message) *parleyv1.Command {
 		c := &parleyv1.Command{Conv: conv, MsgId: newMsgID(), From: "alice", Cmid: cmid, ReplyTo: reply}
-		switch b := body.(type) {
-		case *parleyv1.Create:
-			c.Body = &parleyv1.Command_Create{Create: b}
-		case *parleyv1.Send:
-			c.Body = &parleyv1.Command_Send{Send: b}
-		case *parleyv1.Edit:
-			c.Body = &parleyv1.Command_Edit{Edit: b}
-		}
-		return c
+		return must(schema.SetBody(c, body))
 	}
 	text := &parleyv1.Send{Kind: "text", Body: []byte(`"x"`)}
 	c.produce(cmd("", &parleyv1.Create{Kind: parleyv1.ConvKind_CONV_KIND_GROUP, Members: []string{"bob"}}))

@@ -342,3 +342,12 @@ func (c *cluster) writerLag() int64 {
 	})
 	return lag
 }
+
+// must returns v, panicking on err: for helpers whose inputs are the
+// test's own constants.
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
+}

@@ -11,6 +11,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/parley-im/parley/kafka"
+	"github.com/parley-im/parley/schema"
 	parleyv1 "github.com/parley-im/parley/schema/parley/v1"
 )
 
@@ -23,17 +24,9 @@ func TestInvalidCommands(t *testing.T) {
 	runInProcess(t, "sequencer", seq.Run)
 
 	reply := &parleyv1.ReplyTo{Node: replyNode, Partition: 0}
-	cmd := func(conv, from, cmid string, body any) *parleyv1.Command {
+	cmd := func(conv, from, cmid string, body proto.Message) *parleyv1.Command {
 		c := &parleyv1.Command{Conv: conv, MsgId: newMsgID(), From: from, Cmid: cmid, ReplyTo: reply}
-		switch b := body.(type) {
-		case *parleyv1.Create:
-			c.Body = &parleyv1.Command_Create{Create: b}
-		case *parleyv1.Send:
-			c.Body = &parleyv1.Command_Send{Send: b}
-		case *parleyv1.Edit:
-			c.Body = &parleyv1.Command_Edit{Edit: b}
-		}
-		return c
+		return must(schema.SetBody(c, body))
 	}
 	text := &parleyv1.Send{Kind: "text", Body: []byte(`"hello"`)}
 	g := newMsgID()

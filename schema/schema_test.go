@@ -83,3 +83,16 @@ func TestCQLMigrations(t *testing.T) {
 		}
 	}
 }
+
+func TestSetBody(t *testing.T) {
+	c := &parleyv1.Command{}
+	if _, err := SetBody(c, &parleyv1.Read{Seq: 3}); err != nil || c.GetRead().GetSeq() != 3 {
+		t.Fatalf("SetBody(Read) = %v, %v", c, err)
+	}
+	if _, err := SetBody(c, &parleyv1.Event{}); err == nil {
+		t.Fatal("SetBody accepted an Event")
+	}
+	if _, err := SetBody(c, nil); err != nil || c.Body != nil {
+		t.Fatalf("SetBody(nil) = %v, %v", c, err)
+	}
+}

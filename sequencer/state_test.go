@@ -32,24 +32,12 @@ func newHarness(t *testing.T) *harness {
 func (h *harness) cmd(conv, from, cmid string, body any) *parleyv1.Command {
 	h.n++
 	c := &parleyv1.Command{Conv: conv, From: from, Cmid: cmid, MsgId: fmt.Sprintf("m%05d", h.n)}
-	switch b := body.(type) {
-	case *parleyv1.Send:
-		c.Body = &parleyv1.Command_Send{Send: b}
-	case *parleyv1.Edit:
-		c.Body = &parleyv1.Command_Edit{Edit: b}
-	case *parleyv1.Revoke:
-		c.Body = &parleyv1.Command_Revoke{Revoke: b}
-	case *parleyv1.Create:
-		c.Body = &parleyv1.Command_Create{Create: b}
-	case *parleyv1.AddMembers:
-		c.Body = &parleyv1.Command_AddMembers{AddMembers: b}
-	case *parleyv1.RemoveMembers:
-		c.Body = &parleyv1.Command_RemoveMembers{RemoveMembers: b}
-	case *parleyv1.Read:
-		c.Body = &parleyv1.Command_Read{Read: b}
-	case nil:
-	default:
-		h.t.Fatalf("unknown body %T", body)
+	var msg proto.Message
+	if body != nil {
+		msg = body.(proto.Message)
+	}
+	if _, err := schema.SetBody(c, msg); err != nil {
+		h.t.Fatal(err)
 	}
 	return c
 }

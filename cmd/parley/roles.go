@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	iofs "io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -39,6 +40,34 @@ func kafkaFlags(fs *flag.FlagSet) func() (kafka.Config, error) {
 		c := kafka.Config{Brokers: bs, TopicPrefix: *prefix, Partitions: int32(*partitions)}
 		return c, c.WithDefaults().Validate()
 	}
+}
+
+// roleFlags holds the flags of every command that talks to the cluster:
+// the Kafka ones and the log ones.
+type roleFlags struct {
+	fs     *flag.FlagSet
+	kafka  func() (kafka.Config, error)
+	logger func() (*slog.Logger, error)
+}
+
+func newRoleFlags(cmd string) *roleFlags {
+	fs := newFlags(cmd)
+	return &roleFlags{fs: fs, kafka: kafkaFlags(fs), logger: logFlags(fs)}
+}
+
+// parse parses args (and the environment) and returns the logger and the
+// Kafka configuration, which logs to it.
+func (r *roleFlags) parse(args []string) (*slog.Logger, kafka.Config, error) {
+	if err := parse(r.fs, args); err != nil {
+		return nil, kafka.Config{}, err
+	}
+	log, err := r.logger()
+	if err != nil {
+		return nil, kafka.Config{}, err
+	}
+	k, err := r.kafka()
+	k.Logger = log
+	return log, k, err
 }
 
 func runDev(ctx context.Context, args []string) error {
@@ -109,24 +138,15 @@ Stop with Ctrl-C.
 }
 
 func runSequencer(ctx context.Context, args []string) error {
-	fs := newFlags("sequencer")
-	kc := kafkaFlags(fs)
+	rf := newRoleFlags("sequencer")
+	fs := rf.fs
 	nodeID := fs.String("node-id", "", "stable unique id of this instance (default: hostname-pid)")
 	group := fs.String("group", "parley-sequencer", "consumer group")
 	adminAddr := adminFlag(fs)
-	logger := logFlags(fs)
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	log, err := logger()
+	log, k, err := rf.parse(args)
 	if err != nil {
 		return err
 	}
-	k, err := kc()
-	if err != nil {
-		return err
-	}
-	k.Logger = log
 	s, err := sequencer.New(sequencer.Config{Kafka: k, NodeID: *nodeID, Group: *group, Logger: log})
 	if err != nil {
 		return err
@@ -135,24 +155,15 @@ func runSequencer(ctx context.Context, args []string) error {
 }
 
 func runWriter(ctx context.Context, args []string) error {
-	fs := newFlags("writer")
-	kc := kafkaFlags(fs)
+	rf := newRoleFlags("writer")
+	fs := rf.fs
 	group := fs.String("group", "parley-writer", "consumer group")
 	so := storeFlags(fs, "parley-data/store", false)
 	adminAddr := adminFlag(fs)
-	logger := logFlags(fs)
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	log, err := logger()
+	log, k, err := rf.parse(args)
 	if err != nil {
 		return err
 	}
-	k, err := kc()
-	if err != nil {
-		return err
-	}
-	k.Logger = log
 	st, err := so.open(ctx, log, pebblestore.Options{})
 	if err != nil {
 		return err
@@ -167,42 +178,24 @@ func runWriter(ctx context.Context, args []string) error {
 }
 
 func runTap(ctx context.Context, args []string) error {
-	fs := newFlags("tap")
-	kc := kafkaFlags(fs)
+	rf := newRoleFlags("tap")
+	fs := rf.fs
 	follow := fs.Bool("follow", true, "keep printing new events; false stops at the end")
-	logger := logFlags(fs)
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	log, err := logger()
+	log, k, err := rf.parse(args)
 	if err != nil {
 		return err
 	}
-	k, err := kc()
-	if err != nil {
-		return err
-	}
-	k.Logger = log
 	return tap.Run(ctx, tap.Config{Kafka: k, Follow: *follow, Logger: log}, os.Stdout)
 }
 
 func runRebuild(ctx context.Context, args []string) error {
-	fs := newFlags("rebuild")
-	kc := kafkaFlags(fs)
+	rf := newRoleFlags("rebuild")
+	fs := rf.fs
 	so := storeFlags(fs, "", true)
-	logger := logFlags(fs)
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	log, err := logger()
+	log, k, err := rf.parse(args)
 	if err != nil {
 		return err
 	}
-	k, err := kc()
-	if err != nil {
-		return err
-	}
-	k.Logger = log
 	if isC, err := so.isCassandra(); err != nil {
 		return err
 	} else if !isC {
