@@ -96,6 +96,10 @@ func (c Config) ClientOpts(extra ...kgo.Opt) []kgo.Opt {
 		kgo.ClientID(c.ClientID),
 		kgo.WithLogger(newLogger(c.Logger)),
 		kgo.RecordPartitioner(Partitioner(c.Topics())),
+		// A broker answers a fetch as soon as data arrives; the embedded one
+		// sometimes misses that after a restart, so do not let an idle long
+		// poll last longer than this.
+		kgo.FetchMaxWait(time.Second),
 	}
 	return append(opts, extra...)
 }
