@@ -242,6 +242,11 @@ func TestDevAndRebuildOnCassandra(t *testing.T) {
 	if out, err := exec.Command(parleyBin, append([]string{"rebuild", "--brokers", addr}, cassandraArgs(rebuilt)...)...).CombinedOutput(); err == nil {
 		t.Fatalf("parley rebuild into a full keyspace succeeded:\n%s", out)
 	}
+	// --force replays over it (as after a failed rebuild): idempotent.
+	if out, err := exec.Command(parleyBin, append([]string{"rebuild", "--force", "--brokers", addr}, cassandraArgs(rebuilt)...)...).CombinedOutput(); err != nil {
+		t.Fatalf("parley rebuild --force: %v\n%s", err, out)
+	}
+	w.check(t, events, nil, openCassandra(t, rebuilt))
 	stopCollecting()
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)

@@ -34,7 +34,7 @@ func Rebuild(ctx context.Context, kc kafka.Config, st store.Store, batch int, lo
 		if len(buf) == 0 {
 			return nil
 		}
-		if err := st.Append(ctx, buf); err != nil {
+		if err := appendWithRetry(ctx, st, buf, log); err != nil {
 			return err
 		}
 		stats.Events += int64(len(buf))

@@ -48,6 +48,7 @@ type Writer struct {
 	log   *slog.Logger
 
 	events, undecodable atomic.Int64
+	lastErr             atomic.Pointer[error] // the current batch's last store error; nil once stored
 }
 
 // New returns a Writer that appends to st; Run starts it.
@@ -148,17 +149,41 @@ func (w *Writer) writeBatch(ctx context.Context, recs []*kgo.Record) error {
 		}
 		evs = append(evs, ev)
 	}
+	err := appendWithRetry(ctx, w.store, evs, w.log, func(err error) { w.lastErr.Store(&err) })
+	if err == nil {
+		w.events.Add(int64(len(evs)))
+		w.lastErr.Store(nil)
+	}
+	return err
+}
+
+// Check reports whether the writer is making progress: it fails while the
+// store refuses the batch in hand (the store may answer pings all the same,
+// for instance when it rejects the batch itself).
+func (w *Writer) Check(context.Context) error {
+	if e := w.lastErr.Load(); e != nil {
+		return fmt.Errorf("the store refuses the current batch: %w", *e)
+	}
+	return nil
+}
+
+// appendWithRetry appends evs to st, retrying with backoff (100 ms doubling
+// to 10 s) until st takes them or ctx ends. failed, if given, hears of each
+// failure.
+func appendWithRetry(ctx context.Context, st store.Store, evs []*parleyv1.Event, log *slog.Logger, failed ...func(error)) error {
 	backoff := 100 * time.Millisecond
 	for {
-		err := w.store.Append(ctx, evs)
+		err := st.Append(ctx, evs)
 		if err == nil {
-			w.events.Add(int64(len(evs)))
 			return nil
 		}
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		w.log.Error("store append failed; retrying", "events", len(evs), "err", err, "backoff", backoff)
+		for _, f := range failed {
+			f(err)
+		}
+		log.Error("store append failed; retrying", "events", len(evs), "err", err, "backoff", backoff)
 		select {
 		case <-ctx.Done():
 			return ctx.Err()

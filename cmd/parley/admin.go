@@ -18,8 +18,9 @@ func adminFlag(fs *flag.FlagSet) *string {
 }
 
 // runWithAdmin runs role until ctx ends, with the admin endpoints on addr
-// (if set): /readyz checks the log and, if st can be pinged, the store.
-func runWithAdmin(ctx context.Context, addr string, k kafka.Config, st store.Store, log *slog.Logger, role func(context.Context) error) error {
+// (if set): /readyz checks the log, the store if it can be pinged, and the
+// role's own checks in more.
+func runWithAdmin(ctx context.Context, addr string, k kafka.Config, st store.Store, log *slog.Logger, role func(context.Context) error, more ...map[string]admin.Check) error {
 	if addr == "" {
 		return role(ctx)
 	}
@@ -31,6 +32,11 @@ func runWithAdmin(ctx context.Context, addr string, k kafka.Config, st store.Sto
 	checks := map[string]admin.Check{"log": cl.Ping}
 	if p, ok := st.(interface{ Ping(context.Context) error }); ok {
 		checks["store"] = p.Ping
+	}
+	for _, m := range more {
+		for name, c := range m {
+			checks[name] = c
+		}
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/parley-im/parley/admin"
 	"github.com/parley-im/parley/allinone"
 	"github.com/parley-im/parley/auth"
 	"github.com/parley-im/parley/kafka"
@@ -174,7 +175,7 @@ func runWriter(ctx context.Context, args []string) error {
 		return err
 	}
 	log.Info("writer starting", "store", so.describe())
-	return runWithAdmin(ctx, *adminAddr, k, st, log, w.Run)
+	return runWithAdmin(ctx, *adminAddr, k, st, log, w.Run, map[string]admin.Check{"writer": w.Check})
 }
 
 func runTap(ctx context.Context, args []string) error {
@@ -191,7 +192,8 @@ func runTap(ctx context.Context, args []string) error {
 func runRebuild(ctx context.Context, args []string) error {
 	rf := newRoleFlags("rebuild")
 	fs := rf.fs
-	so := storeFlags(fs, "", true)
+	so := storeFlags(fs, "", false)
+	force := fs.Bool("force", false, "rebuild into a store that is not empty (safe, writes are idempotent: use it to finish a rebuild that failed)")
 	log, k, err := rf.parse(args)
 	if err != nil {
 		return err
@@ -202,8 +204,8 @@ func runRebuild(ctx context.Context, args []string) error {
 		if *so.dir == "" {
 			return errors.New("--store-dir (or --cassandra) is required")
 		}
-		if entries, err := os.ReadDir(*so.dir); err == nil && len(entries) > 0 {
-			return fmt.Errorf("--store-dir %s is not empty: rebuild fills an empty store", *so.dir)
+		if entries, err := os.ReadDir(*so.dir); err == nil && len(entries) > 0 && !*force {
+			return fmt.Errorf("--store-dir %s is not empty: rebuild fills an empty store (--force to finish a failed rebuild)", *so.dir)
 		} else if err != nil && !errors.Is(err, iofs.ErrNotExist) {
 			return err
 		}
@@ -214,10 +216,10 @@ func runRebuild(ctx context.Context, args []string) error {
 	}
 	if e, ok := st.(interface {
 		Empty(context.Context) (bool, error)
-	}); ok {
+	}); ok && !*force {
 		empty, err := e.Empty(ctx)
 		if err == nil && !empty {
-			err = fmt.Errorf("%s is not empty: rebuild fills an empty store", so.describe())
+			err = fmt.Errorf("%s is not empty: rebuild fills an empty store (--force to finish a failed rebuild)", so.describe())
 		}
 		if err != nil {
 			st.Close()

@@ -24,6 +24,7 @@ type storeOptions struct {
 	consistency *string
 	localDC     *string
 	migrate     *bool
+	replication *string
 }
 
 // storeFlags adds the store flags; defaultDir is the Pebble directory.
@@ -36,6 +37,7 @@ func storeFlags(fs *flag.FlagSet, defaultDir string, migrateByDefault bool) *sto
 		consistency: fs.String("consistency", "LOCAL_QUORUM", "Cassandra consistency for reads and writes"),
 		localDC:     fs.String("local-dc", "", "Cassandra datacenter to keep requests in"),
 		migrate:     fs.Bool("migrate", migrateByDefault, "apply the Cassandra schema migrations at start (like parley migrate)"),
+		replication: fs.String("replication", cassandrastore.DefaultReplication, "replication map of the keyspace, if --migrate creates it"),
 	}
 }
 
@@ -84,7 +86,7 @@ func (o *storeOptions) open(ctx context.Context, log *slog.Logger, pebbleOpts pe
 	}
 	if *o.migrate {
 		mctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-		applied, err := cassandrastore.Migrate(mctx, cfg, "")
+		applied, err := cassandrastore.Migrate(mctx, cfg, *o.replication)
 		cancel()
 		if err != nil {
 			return nil, err

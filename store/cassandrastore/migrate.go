@@ -18,8 +18,9 @@ const DefaultReplication = "{'class': 'SimpleStrategy', 'replication_factor': 1}
 // Migrate creates the keyspace (with the given replication map, in CQL
 // syntax; "" means DefaultReplication) if it does not exist, and applies
 // every migration of schema/cql that the keyspace has not recorded yet, in
-// order. It is safe to run again and from several processes at once: every
-// statement is idempotent.
+// order. It is safe to run again: every statement is idempotent. Run it
+// from one process at a time: concurrent CREATE TABLE of the same table on
+// Cassandra before 5.0 can leave the nodes disagreeing on its id.
 func Migrate(ctx context.Context, cfg Config, replication string) (applied []string, err error) {
 	cfg = cfg.withDefaults()
 	if err := cfg.validate(); err != nil {
@@ -36,11 +37,9 @@ func Migrate(ctx context.Context, cfg Config, replication string) (applied []str
 	// host selection policy.
 	cluster := func() *gocql.ClusterConfig {
 		cl := cfg.cluster()
-		// Schema changes want every node to agree; ask at the strongest level.
-		cl.Consistency = gocql.All
-		if len(cfg.Hosts) > 1 || cfg.LocalDC != "" {
-			cl.Consistency = gocql.Quorum
-		}
+		// The migrations table is read and written at QUORUM: a majority
+		// of replicas agrees on what was applied.
+		cl.Consistency = gocql.Quorum
 		cl.Timeout = max(cfg.Timeout, 30*time.Second)
 		return cl
 	}

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"sort"
 	"sync"
 	"time"
 
@@ -37,8 +36,10 @@ type Config struct {
 	LocalDC string
 	// Timeout per request; default 5s.
 	Timeout time.Duration
-	// Retries of a failed request (with exponential backoff from 100 ms to
-	// 2 s); default 3. Every request is idempotent, so retries are safe.
+	// Retries of a failed request on another replica (with exponential
+	// backoff from 100 ms to 2 s); default 3. Every request is idempotent,
+	// so retries are safe. (The writer also retries a failed batch itself,
+	// until the store takes it.)
 	Retries int
 	// Parallelism bounds the requests one Append or list runs at once;
 	// default 32.
@@ -177,9 +178,13 @@ const (
 	readUser    = `UPDATE user_conversations USING TIMESTAMP ? SET read_seq = ? WHERE user_id = ? AND conv = ?`
 )
 
-// Append implements store.Store. Events go first, one unlogged batch per
-// (conv, bucket) partition; then the heads and memberships, so that a head
-// never announces a seq whose event is not stored yet.
+// Append implements store.Store. It writes in four steps, each waiting for
+// the one before: the events, one unlogged batch per (conv, bucket)
+// partition (split by size); the members rows; the heads; the users'
+// lists. So a head never announces a seq whose event, or whose membership
+// change, is not stored yet, and a list entry never points at a missing
+// head. (That holds for readers at the writers' consistency in one
+// datacenter, LOCAL_QUORUM by default.)
 func (s *Store) Append(ctx context.Context, events []*parleyv1.Event) error {
 	if len(events) == 0 {
 		return nil
@@ -188,7 +193,7 @@ func (s *Store) Append(ctx context.Context, events []*parleyv1.Event) error {
 		conv   string
 		bucket int64
 	}
-	parts := make(map[part]*gocql.Batch)
+	parts := make(map[part]*batcher)
 	var order []part
 	for _, ev := range events {
 		v, err := proto.Marshal(ev)
@@ -198,66 +203,63 @@ func (s *Store) Append(ctx context.Context, events []*parleyv1.Event) error {
 		k := part{ev.Conv, bucket(ev.Seq)}
 		b := parts[k]
 		if b == nil {
-			b = s.batch()
+			b = &batcher{s: s}
 			parts[k] = b
 			order = append(order, k)
 		}
-		b.Query(insertEvent, ev.Conv, k.bucket, ev.Seq, schema.EventTypeName(ev.Type), ev.MsgId, ev.From, ev.Ts, v)
+		b.add(len(v), insertEvent, ev.Conv, k.bucket, ev.Seq, schema.EventTypeName(ev.Type), ev.MsgId, ev.From, ev.Ts, v)
 	}
-	batches := make([]*gocql.Batch, 0, len(order))
+	var eventBatches []*gocql.Batch
 	for _, k := range order {
-		batches = append(batches, splitBatch(s, parts[k])...)
+		eventBatches = append(eventBatches, parts[k].batches...)
 	}
-	if err := s.runAll(ctx, batches); err != nil {
+	if err := s.runAll(ctx, eventBatches); err != nil {
 		return err
 	}
 
-	// Then heads and memberships, one batch per conversation for its head
-	// and members rows; then each user's list (a list entry must not point
-	// at a head that is not written yet).
 	plan := store.MakePlan(events)
-	byConv := make(map[string]*gocql.Batch)
-	convBatch := func(conv string) *gocql.Batch {
-		b := byConv[conv]
-		if b == nil {
-			b = s.batch()
-			byConv[conv] = b
-		}
-		return b
-	}
+	members := make(map[string]*batcher)
+	var memberConvs []string
 	var users []*gocql.Batch
+	for _, u := range plan.Members {
+		b := members[u.Conv]
+		if b == nil {
+			b = &batcher{s: s}
+			members[u.Conv] = b
+			memberConvs = append(memberConvs, u.Conv)
+		}
+		ub := &batcher{s: s}
+		if u.JoinSeq > 0 {
+			b.add(0, joinMember, u.JoinSeq, u.JoinSeq, u.JoinSeq, u.Conv, u.User)
+			ub.add(0, joinUser, u.JoinSeq, u.JoinSeq, u.JoinSeq, u.User, u.Conv)
+		}
+		if u.RemoveSeq > 0 {
+			b.add(0, leaveMember, u.RemoveSeq, u.RemoveSeq, u.Conv, u.User)
+			ub.add(0, leaveUser, u.RemoveSeq, u.RemoveSeq, u.User, u.Conv)
+		}
+		if u.ReadAt > 0 {
+			b.add(0, readMember, u.ReadAt, u.ReadSeq, u.Conv, u.User)
+			ub.add(0, readUser, u.ReadAt, u.ReadSeq, u.User, u.Conv)
+		}
+		users = append(users, ub.batches...)
+	}
+	var memberBatches []*gocql.Batch
+	for _, c := range memberConvs {
+		memberBatches = append(memberBatches, members[c].batches...)
+	}
+	if err := s.runAll(ctx, memberBatches); err != nil {
+		return err
+	}
+
+	// A head is one batch of at most two statements: never split.
+	heads := make([]*gocql.Batch, 0, len(plan.Heads))
 	for _, h := range plan.Heads {
-		b := convBatch(h.Conv)
+		b := s.batch()
 		if c := h.Created; c != nil {
 			b.Query(setCreated, c.Seq, int(c.ConvKind), c.Title, c.Ts, h.Conv)
 		}
 		b.Query(setLastSeq, h.LastSeq, h.LastSeq, h.Conv)
-	}
-	for _, u := range plan.Members {
-		b := convBatch(u.Conv)
-		ub := s.batch()
-		if u.JoinSeq > 0 {
-			b.Query(joinMember, u.JoinSeq, u.JoinSeq, u.JoinSeq, u.Conv, u.User)
-			ub.Query(joinUser, u.JoinSeq, u.JoinSeq, u.JoinSeq, u.User, u.Conv)
-		}
-		if u.RemoveSeq > 0 {
-			b.Query(leaveMember, u.RemoveSeq, u.RemoveSeq, u.Conv, u.User)
-			ub.Query(leaveUser, u.RemoveSeq, u.RemoveSeq, u.User, u.Conv)
-		}
-		if u.ReadAt > 0 {
-			b.Query(readMember, u.ReadAt, u.ReadSeq, u.Conv, u.User)
-			ub.Query(readUser, u.ReadAt, u.ReadSeq, u.User, u.Conv)
-		}
-		users = append(users, ub)
-	}
-	convs := make([]string, 0, len(byConv))
-	for c := range byConv {
-		convs = append(convs, c)
-	}
-	sort.Strings(convs)
-	var heads []*gocql.Batch
-	for _, c := range convs {
-		heads = append(heads, splitBatch(s, byConv[c])...)
+		heads = append(heads, b)
 	}
 	if err := s.runAll(ctx, heads); err != nil {
 		return err
@@ -265,22 +267,33 @@ func (s *Store) Append(ctx context.Context, events []*parleyv1.Event) error {
 	return s.runAll(ctx, users)
 }
 
-// maxBatchStatements keeps a batch (of one partition) small enough for the
-// server's batch size warnings and limits.
-const maxBatchStatements = 64
+// Limits of one batch (of one partition): Cassandra warns about batches over
+// 5 KiB and some versions (2.2, early 3.x) refuse any over 50 KiB, even of
+// one partition. A statement over the byte limit goes alone.
+const (
+	maxBatchStatements = 64
+	maxBatchBytes      = 40 << 10
+)
 
-// splitBatch splits b into batches of at most maxBatchStatements.
-func splitBatch(s *Store, b *gocql.Batch) []*gocql.Batch {
-	if len(b.Entries) <= maxBatchStatements {
-		return []*gocql.Batch{b}
+// batcher groups statements of one partition into batches within the
+// limits.
+type batcher struct {
+	s       *Store
+	batches []*gocql.Batch
+	bytes   int
+}
+
+// add appends a statement with about size bytes of values.
+func (b *batcher) add(size int, stmt string, args ...any) {
+	size += 64 // keys and small values
+	n := len(b.batches)
+	if n == 0 || len(b.batches[n-1].Entries) >= maxBatchStatements || b.bytes+size > maxBatchBytes {
+		b.batches = append(b.batches, b.s.batch())
+		b.bytes = 0
+		n++
 	}
-	var out []*gocql.Batch
-	for i := 0; i < len(b.Entries); i += maxBatchStatements {
-		nb := s.batch()
-		nb.Entries = b.Entries[i:min(i+maxBatchStatements, len(b.Entries))]
-		out = append(out, nb)
-	}
-	return out
+	b.batches[n-1].Query(stmt, args...)
+	b.bytes += size
 }
 
 func (s *Store) batch() *gocql.Batch {
@@ -360,6 +373,9 @@ func (s *Store) Events(ctx context.Context, conv string, r store.Range) ([]*parl
 			more = false
 		}
 		return out, more, nil
+	}
+	if r.After >= last {
+		return nil, false, nil
 	}
 	lo := r.After + 1 // lowest seq wanted
 	for b := bucket(lo); b <= bucket(last) && len(out) < r.Limit; b++ {

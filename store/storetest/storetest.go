@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"testing"
 
@@ -113,6 +114,8 @@ func testRangeForward(t *testing.T, s store.Store) {
 	checkRange(t, s, "c1", store.Range{After: 45, Limit: 10}, seqRange(46, 50), false)
 	checkRange(t, s, "c1", store.Range{After: 40, Limit: 10}, seqRange(41, 50), false)
 	checkRange(t, s, "c1", store.Range{After: 50, Limit: 10}, nil, false)
+	checkRange(t, s, "c1", store.Range{After: math.MaxInt64, Limit: 10}, nil, false)
+	checkRange(t, s, "c1", store.Range{Before: math.MaxInt64, Limit: 3}, seqRange(48, 50), true)
 	checkRange(t, s, "c1", store.Range{After: 0, Limit: store.MaxRangeLimit}, seqRange(1, 50), false)
 }
 
