@@ -1,0 +1,236 @@
+package connector
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/segmentio/ksuid"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/parley-im/parley/kafka"
+	parleyv1 "github.com/parley-im/parley/schema/parley/v1"
+)
+
+// CommanderConfig configures a Commander.
+type CommanderConfig struct {
+	Kafka kafka.Config
+	// NodeID names this connector; outcomes are addressed to it. Required;
+	// unique among the connectors sharing a reply partition.
+	NodeID string
+	// ReplyPartition is the partition of parley.outcomes this node reads;
+	// default murmur2(NodeID) over the topic's partitions.
+	ReplyPartition *int32
+	// ReplyTimeout bounds the wait for an outcome; default 10s.
+	ReplyTimeout time.Duration
+	// Logger; default slog.Default().
+	Logger *slog.Logger
+	// Now returns the time; default time.Now.
+	Now func() time.Time
+}
+
+// Commander sends commands and waits for their outcomes. Methods are safe
+// for concurrent use; Run must be running for Do to return anything but
+// ErrUnavailable.
+type Commander struct {
+	cfg       CommanderConfig
+	log       *slog.Logger
+	producer  *kgo.Client
+	partition int32
+	ready     chan struct{} // closed once the outcome consumer is positioned
+	readyOnce sync.Once
+
+	shards [64]pendingShard
+	seed   maphash.Seed
+	late   atomic.Int64
+}
+
+// Late returns how many outcomes arrived after their Do had given up.
+func (c *Commander) Late() int64 { return c.late.Load() }
+
+type pendingShard struct {
+	mu      sync.Mutex
+	waiters map[string]chan *parleyv1.Outcome
+}
+
+// NewCommander connects to the cluster; Run starts reading outcomes.
+func NewCommander(ctx context.Context, cfg CommanderConfig) (*Commander, error) {
+	cfg.Kafka = cfg.Kafka.WithDefaults()
+	if cfg.NodeID == "" || len(cfg.NodeID) > 128 {
+		return nil, errors.New("connector: NodeID must be 1-128 bytes")
+	}
+	if cfg.ReplyTimeout == 0 {
+		cfg.ReplyTimeout = 10 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if err := cfg.Kafka.Validate(); err != nil {
+		return nil, err
+	}
+	producer, err := kgo.NewClient(cfg.Kafka.ClientOpts(
+		kgo.RequiredAcks(kgo.AllISRAcks()),
+		kgo.ProducerLinger(0),
+		// A command that cannot reach the log within the reply timeout
+		// fails, and the client is told so.
+		kgo.RecordDeliveryTimeout(max(cfg.ReplyTimeout, time.Second)),
+	)...)
+	if err != nil {
+		return nil, err
+	}
+	c := &Commander{cfg: cfg, log: cfg.Logger.With("role", "connector", "node", cfg.NodeID), producer: producer,
+		ready: make(chan struct{}), seed: maphash.MakeSeed()}
+	for i := range c.shards {
+		c.shards[i].waiters = make(map[string]chan *parleyv1.Outcome)
+	}
+	if err := kafka.EnsureTopics(ctx, producer, cfg.Kafka); err != nil {
+		producer.Close()
+		return nil, err
+	}
+	if cfg.ReplyPartition != nil {
+		c.partition = *cfg.ReplyPartition
+	} else {
+		n, err := kafka.PartitionCount(ctx, producer, cfg.Kafka.Topics().Outcomes)
+		if err != nil {
+			producer.Close()
+			return nil, err
+		}
+		c.partition = kafka.KeyPartition([]byte(cfg.NodeID), n)
+	}
+	return c, nil
+}
+
+// Close releases the producer; Run must have returned.
+func (c *Commander) Close() { c.producer.Close() }
+
+// Ready is closed once Run reads outcomes.
+func (c *Commander) Ready() <-chan struct{} { return c.ready }
+
+func (c *Commander) shard(msgID string) *pendingShard {
+	return &c.shards[maphash.String(c.seed, msgID)%uint64(len(c.shards))]
+}
+
+// Do sends cmd and waits for its outcome. It fills in msg_id (a new KSUID),
+// ts and reply_to; the caller sets conv, from, cmid and the body. It
+// returns the outcome (SEQUENCED, DUPLICATE or UNCHANGED), a *RejectedError,
+// or an error wrapping ErrUnavailable.
+func (c *Commander) Do(ctx context.Context, cmd *parleyv1.Command) (*parleyv1.Outcome, error) {
+	select {
+	case <-c.ready:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	cmd.MsgId = ksuid.New().String()
+	cmd.Ts = c.cfg.Now().UnixMilli()
+	cmd.ReplyTo = &parleyv1.ReplyTo{Node: c.cfg.NodeID, Partition: c.partition}
+	v, err := proto.Marshal(cmd)
+	if err != nil {
+		return nil, fmt.Errorf("connector: encode command: %w", err)
+	}
+	ch := make(chan *parleyv1.Outcome, 1)
+	sh := c.shard(cmd.MsgId)
+	sh.mu.Lock()
+	sh.waiters[cmd.MsgId] = ch
+	sh.mu.Unlock()
+	defer func() {
+		sh.mu.Lock()
+		delete(sh.waiters, cmd.MsgId)
+		sh.mu.Unlock()
+	}()
+
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.ReplyTimeout)
+	defer cancel()
+	produced := make(chan error, 1)
+	c.producer.Produce(ctx, &kgo.Record{Topic: c.cfg.Kafka.Topics().Commands, Key: []byte(cmd.Conv), Value: v},
+		func(_ *kgo.Record, err error) { produced <- err })
+	select {
+	case err := <-produced:
+		if err != nil {
+			return nil, fmt.Errorf("%w: the log did not take the command: %v", ErrUnavailable, err)
+		}
+	case o := <-ch: // the outcome can beat the produce acknowledgement
+		return outcome(o)
+	}
+	select {
+	case o := <-ch:
+		return outcome(o)
+	case <-ctx.Done():
+		return nil, fmt.Errorf("%w: no outcome within %v", ErrUnavailable, c.cfg.ReplyTimeout)
+	}
+}
+
+func outcome(o *parleyv1.Outcome) (*parleyv1.Outcome, error) {
+	if o.Status == parleyv1.OutcomeStatus_OUTCOME_STATUS_REJECTED {
+		return o, &RejectedError{Reason: o.Reason, Message: o.Message}
+	}
+	return o, nil
+}
+
+// Run reads this node's outcomes and hands each to the Do waiting for it,
+// until ctx ends. It starts at the partition's end: outcomes of commands
+// sent before Run was ready are not waited for by anyone.
+func (c *Commander) Run(ctx context.Context) error {
+	topic := c.cfg.Kafka.Topics().Outcomes
+	ends, err := kadm.NewClient(c.producer).ListEndOffsets(ctx, topic)
+	if err == nil {
+		err = ends.Error()
+	}
+	if err != nil {
+		return fmt.Errorf("connector: find the end of %s: %w", topic, err)
+	}
+	end, ok := ends.Lookup(topic, c.partition)
+	if !ok {
+		return fmt.Errorf("connector: %s has no partition %d", topic, c.partition)
+	}
+	cl, err := kgo.NewClient(c.cfg.Kafka.ClientOpts(
+		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: {c.partition: kgo.NewOffset().At(end.Offset)}}),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.FetchMaxWait(200*time.Millisecond),
+	)...)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	c.readyOnce.Do(func() { close(c.ready) })
+	for {
+		fetches := cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		fetches.EachError(func(t string, p int32, err error) {
+			c.log.Warn("fetch error", "topic", t, "partition", p, "err", err)
+		})
+		fetches.EachRecord(func(r *kgo.Record) {
+			if string(r.Key) != c.cfg.NodeID {
+				return // another connector sharing the partition
+			}
+			b := new(parleyv1.OutcomeBatch)
+			if err := proto.Unmarshal(r.Value, b); err != nil {
+				c.log.Warn("skipping undecodable outcome batch", "offset", r.Offset, "err", err)
+				return
+			}
+			for _, o := range b.Outcomes {
+				sh := c.shard(o.MsgId)
+				sh.mu.Lock()
+				ch := sh.waiters[o.MsgId]
+				delete(sh.waiters, o.MsgId)
+				sh.mu.Unlock()
+				if ch == nil {
+					c.late.Add(1) // its Do gave up (timeout): the client retries
+					continue
+				}
+				ch <- o
+			}
+		})
+	}
+}
