@@ -5,8 +5,9 @@
 // cluster runs. Starting again on the same data directory keeps every
 // conversation and continues every seq.
 //
-// Roles present: sequencer and writer. The connector and fanout roles plug
-// in beside them here when they exist.
+// Roles present: sequencer, writer, and the connector's command path and
+// WebSocket gateway (when Config.Listen is set). Fanout plugs in beside them
+// when it exists.
 package allinone
 
 import (
@@ -14,9 +15,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"path/filepath"
 	"sync"
 
+	"github.com/parley-im/parley/connector"
 	"github.com/parley-im/parley/kafka"
 	"github.com/parley-im/parley/kafka/embedded"
 	"github.com/parley-im/parley/sequencer"
@@ -38,18 +41,25 @@ type Config struct {
 	// Store is the timeline store; nil means a Pebble store in
 	// DataDir/store. The node closes it when Run returns.
 	Store store.Store
+	// Listen is the public listener of the connector (WebSocket); empty
+	// means no connector.
+	Listen string
+	// TokenSecret verifies client tokens; required with Listen.
+	TokenSecret []byte
 	// Logger; default slog.Default().
 	Logger *slog.Logger
 }
 
 // Node is a started all-in-one node.
 type Node struct {
-	cfg    Config
-	broker *embedded.Broker
-	store  store.Store
-	seq    *sequencer.Sequencer
-	writer *writer.Writer
-	kafka  kafka.Config
+	cfg     Config
+	broker  *embedded.Broker
+	store   store.Store
+	seq     *sequencer.Sequencer
+	writer  *writer.Writer
+	cmd     *connector.Commander
+	gateway *connector.Gateway
+	kafka   kafka.Config
 
 	closeOnce sync.Once
 }
@@ -89,11 +99,45 @@ func Start(cfg Config) (*Node, error) {
 	if err == nil {
 		n.writer, err = writer.New(writer.Config{Kafka: n.kafka, Logger: cfg.Logger}, st)
 	}
+	if err == nil && cfg.Listen != "" {
+		n.cmd, err = connector.NewCommander(context.Background(), connector.CommanderConfig{Kafka: n.kafka, NodeID: "dev", Logger: cfg.Logger})
+		if err == nil {
+			n.gateway, err = connector.NewGateway(connector.GatewayConfig{
+				Listen: cfg.Listen, TokenSecret: cfg.TokenSecret, AllowAnyOrigin: loopbackOnly(cfg.Listen), Logger: cfg.Logger,
+			}, n.cmd, st)
+		}
+		if err == nil {
+			err = n.gateway.Listen()
+		}
+	}
 	if err != nil {
 		n.close()
 		return nil, err
 	}
 	return n, nil
+}
+
+// loopbackOnly reports whether addr listens on a loopback address only:
+// then any Origin may connect (the all-in-one default).
+func loopbackOnly(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// GatewayAddr is the connector's public address once Run listens (nil
+// without a connector).
+func (n *Node) GatewayAddr() net.Addr {
+	if n.gateway == nil {
+		return nil
+	}
+	return n.gateway.Addr()
 }
 
 // BrokerAddr is the embedded broker's host:port.
@@ -115,6 +159,10 @@ func (n *Node) Run(ctx context.Context) error {
 	roles := map[string]func(context.Context) error{
 		"sequencer": n.seq.Run,
 		"writer":    n.writer.Run,
+	}
+	if n.gateway != nil {
+		roles["commander"] = n.cmd.Run
+		roles["gateway"] = n.gateway.Run
 	}
 	var wg sync.WaitGroup
 	errs := make(chan error, len(roles))
@@ -139,6 +187,9 @@ func (n *Node) Run(ctx context.Context) error {
 
 func (n *Node) close() {
 	n.closeOnce.Do(func() {
+		if n.cmd != nil {
+			n.cmd.Close()
+		}
 		if err := n.store.Close(); err != nil {
 			n.cfg.Logger.Error("closing store", "err", err)
 		}

@@ -218,7 +218,7 @@ func TestDevAndRebuildOnCassandra(t *testing.T) {
 	cfg := cstest.NewKeyspace(t)
 	rebuilt := cstest.NewKeyspace(t)
 	dataDir := t.TempDir()
-	cmd := exec.Command(parleyBin, append([]string{"dev", "--data-dir", dataDir, "--broker-listen", "127.0.0.1:0",
+	cmd := exec.Command(parleyBin, append([]string{"dev", "--data-dir", dataDir, "--broker-listen", "127.0.0.1:0", "--listen", "127.0.0.1:0",
 		"--partitions", "8", "--log-level", "warn", "--store", "cassandra"}, cassandraArgs(cfg)...)...)
 	addr := startPrinting(t, cmd)
 	c := &cluster{t: t, kc: kafka.Config{Brokers: []string{addr}, Logger: testLogger(t)}.WithDefaults()}

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fasthttp/websocket"
+
 	"github.com/parley-im/parley/kafka"
 	parleyv1 "github.com/parley-im/parley/schema/parley/v1"
 )
@@ -19,7 +21,7 @@ import (
 // returns it with its broker address, read from what it prints.
 func startDev(t *testing.T, dataDir string) (*exec.Cmd, string) {
 	t.Helper()
-	cmd := exec.Command(parleyBin, "--data-dir", dataDir, "--broker-listen", "127.0.0.1:0", "--partitions", "4", "--log-level", "warn")
+	cmd := exec.Command(parleyBin, "--data-dir", dataDir, "--broker-listen", "127.0.0.1:0", "--listen", "127.0.0.1:0", "--partitions", "4", "--log-level", "warn")
 	return cmd, startPrinting(t, cmd)
 }
 
@@ -27,6 +29,14 @@ func startDev(t *testing.T, dataDir string) (*exec.Cmd, string) {
 // address it prints; the process is killed when the test ends if it still
 // runs.
 func startPrinting(t *testing.T, cmd *exec.Cmd) string {
+	t.Helper()
+	broker, _ := startPrintingBoth(t, cmd)
+	return broker
+}
+
+// startPrintingBoth is startPrinting, also returning the public
+// (WebSocket) address.
+func startPrintingBoth(t *testing.T, cmd *exec.Cmd) (broker, public string) {
 	t.Helper()
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
@@ -42,22 +52,31 @@ func startPrinting(t *testing.T, cmd *exec.Cmd) string {
 			_ = cmd.Wait()
 		}
 	})
-	addr := make(chan string, 1)
+	type addrs struct{ broker, public string }
+	found := make(chan addrs, 1)
 	go func() {
+		var a addrs
 		sc := bufio.NewScanner(stdout)
 		for sc.Scan() {
-			if f := strings.Fields(sc.Text()); len(f) == 2 && f[0] == "broker" {
-				addr <- f[1]
+			f := strings.Fields(sc.Text())
+			if len(f) >= 2 && f[0] == "broker" {
+				a.broker = f[1]
+			}
+			if len(f) >= 2 && f[0] == "public" {
+				a.public = strings.TrimSuffix(strings.TrimPrefix(f[1], "ws://"), "/v1/ws")
+			}
+			if strings.HasPrefix(sc.Text(), "Stop with") {
+				found <- a
 			}
 		}
 	}()
 	select {
-	case a := <-addr:
-		return a
+	case a := <-found:
+		return a.broker, a.public
 	case <-time.After(60 * time.Second):
-		t.Fatal("parley dev printed no broker address within 60s")
+		t.Fatal("parley dev printed no addresses within 60s")
 	}
-	return ""
+	return "", ""
 }
 
 // TestDevBinary runs the real binary with no arguments: it serves commands,
@@ -107,4 +126,68 @@ func TestDevBinary(t *testing.T) {
 			t.Errorf("data dir lacks %s: %v", f, err)
 		}
 	}
+}
+
+// TestDevWebSocket: `parley dev` serves the client protocol: a client
+// with a token from `parley token` connects, creates a group, sends, is
+// acked with the seq, and reads the message back through history.
+func TestDevWebSocket(t *testing.T) {
+	dataDir := filepath.Join(t.TempDir(), "data")
+	cmd := exec.Command(parleyBin, "--data-dir", dataDir, "--broker-listen", "127.0.0.1:0", "--listen", "127.0.0.1:0", "--log-level", "warn")
+	_, public := startPrintingBoth(t, cmd)
+	began := time.Now()
+	t.Logf("dev started")
+	tok, err := exec.Command(parleyBin, "token", "--data-dir", dataDir, "--user", "alice").Output()
+	if err != nil {
+		t.Fatalf("parley token: %v", err)
+	}
+	conn, _, err := websocket.DefaultDialer.Dial("ws://"+public+"/v1/ws", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	call := func(req map[string]any) map[string]any {
+		t.Helper()
+		if err := conn.WriteJSON(req); err != nil {
+			t.Fatal(err)
+		}
+		_ = conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+		for {
+			var r map[string]any
+			if err := conn.ReadJSON(&r); err != nil {
+				t.Fatal(err)
+			}
+			if r["id"] == req["id"] {
+				return r
+			}
+		}
+	}
+	if r := call(map[string]any{"op": "auth", "id": "1", "token": strings.TrimSpace(string(tok)), "device": "cli"}); r["op"] != "auth_ok" {
+		t.Fatalf("auth: %v", r)
+	}
+	created := call(map[string]any{"op": "create", "id": "2", "kind": "group", "members": []string{"bob"}})
+	conv, _ := created["conv"].(string)
+	if conv == "" {
+		t.Fatalf("create: %v", created)
+	}
+	if r := call(map[string]any{"op": "send", "id": "3", "conv": conv, "cmid": "c1", "body": "hello"}); r["op"] != "ack" || r["seq"] != 2.0 {
+		t.Fatalf("send: %v", r)
+	}
+	var events []any
+	waitFor(t, 30*time.Second, "the message in history", func() bool {
+		r := call(map[string]any{"op": "history", "id": "4", "conv": conv, "after": 0})
+		events, _ = r["events"].([]any)
+		return len(events) == 2
+	})
+	if m := events[1].(map[string]any); m["body"] != "hello" || m["from"] != "alice" {
+		t.Fatalf("history message %v", m)
+	}
+	t.Logf("history read after %v; stopping", time.Since(began))
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("parley dev on SIGTERM: %v", err)
+	}
+	t.Logf("stopped after %v", time.Since(began))
 }

@@ -22,6 +22,7 @@ commands:
   dev        everything in one process: embedded broker, embedded store, all roles (default)
   sequencer  run the sequencer role against --brokers
   writer     run the writer role against --brokers into a store
+  connector  run the WebSocket gateway against --brokers (pushes need fanout, not built yet)
   tap        print the events topic as JSON lines
   rebuild    replay the events topic into an empty store
   migrate    create or update the Cassandra keyspace and tables
@@ -55,7 +56,9 @@ func main() {
 		err = runToken(args)
 	case "migrate":
 		err = runMigrate(ctx, args)
-	case "connector", "fanout":
+	case "connector":
+		err = runConnector(ctx, args)
+	case "fanout":
 		err = fmt.Errorf("the %s role is not part of this build yet", cmd)
 	case "help", "-h", "--help":
 		fmt.Print(usage)

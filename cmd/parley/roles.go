@@ -15,6 +15,7 @@ import (
 	"github.com/parley-im/parley/admin"
 	"github.com/parley-im/parley/allinone"
 	"github.com/parley-im/parley/auth"
+	"github.com/parley-im/parley/connector"
 	"github.com/parley-im/parley/kafka"
 	"github.com/parley-im/parley/sequencer"
 	"github.com/parley-im/parley/store/cassandrastore"
@@ -73,7 +74,7 @@ func (r *roleFlags) parse(args []string) (*slog.Logger, kafka.Config, error) {
 
 func runDev(ctx context.Context, args []string) error {
 	fs := newFlags("dev")
-	listen := fs.String("listen", "127.0.0.1:8080", "public listener (WebSocket, HTTP API, web client)")
+	listen := fs.String("listen", "127.0.0.1:8080", "public listener (WebSocket)")
 	brokerListen := fs.String("broker-listen", "127.0.0.1:9092", "embedded broker address")
 	dataDir := fs.String("data-dir", "parley-data", "data directory")
 	apiKey := fs.String("api-key", "", "API key for the HTTP API (default: a random key kept in the data dir)")
@@ -118,6 +119,7 @@ func runDev(ctx context.Context, args []string) error {
 	}
 	node, err := allinone.Start(allinone.Config{
 		DataDir: *dataDir, BrokerListen: *brokerListen, Partitions: int32(*partitions), Logger: log, Store: st,
+		Listen: *listen, TokenSecret: []byte(*tokenSecret),
 	})
 	if err != nil {
 		st.Close()
@@ -128,11 +130,11 @@ func runDev(ctx context.Context, args []string) error {
   broker     %s
   store      %s
   data dir   %s
-  public     %s: not served yet (the connector role is not part of this build)
+  public     ws://%s/v1/ws (WebSocket client protocol; pushes to other devices need the fanout role, not built yet)
   API key    %s
   dev token  %s  (user "dev", 24 h; more with: parley token --data-dir %s --user NAME)
 Stop with Ctrl-C.
-`, node.BrokerAddr(), so.describe(), abs, *listen, *apiKey, token, *dataDir)
+`, node.BrokerAddr(), so.describe(), abs, node.GatewayAddr(), *apiKey, token, *dataDir)
 	err = runWithAdmin(ctx, *adminAddr, node.Kafka(), st, log, node.Run)
 	log.Info("stopped")
 	return err
@@ -305,4 +307,58 @@ func runToken(args []string) error {
 	}
 	fmt.Println(tok)
 	return nil
+}
+
+func runConnector(ctx context.Context, args []string) error {
+	rf := newRoleFlags("connector")
+	fs := rf.fs
+	listen := fs.String("listen", "127.0.0.1:8080", "public listener (WebSocket)")
+	nodeID := fs.String("node-id", "", "unique id of this connector (default: hostname-pid)")
+	tokenSecret := fs.String("token-secret", "", "secret that verifies client tokens (required)")
+	origins := fs.String("allowed-origins", "", "comma-separated Origins browsers may connect from (besides the listener's own host)")
+	so := storeFlags(fs, "parley-data/store", false)
+	adminAddr := adminFlag(fs)
+	log, k, err := rf.parse(args)
+	if err != nil {
+		return err
+	}
+	if *tokenSecret == "" {
+		return errors.New("--token-secret is required")
+	}
+	if *nodeID == "" {
+		host, _ := os.Hostname()
+		*nodeID = fmt.Sprintf("%s-%d", host, os.Getpid())
+	}
+	st, err := so.open(ctx, log, pebblestore.Options{})
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	cmd, err := connector.NewCommander(ctx, connector.CommanderConfig{Kafka: k, NodeID: *nodeID, Logger: log})
+	if err != nil {
+		return err
+	}
+	defer cmd.Close()
+	var allowed []string
+	for _, o := range strings.Split(*origins, ",") {
+		if o = strings.TrimSpace(o); o != "" {
+			allowed = append(allowed, o)
+		}
+	}
+	g, err := connector.NewGateway(connector.GatewayConfig{Listen: *listen, TokenSecret: []byte(*tokenSecret), AllowedOrigins: allowed, Logger: log}, cmd, st)
+	if err != nil {
+		return err
+	}
+	return runWithAdmin(ctx, *adminAddr, k, st, log, func(ctx context.Context) error {
+		ctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		cmdDone := make(chan error, 1)
+		go func() { cmdDone <- cmd.Run(ctx) }()
+		err := g.Run(ctx)
+		cancel()
+		if cerr := <-cmdDone; err == nil {
+			err = cerr
+		}
+		return err
+	})
 }

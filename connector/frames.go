@@ -1,0 +1,50 @@
+package connector
+
+import (
+	"encoding/json"
+
+	"github.com/parley-im/parley/schema"
+)
+
+// request is any client frame (PROTOCOL.md §2); fields an op does not use
+// are ignored.
+type request struct {
+	Op      string          `json:"op"`
+	ID      string          `json:"id,omitempty"`
+	Token   string          `json:"token,omitempty"`
+	Device  string          `json:"device,omitempty"`
+	Conv    string          `json:"conv,omitempty"`
+	CMID    string          `json:"cmid,omitempty"`
+	Kind    string          `json:"kind,omitempty"`
+	Body    json.RawMessage `json:"body,omitempty"`
+	Target  int64           `json:"target,omitempty"`
+	Seq     int64           `json:"seq,omitempty"`
+	Members []string        `json:"members,omitempty"`
+	Title   string          `json:"title,omitempty"`
+	Add     []string        `json:"add,omitempty"`
+	Remove  []string        `json:"remove,omitempty"`
+	After   *int64          `json:"after,omitempty"`
+	Before  *int64          `json:"before,omitempty"`
+	Limit   int             `json:"limit,omitempty"`
+}
+
+// reply is any server frame.
+type reply struct {
+	Op      string             `json:"op"`
+	ID      string             `json:"id,omitempty"`
+	User    string             `json:"user,omitempty"`
+	Device  string             `json:"device,omitempty"`
+	Node    string             `json:"node,omitempty"`
+	Conv    string             `json:"conv,omitempty"`
+	CMID    string             `json:"cmid,omitempty"`
+	MsgID   string             `json:"msg_id,omitempty"`
+	Seq     int64              `json:"seq,omitempty"`
+	Events  []schema.EventJSON `json:"events,omitempty"`
+	More    *bool              `json:"more,omitempty"`
+	Code    string             `json:"code,omitempty"`
+	Message string             `json:"message,omitempty"`
+}
+
+func errorReply(id, code, msg string) reply {
+	return reply{Op: "error", ID: id, Code: code, Message: msg}
+}

@@ -1,0 +1,264 @@
+package connector
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/fasthttp/websocket"
+	"github.com/valyala/fasthttp"
+
+	"github.com/parley-im/parley/store"
+)
+
+// GatewayConfig configures the WebSocket gateway. Zero fields take the
+// documented defaults.
+type GatewayConfig struct {
+	// Listen is the public listener's address; default "127.0.0.1:8080".
+	Listen string
+	// TokenSecret verifies the clients' HS256 tokens. Required.
+	TokenSecret []byte
+	// AllowedOrigins lists the Origin values a browser may connect from. An
+	// Origin naming the request's own host is always allowed, and so is a
+	// request without Origin (not a browser). AllowAnyOrigin allows all (the
+	// all-in-one default, when the listener is loopback-only).
+	AllowedOrigins []string
+	AllowAnyOrigin bool
+	// MaxFrameBytes is the largest frame a client may send; default 64 KiB.
+	MaxFrameBytes int64
+	// AuthTimeout is how long a connection has to send its auth frame;
+	// default 10s.
+	AuthTimeout time.Duration
+	// IdleTimeout closes a connection that sent nothing for this long;
+	// default 60s.
+	IdleTimeout time.Duration
+	// MaxConnsPerUser bounds a user's connections on this node; default 16.
+	MaxConnsPerUser int
+	// RatePerSecond and RateBurst limit a connection's frames; defaults 20
+	// and 40. A frame over the limit gets rate_limited; MaxStrikes of them
+	// in a row (default 50) close the connection with 4008.
+	RatePerSecond float64
+	RateBurst     int
+	MaxStrikes    int
+	// QueueFrames bounds a connection's outbound queue; a client that lets
+	// it fill is closed with 4003. Default 256.
+	QueueFrames int
+	// WriteTimeout bounds one write to a client; default 10s.
+	WriteTimeout time.Duration
+	// DrainWindow spreads the 4009 closes of a shutdown; default 5s.
+	DrainWindow time.Duration
+	// Logger; default slog.Default().
+	Logger *slog.Logger
+}
+
+func (c GatewayConfig) withDefaults() GatewayConfig {
+	if c.Listen == "" {
+		c.Listen = "127.0.0.1:8080"
+	}
+	if c.MaxFrameBytes == 0 {
+		c.MaxFrameBytes = 64 << 10
+	}
+	if c.AuthTimeout == 0 {
+		c.AuthTimeout = 10 * time.Second
+	}
+	if c.IdleTimeout == 0 {
+		c.IdleTimeout = 60 * time.Second
+	}
+	if c.MaxConnsPerUser == 0 {
+		c.MaxConnsPerUser = 16
+	}
+	if c.RatePerSecond == 0 {
+		c.RatePerSecond = 20
+	}
+	if c.RateBurst == 0 {
+		c.RateBurst = 40
+	}
+	if c.MaxStrikes == 0 {
+		c.MaxStrikes = 50
+	}
+	if c.QueueFrames == 0 {
+		c.QueueFrames = 256
+	}
+	if c.WriteTimeout == 0 {
+		c.WriteTimeout = 10 * time.Second
+	}
+	if c.DrainWindow == 0 {
+		c.DrainWindow = 5 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
+}
+
+// Gateway serves the client protocol on /v1/ws.
+type Gateway struct {
+	cfg   GatewayConfig
+	log   *slog.Logger
+	cmd   *Commander
+	store store.Store
+	hub   *hub
+	up    websocket.FastHTTPUpgrader
+
+	mu       sync.Mutex
+	ln       net.Listener
+	addr     net.Addr
+	draining bool
+	wg       sync.WaitGroup // sessions
+	closes   sync.Map       // close code -> *atomic.Int64
+}
+
+func (g *Gateway) countClose(code int) {
+	v, _ := g.closes.LoadOrStore(code, new(atomic.Int64))
+	v.(*atomic.Int64).Add(1)
+}
+
+// Closes returns how many connections this gateway closed with code.
+func (g *Gateway) Closes(code int) int64 {
+	if v, ok := g.closes.Load(code); ok {
+		return v.(*atomic.Int64).Load()
+	}
+	return 0
+}
+
+// NewGateway returns a gateway that sends commands through cmd and reads
+// history from st; Run serves it.
+func NewGateway(cfg GatewayConfig, cmd *Commander, st store.Store) (*Gateway, error) {
+	cfg = cfg.withDefaults()
+	if len(cfg.TokenSecret) < 32 {
+		return nil, errors.New("connector: the token secret must be at least 32 bytes")
+	}
+	if cmd == nil || st == nil {
+		return nil, errors.New("connector: the gateway needs a commander and a store")
+	}
+	g := &Gateway{cfg: cfg, log: cfg.Logger.With("role", "connector", "node", cmd.cfg.NodeID), cmd: cmd, store: st, hub: newHub()}
+	g.up = websocket.FastHTTPUpgrader{
+		ReadBufferSize:  4096,
+		WriteBufferSize: 4096,
+		CheckOrigin:     g.checkOrigin,
+	}
+	return g, nil
+}
+
+// Listen binds the public listener (Run does it if not done yet), so that
+// Addr is known before Run.
+func (g *Gateway) Listen() error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.ln != nil {
+		return nil
+	}
+	ln, err := net.Listen("tcp", g.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("connector: listen %s: %w", g.cfg.Listen, err)
+	}
+	g.ln, g.addr = ln, ln.Addr()
+	return nil
+}
+
+// Addr is the address Run listens on, once it does.
+func (g *Gateway) Addr() net.Addr {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.addr
+}
+
+// checkOrigin applies the allow-list: no Origin (not a browser), the
+// request's own host, a listed origin, or any when AllowAnyOrigin.
+func (g *Gateway) checkOrigin(ctx *fasthttp.RequestCtx) bool {
+	origin := ctx.Request.Header.Peek("Origin")
+	if len(origin) == 0 || g.cfg.AllowAnyOrigin {
+		return true
+	}
+	for _, o := range g.cfg.AllowedOrigins {
+		if string(origin) == o {
+			return true
+		}
+	}
+	// Same host: the Origin's host[:port] equals the Host header.
+	if i := bytes.Index(origin, []byte("://")); i >= 0 {
+		return bytes.Equal(origin[i+3:], ctx.Host())
+	}
+	return false
+}
+
+func (g *Gateway) handle(ctx *fasthttp.RequestCtx) {
+	switch string(ctx.Path()) {
+	case "/v1/ws":
+		g.mu.Lock()
+		draining := g.draining
+		if !draining {
+			g.wg.Add(1)
+		}
+		g.mu.Unlock()
+		if draining {
+			ctx.Error("draining", fasthttp.StatusServiceUnavailable)
+			return
+		}
+		err := g.up.Upgrade(ctx, func(conn *websocket.Conn) {
+			defer g.wg.Done()
+			g.serve(conn)
+		})
+		if err != nil {
+			g.wg.Done()
+			g.log.Debug("upgrade refused", "err", err, "origin", string(ctx.Request.Header.Peek("Origin")))
+		}
+	case "/healthz":
+		ctx.SetContentType("application/json")
+		ctx.SetBodyString(`{"ok":true}`)
+	default:
+		ctx.Error(`{"code":"not_found","message":"no such endpoint"}`, fasthttp.StatusNotFound)
+	}
+}
+
+// Run serves until ctx ends, then drains: it stops accepting, closes every
+// connection with 4009 spread over the drain window (so clients do not all
+// reconnect at once), lets in-flight commands finish, and returns.
+func (g *Gateway) Run(ctx context.Context) error {
+	if err := g.Listen(); err != nil {
+		return err
+	}
+	g.mu.Lock()
+	ln := g.ln
+	g.mu.Unlock()
+	srv := &fasthttp.Server{
+		Handler:            g.handle,
+		Name:               "parley",
+		ReadTimeout:        g.cfg.AuthTimeout,
+		MaxRequestBodySize: 1 << 20,
+		NoDefaultDate:      true,
+	}
+	g.log.Info("public listener", "addr", ln.Addr().String())
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	select {
+	case err := <-served:
+		return err
+	case <-ctx.Done():
+	}
+	g.mu.Lock()
+	g.draining = true
+	g.mu.Unlock()
+	_ = ln.Close() // stop accepting
+	sessions := g.hub.all()
+	for _, s := range sessions {
+		if len(sessions) > 1 {
+			time.Sleep(g.cfg.DrainWindow / time.Duration(len(sessions)))
+		}
+		s.drain()
+	}
+	g.wg.Wait()
+	// The WebSocket connections are gone; now the server itself (it would
+	// otherwise wait for them).
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = srv.ShutdownWithContext(sctx)
+	<-served
+	return nil
+}

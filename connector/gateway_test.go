@@ -1,0 +1,315 @@
+package connector_test
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/fasthttp/websocket"
+
+	"github.com/parley-im/parley/auth"
+	"github.com/parley-im/parley/connector"
+	"github.com/parley-im/parley/store/pebblestore"
+	"github.com/parley-im/parley/writer"
+)
+
+var secret = []byte(strings.Repeat("s", 32))
+
+type gw struct {
+	*env
+	addr string
+	g    *connector.Gateway
+}
+
+// newGateway runs a sequencer, a writer into Pebble, a commander and a
+// gateway (with cfg's limits) over one embedded broker.
+func newGateway(t *testing.T, cfg connector.GatewayConfig) *gw {
+	e := newEnv(t)
+	e.sequencer()
+	st, err := pebblestore.Open(t.TempDir(), pebblestore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	w, err := writer.New(writer.Config{Kafka: e.kc}, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.run(w.Run)
+	c := e.commander("node-1", 10*time.Second, nil)
+	cfg.Listen, cfg.TokenSecret = "127.0.0.1:0", secret
+	if cfg.DrainWindow == 0 {
+		cfg.DrainWindow = 100 * time.Millisecond
+	}
+	g, err := connector.NewGateway(cfg, c, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.run(g.Run)
+	deadline := time.Now().Add(10 * time.Second)
+	for g.Addr() == nil {
+		if time.Now().After(deadline) {
+			t.Fatal("gateway did not listen")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return &gw{env: e, addr: g.Addr().String(), g: g}
+}
+
+type client struct {
+	t    *testing.T
+	conn *websocket.Conn
+}
+
+func token(t *testing.T, user string) string {
+	tok, err := auth.Sign(secret, user, time.Hour, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+func (g *gw) dial(t *testing.T, header http.Header) (*websocket.Conn, *http.Response, error) {
+	return websocket.DefaultDialer.Dial("ws://"+g.addr+"/v1/ws", header)
+}
+
+// login connects and authenticates user on device.
+func (g *gw) login(t *testing.T, user, device string) *client {
+	t.Helper()
+	conn, _, err := g.dial(t, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	c := &client{t: t, conn: conn}
+	c.write(map[string]any{"op": "auth", "id": "a", "token": token(t, user), "device": device})
+	if r := c.read(); r["op"] != "auth_ok" || r["user"] != user || r["node"] == "" {
+		t.Fatalf("auth answered %v", r)
+	}
+	return c
+}
+
+func (c *client) write(v any) {
+	c.t.Helper()
+	if err := c.conn.WriteJSON(v); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+func (c *client) read() map[string]any {
+	c.t.Helper()
+	_ = c.conn.SetReadDeadline(time.Now().Add(20 * time.Second))
+	var r map[string]any
+	if err := c.conn.ReadJSON(&r); err != nil {
+		c.t.Fatalf("read: %v", err)
+	}
+	return r
+}
+
+// call sends a request and returns the reply with its id (no pushes exist
+// yet on this connection).
+func (c *client) call(req map[string]any) map[string]any {
+	c.t.Helper()
+	c.write(req)
+	for {
+		r := c.read()
+		if r["id"] == req["id"] {
+			return r
+		}
+	}
+}
+
+// closeCode reads until the server closes and returns the close code.
+func closeCode(t *testing.T, conn *websocket.Conn) int {
+	t.Helper()
+	_ = conn.SetReadDeadline(time.Now().Add(20 * time.Second))
+	for {
+		if _, _, err := conn.ReadMessage(); err != nil {
+			var ce *websocket.CloseError
+			if errors.As(err, &ce) {
+				return ce.Code
+			}
+			t.Fatalf("connection ended without a close frame: %v", err)
+		}
+	}
+}
+
+func TestGatewaySendAndHistory(t *testing.T) {
+	g := newGateway(t, connector.GatewayConfig{})
+	alice := g.login(t, "alice", "phone")
+	if r := alice.call(map[string]any{"op": "ping", "id": "p"}); r["op"] != "pong" {
+		t.Fatalf("ping: %v", r)
+	}
+	created := alice.call(map[string]any{"op": "create", "id": "c", "kind": "group", "members": []string{"bob"}, "title": "team"})
+	conv, _ := created["conv"].(string)
+	if created["op"] != "created" || conv == "" {
+		t.Fatalf("create: %v", created)
+	}
+	ack := alice.call(map[string]any{"op": "send", "id": "s1", "conv": conv, "cmid": "m-1", "kind": "text", "body": map[string]any{"text": "hi"}})
+	if ack["op"] != "ack" || ack["seq"] != 2.0 || ack["cmid"] != "m-1" || ack["msg_id"] == "" {
+		t.Fatalf("send: %v", ack)
+	}
+	again := alice.call(map[string]any{"op": "send", "id": "s2", "conv": conv, "cmid": "m-1", "body": map[string]any{"text": "hi"}})
+	if again["op"] != "ack" || again["seq"] != 2.0 || again["msg_id"] != ack["msg_id"] {
+		t.Fatalf("retry of m-1: %v, want the original %v", again, ack)
+	}
+	bob := g.login(t, "bob", "laptop")
+	var h map[string]any
+	for try := 0; try < 100; try++ { // until the writer has stored it
+		h = bob.call(map[string]any{"op": "history", "id": "h", "conv": conv, "after": 0, "limit": 10})
+		if evs, _ := h["events"].([]any); len(evs) == 2 {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	evs, _ := h["events"].([]any)
+	if h["op"] != "history_ok" || len(evs) != 2 || h["more"] != false {
+		t.Fatalf("history: %v", h)
+	}
+	msg := evs[1].(map[string]any)
+	if msg["type"] != "message" || msg["from"] != "alice" || msg["body"].(map[string]any)["text"] != "hi" || msg["seq"] != 2.0 {
+		t.Fatalf("history event %v", msg)
+	}
+	mallory := g.login(t, "mallory", "x")
+	if r := mallory.call(map[string]any{"op": "send", "id": "m", "conv": conv, "cmid": "x", "body": 1}); r["op"] != "error" || r["code"] != "forbidden" {
+		t.Fatalf("non-member send: %v", r)
+	}
+	if r := mallory.call(map[string]any{"op": "history", "id": "mh", "conv": conv, "after": 0}); r["code"] != "forbidden" {
+		t.Fatalf("non-member history: %v", r)
+	}
+	// Bad input gets an error and the connection stays open.
+	mallory.write("not an object")
+	if r := mallory.read(); r["op"] != "error" || r["code"] != "bad_request" {
+		t.Fatalf("malformed frame: %v", r)
+	}
+	if r := mallory.call(map[string]any{"op": "dance", "id": "d"}); r["code"] != "bad_request" {
+		t.Fatalf("unknown op: %v", r)
+	}
+	if r := mallory.call(map[string]any{"op": "ping", "id": "still"}); r["op"] != "pong" {
+		t.Fatalf("after bad input: %v", r)
+	}
+}
+
+func TestGatewayRefusals(t *testing.T) {
+	g := newGateway(t, connector.GatewayConfig{AuthTimeout: 500 * time.Millisecond, MaxConnsPerUser: 2,
+		RatePerSecond: 5, RateBurst: 5, MaxStrikes: 10})
+	// A wrong origin is refused at the upgrade.
+	_, resp, err := g.dial(t, http.Header{"Origin": {"https://evil.example"}})
+	if err == nil || resp == nil || resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("foreign origin: %v %v", resp, err)
+	}
+	// The same host is allowed.
+	conn, _, err := g.dial(t, http.Header{"Origin": {"http://" + g.addr}})
+	if err != nil {
+		t.Fatalf("same-host origin: %v", err)
+	}
+	conn.Close()
+
+	cases := []struct {
+		name string
+		run  func(*websocket.Conn)
+		code int
+	}{
+		{"bad token", func(c *websocket.Conn) {
+			_ = c.WriteJSON(map[string]any{"op": "auth", "token": "nope", "device": "d"})
+		}, connector.CloseBadToken},
+		{"expired token", func(c *websocket.Conn) {
+			tok, _ := auth.Sign(secret, "alice", time.Second, time.Now().Add(-time.Hour))
+			_ = c.WriteJSON(map[string]any{"op": "auth", "token": tok, "device": "d"})
+		}, connector.CloseBadToken},
+		{"no auth in time", func(*websocket.Conn) {}, connector.CloseNoAuth},
+		{"first frame not auth", func(c *websocket.Conn) { _ = c.WriteJSON(map[string]any{"op": "ping"}) }, connector.CloseNoAuth},
+		{"oversize frame", func(c *websocket.Conn) {
+			_ = c.WriteMessage(websocket.TextMessage, []byte(`{"op":"auth","token":"`+strings.Repeat("x", 70<<10)+`"}`))
+		}, connector.CloseTooLarge},
+	}
+	for _, tc := range cases {
+		conn, _, err := g.dial(t, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tc.run(conn)
+		if code := closeCode(t, conn); code != tc.code {
+			t.Errorf("%s: closed with %d, want %d", tc.name, code, tc.code)
+		}
+		conn.Close()
+	}
+
+	// A third connection for one user is refused.
+	g.login(t, "carol", "1")
+	g.login(t, "carol", "2")
+	conn, _, err = g.dial(t, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = conn.WriteJSON(map[string]any{"op": "auth", "token": token(t, "carol"), "device": "3"})
+	if code := closeCode(t, conn); code != connector.CloseTooMany {
+		t.Errorf("third connection closed with %d, want %d", code, connector.CloseTooMany)
+	}
+
+	// Flooding: rate_limited errors, then 4008; other clients are unaffected.
+	bystander := g.login(t, "dave", "1")
+	flood := g.login(t, "erin", "1")
+	limited := 0
+	for i := 0; i < 100; i++ {
+		if err := flood.conn.WriteJSON(map[string]any{"op": "ping", "id": fmt.Sprint(i)}); err != nil {
+			break
+		}
+	}
+	_ = flood.conn.SetReadDeadline(time.Now().Add(20 * time.Second))
+	code := 0
+	for {
+		var r map[string]any
+		if err := flood.conn.ReadJSON(&r); err != nil {
+			var ce *websocket.CloseError
+			if errors.As(err, &ce) {
+				code = ce.Code
+			}
+			break
+		}
+		if r["code"] == "rate_limited" {
+			limited++
+		}
+	}
+	if limited == 0 || code != connector.ClosePolicy {
+		t.Errorf("flooding: %d rate_limited errors, closed with %d; want some and %d", limited, code, connector.ClosePolicy)
+	}
+	if r := bystander.call(map[string]any{"op": "ping", "id": "b"}); r["op"] != "pong" {
+		t.Errorf("bystander: %v", r)
+	}
+}
+
+func TestGatewaySlowConsumer(t *testing.T) {
+	g := newGateway(t, connector.GatewayConfig{QueueFrames: 4, RatePerSecond: 1e6, RateBurst: 1e6, WriteTimeout: time.Second})
+	slow := g.login(t, "slow", "1")
+	// Large pongs the client never reads fill the socket buffers, then the
+	// queue.
+	id := strings.Repeat("x", 60<<10)
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		_ = slow.conn.SetWriteDeadline(time.Now().Add(time.Second))
+		if err := slow.conn.WriteJSON(map[string]any{"op": "ping", "id": id}); err != nil {
+			break
+		}
+		if g.g.Closes(connector.CloseSlowConsumer) > 0 {
+			break
+		}
+	}
+	t.Logf("client stopped writing after %v", 30*time.Second-time.Until(deadline))
+	// The close frame sits behind the backlog the client never read, so it
+	// may or may not get through: the gateway's count says what it did.
+	waitClosed := time.Now().Add(30 * time.Second)
+	for g.g.Closes(connector.CloseSlowConsumer) != 1 {
+		if time.Now().After(waitClosed) {
+			t.Fatalf("the gateway closed %d slow consumers, want 1", g.g.Closes(connector.CloseSlowConsumer))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	other := g.login(t, "other", "1")
+	if r := other.call(map[string]any{"op": "ping", "id": "o"}); r["op"] != "pong" {
+		t.Fatalf("other client: %v", r)
+	}
+}

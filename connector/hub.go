@@ -1,0 +1,87 @@
+package connector
+
+import (
+	"hash/maphash"
+	"sync"
+)
+
+// hub is the registry of this node's live sessions by user, split into
+// shards by a hash of the user id so that lookups do not contend on one lock.
+type hub struct {
+	seed   maphash.Seed
+	shards [64]hubShard
+}
+
+type hubShard struct {
+	mu    sync.RWMutex
+	users map[string]map[*session]struct{}
+}
+
+func newHub() *hub {
+	h := &hub{seed: maphash.MakeSeed()}
+	for i := range h.shards {
+		h.shards[i].users = make(map[string]map[*session]struct{})
+	}
+	return h
+}
+
+func (h *hub) shard(user string) *hubShard {
+	return &h.shards[maphash.String(h.seed, user)%uint64(len(h.shards))]
+}
+
+// add registers s unless its user already has max sessions here.
+func (h *hub) add(s *session, max int) bool {
+	sh := h.shard(s.user)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	set := sh.users[s.user]
+	if len(set) >= max {
+		return false
+	}
+	if set == nil {
+		set = make(map[*session]struct{})
+		sh.users[s.user] = set
+	}
+	set[s] = struct{}{}
+	return true
+}
+
+func (h *hub) remove(s *session) {
+	sh := h.shard(s.user)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if set := sh.users[s.user]; set != nil {
+		delete(set, s)
+		if len(set) == 0 {
+			delete(sh.users, s.user)
+		}
+	}
+}
+
+// sessions returns user's sessions on this node.
+func (h *hub) sessions(user string) []*session {
+	sh := h.shard(user)
+	sh.mu.RLock()
+	defer sh.mu.RUnlock()
+	out := make([]*session, 0, len(sh.users[user]))
+	for s := range sh.users[user] {
+		out = append(out, s)
+	}
+	return out
+}
+
+// all returns every session on this node.
+func (h *hub) all() []*session {
+	var out []*session
+	for i := range h.shards {
+		sh := &h.shards[i]
+		sh.mu.RLock()
+		for _, set := range sh.users {
+			for s := range set {
+				out = append(out, s)
+			}
+		}
+		sh.mu.RUnlock()
+	}
+	return out
+}

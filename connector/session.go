@@ -1,0 +1,413 @@
+package connector
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/fasthttp/websocket"
+	"github.com/segmentio/ksuid"
+	"golang.org/x/time/rate"
+
+	"github.com/parley-im/parley/auth"
+	"github.com/parley-im/parley/schema"
+	parleyv1 "github.com/parley-im/parley/schema/parley/v1"
+	"github.com/parley-im/parley/store"
+)
+
+// maxInFlight bounds a connection's requests awaiting their outcome.
+const maxInFlight = 64
+
+// session is one authenticated client connection.
+type session struct {
+	g            *Gateway
+	conn         *websocket.Conn
+	user, device string
+
+	out       chan []byte // frames to write, bounded
+	done      chan struct{}
+	closeOnce sync.Once
+	closeCode int // set before done is closed
+	closeWhy  string
+	inFlight  chan struct{}
+	requests  sync.WaitGroup
+	draining  atomic.Bool
+}
+
+// drain refuses new requests, lets the in-flight ones answer, then closes
+// the connection with 4009.
+func (s *session) drain() {
+	s.draining.Store(true)
+	go func() {
+		s.requests.Wait()
+		s.close(CloseDraining, "server draining: reconnect")
+	}()
+}
+
+// serve runs one connection: auth, then the read loop; a writer goroutine
+// sends the queued frames.
+func (g *Gateway) serve(conn *websocket.Conn) {
+	defer conn.Close()
+	conn.SetReadLimit(g.cfg.MaxFrameBytes)
+	_ = conn.SetReadDeadline(time.Now().Add(g.cfg.AuthTimeout))
+	s := &session{g: g, conn: conn, out: make(chan []byte, g.cfg.QueueFrames), done: make(chan struct{}), inFlight: make(chan struct{}, maxInFlight)}
+
+	_, data, err := conn.ReadMessage()
+	if err != nil {
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			s.refuse(CloseNoAuth, "no auth frame in time")
+		}
+		return // too large (the WebSocket layer answered 1009) or gone
+	}
+	var req request
+	if json.Unmarshal(data, &req) != nil || req.Op != "auth" {
+		s.refuse(CloseNoAuth, "the first frame must be auth")
+		return
+	}
+	user, err := auth.Verify(g.cfg.TokenSecret, req.Token, time.Now())
+	if err != nil {
+		s.refuse(CloseBadToken, "bad or expired token")
+		return
+	}
+	if !schema.ValidUserID(req.Device) {
+		s.refuse(CloseBadToken, "invalid device id")
+		return
+	}
+	s.user, s.device = user, req.Device
+	if !g.hub.add(s, g.cfg.MaxConnsPerUser) {
+		s.refuse(CloseTooMany, "too many connections for this user")
+		return
+	}
+	defer g.hub.remove(s)
+
+	writerDone := make(chan struct{})
+	go func() { defer close(writerDone); s.writeLoop() }()
+	s.send(reply{Op: "auth_ok", ID: req.ID, User: user, Device: s.device, Node: g.cmd.cfg.NodeID})
+	s.readLoop()
+	s.requests.Wait()
+	s.close(websocket.CloseNormalClosure, "")
+	<-writerDone
+}
+
+// refuse closes a connection that never became a session.
+func (s *session) refuse(code int, reason string) {
+	s.g.countClose(code)
+	_ = s.conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason), time.Now().Add(time.Second))
+}
+
+func (s *session) readLoop() {
+	limiter := rate.NewLimiter(rate.Limit(s.g.cfg.RatePerSecond), s.g.cfg.RateBurst)
+	strikes := 0
+	for {
+		select {
+		case <-s.done: // closing: closeNow set a short deadline
+		default:
+			_ = s.conn.SetReadDeadline(time.Now().Add(s.g.cfg.IdleTimeout))
+		}
+		_, data, err := s.conn.ReadMessage()
+		if err != nil {
+			return // closed, idle, or too large (answered 1009 by the WebSocket layer)
+		}
+		select {
+		case <-s.done:
+			continue // closing: drain what the client still sends until it closes too
+		default:
+		}
+		var req request
+		if err := json.Unmarshal(data, &req); err != nil {
+			s.send(errorReply("", schema.CodeBadRequest, "the frame is not a JSON object"))
+			continue
+		}
+		if !limiter.Allow() {
+			strikes++
+			if strikes >= s.g.cfg.MaxStrikes {
+				s.close(ClosePolicy, "flooding")
+				continue // drain until the client answers the close
+			}
+			s.send(errorReply(req.ID, schema.CodeRateLimited, "slow down"))
+			continue
+		}
+		strikes = 0
+		s.dispatch(&req)
+	}
+}
+
+func (s *session) dispatch(req *request) {
+	switch req.Op {
+	case "ping":
+		s.send(reply{Op: "pong", ID: req.ID})
+	case "send", "edit", "revoke", "create", "members", "read", "history":
+		if s.draining.Load() {
+			s.send(errorReply(req.ID, schema.CodeUnavailable, "server draining: reconnect and retry"))
+			return
+		}
+		select {
+		case s.inFlight <- struct{}{}:
+		default:
+			s.send(errorReply(req.ID, schema.CodeRateLimited, "too many requests in flight"))
+			return
+		}
+		s.requests.Add(1)
+		go func() {
+			defer s.requests.Done()
+			defer func() { <-s.inFlight }()
+			ctx, cancel := context.WithTimeout(context.Background(), s.g.cmd.cfg.ReplyTimeout+5*time.Second)
+			defer cancel()
+			if req.Op == "history" {
+				s.history(ctx, req)
+			} else {
+				s.command(ctx, req)
+			}
+		}()
+	case "auth":
+		s.send(errorReply(req.ID, schema.CodeBadRequest, "already authenticated"))
+	case "":
+		s.send(errorReply(req.ID, schema.CodeBadRequest, "missing op"))
+	default:
+		s.send(errorReply(req.ID, schema.CodeBadRequest, "unknown op"))
+	}
+}
+
+// command turns a request into one or two commands and answers it.
+func (s *session) command(ctx context.Context, req *request) {
+	bad := func(msg string) { s.send(errorReply(req.ID, schema.CodeBadRequest, msg)) }
+	cmd := &parleyv1.Command{Conv: req.Conv, From: s.user, Cmid: req.CMID}
+	switch req.Op {
+	case "send":
+		kind := req.Kind
+		if kind == "" {
+			kind = "text"
+		}
+		cmd.Body = &parleyv1.Command_Send{Send: &parleyv1.Send{Kind: kind, Body: req.Body}}
+	case "edit":
+		cmd.Body = &parleyv1.Command_Edit{Edit: &parleyv1.Edit{Target: req.Target, Body: req.Body}}
+	case "revoke":
+		cmd.Body = &parleyv1.Command_Revoke{Revoke: &parleyv1.Revoke{Target: req.Target}}
+	case "read":
+		cmd.Body = &parleyv1.Command_Read{Read: &parleyv1.Read{Seq: req.Seq}}
+	case "create":
+		cr := &parleyv1.Create{Members: req.Members, Title: req.Title}
+		switch req.Kind {
+		case "direct":
+			if len(req.Members) != 1 || !schema.ValidUserID(req.Members[0]) {
+				bad("a direct conversation has exactly one other member")
+				return
+			}
+			cr.Kind, cmd.Conv = parleyv1.ConvKind_CONV_KIND_DIRECT, schema.DirectConvID(s.user, req.Members[0])
+		case "group":
+			cr.Kind, cmd.Conv = parleyv1.ConvKind_CONV_KIND_GROUP, ksuid.New().String()
+		default:
+			bad(`kind must be "direct" or "group"`)
+			return
+		}
+		cmd.Body = &parleyv1.Command_Create{Create: cr}
+	case "members":
+		if len(req.Add) == 0 && len(req.Remove) == 0 {
+			bad("nothing to add or remove")
+			return
+		}
+		// One command per change, so each yields one event: adds first.
+		for _, ch := range []struct {
+			users []string
+			body  func([]string) *parleyv1.Command
+		}{
+			{req.Add, func(u []string) *parleyv1.Command {
+				return &parleyv1.Command{Conv: req.Conv, From: s.user, Body: &parleyv1.Command_AddMembers{AddMembers: &parleyv1.AddMembers{Users: u}}}
+			}},
+			{req.Remove, func(u []string) *parleyv1.Command {
+				return &parleyv1.Command{Conv: req.Conv, From: s.user, Body: &parleyv1.Command_RemoveMembers{RemoveMembers: &parleyv1.RemoveMembers{Users: u}}}
+			}},
+		} {
+			if len(ch.users) == 0 {
+				continue
+			}
+			if _, err := s.g.cmd.Do(ctx, ch.body(ch.users)); err != nil {
+				s.sendErr(req.ID, err)
+				return
+			}
+		}
+		s.send(reply{Op: "ok", ID: req.ID})
+		return
+	}
+	if !schema.ValidConvID(cmd.Conv) {
+		bad("missing or invalid conv")
+		return
+	}
+	o, err := s.g.cmd.Do(ctx, cmd)
+	if err != nil {
+		s.sendErr(req.ID, err)
+		return
+	}
+	switch req.Op {
+	case "create":
+		s.send(reply{Op: "created", ID: req.ID, Conv: cmd.Conv})
+	case "read":
+		s.send(reply{Op: "ok", ID: req.ID})
+	default:
+		s.send(reply{Op: "ack", ID: req.ID, Conv: cmd.Conv, CMID: cmd.Cmid, MsgID: o.Event.GetMsgId(), Seq: o.Event.GetSeq()})
+	}
+}
+
+func (s *session) sendErr(id string, err error) {
+	var rej *RejectedError
+	switch {
+	case errors.As(err, &rej):
+		s.send(errorReply(id, rej.Code(), rej.Message))
+	case errors.Is(err, ErrUnavailable):
+		s.send(errorReply(id, schema.CodeUnavailable, "try again later with the same cmid"))
+	default:
+		s.g.log.Warn("request failed", "user", s.user, "err", err)
+		s.send(errorReply(id, schema.CodeInternal, "internal error"))
+	}
+}
+
+// historyReply is history_ok: events and more are always present.
+type historyReply struct {
+	Op     string             `json:"op"`
+	ID     string             `json:"id,omitempty"`
+	Conv   string             `json:"conv"`
+	Events []schema.EventJSON `json:"events"`
+	More   bool               `json:"more"`
+}
+
+// history serves a page of a conversation the user is, or was, a member
+// of; a removed member sees nothing after their removal.
+func (s *session) history(ctx context.Context, req *request) {
+	limit := req.Limit
+	if limit == 0 {
+		limit = 100
+	}
+	r := store.Range{Limit: limit}
+	if req.After != nil {
+		r.After = *req.After
+	}
+	if req.Before != nil {
+		r.Before = *req.Before
+	}
+	if !schema.ValidConvID(req.Conv) || r.Validate() != nil || (req.After != nil && req.Before != nil) {
+		s.send(errorReply(req.ID, schema.CodeBadRequest, "history needs a conv, after or before (not both), and a limit of 1 to 1000"))
+		return
+	}
+	m, err := s.g.store.Membership(ctx, req.Conv, s.user)
+	if errors.Is(err, store.ErrNotFound) {
+		s.send(errorReply(req.ID, schema.CodeForbidden, "not a member"))
+		return
+	}
+	if err != nil {
+		s.send(errorReply(req.ID, schema.CodeUnavailable, "the store is unavailable"))
+		return
+	}
+	if m.RemovedSeq > 0 && r.Before > m.RemovedSeq+1 {
+		r.Before = m.RemovedSeq + 1 // a forward page is cut below
+	}
+	evs, more, err := s.g.store.Events(ctx, req.Conv, r)
+	if err != nil {
+		s.send(errorReply(req.ID, schema.CodeUnavailable, "the store is unavailable"))
+		return
+	}
+	out := historyReply{Op: "history_ok", ID: req.ID, Conv: req.Conv, Events: make([]schema.EventJSON, 0, len(evs)), More: more}
+	for _, ev := range evs {
+		if m.RemovedSeq > 0 && ev.Seq > m.RemovedSeq {
+			out.More = false
+			break
+		}
+		out.Events = append(out.Events, schema.ToJSON(ev))
+	}
+	s.sendValue(out)
+}
+
+func (s *session) send(r reply) { s.sendValue(r) }
+
+// sendValue queues a frame; a full queue closes the connection (4003).
+func (s *session) sendValue(v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		s.g.log.Error("encode frame", "err", err)
+		return
+	}
+	s.enqueue(b)
+}
+
+func (s *session) enqueue(b []byte) {
+	select {
+	case <-s.done:
+	case s.out <- b:
+	default:
+		s.close(CloseSlowConsumer, "outbound queue full")
+	}
+}
+
+// writeLoop writes queued frames until the session closes; then it writes
+// what is still queued (unless the client is too slow to take it) and the
+// close frame.
+func (s *session) writeLoop() {
+	write := func(b []byte) bool {
+		_ = s.conn.SetWriteDeadline(time.Now().Add(s.g.cfg.WriteTimeout))
+		return s.conn.WriteMessage(websocket.TextMessage, b) == nil
+	}
+	for {
+		select {
+		case <-s.done:
+			if s.closeCode != CloseSlowConsumer {
+			flush:
+				for {
+					select {
+					case b := <-s.out:
+						if !write(b) {
+							break flush
+						}
+					default:
+						break flush
+					}
+				}
+			}
+			s.closeNow(s.closeCode, s.closeWhy)
+			return
+		case b := <-s.out:
+			if !write(b) {
+				s.close(websocket.CloseAbnormalClosure, "write failed")
+			}
+		}
+	}
+}
+
+// close ends the session with code, once: the writer sends what is queued
+// and the close frame, and the read loop drains until the client closes.
+func (s *session) close(code int, reason string) {
+	s.closeOnce.Do(func() {
+		s.closeCode, s.closeWhy = code, reason
+		s.g.countClose(code)
+		close(s.done)
+	})
+}
+
+// closeNow sends a close frame, then shuts the connection's write side and
+// gives the client a moment to answer, so that it reads the close frame
+// rather than a reset.
+func (s *session) closeNow(code int, reason string) {
+	if code != websocket.CloseAbnormalClosure {
+		_ = s.conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason), time.Now().Add(time.Second))
+	}
+	raw := s.rawConn()
+	if tc, ok := raw.(interface{ CloseWrite() error }); ok {
+		_ = tc.CloseWrite()
+		_ = raw.SetReadDeadline(time.Now().Add(2 * time.Second))
+		return
+	}
+	_ = raw.Close()
+}
+
+// rawConn is the TCP connection itself: the HTTP server's hijacked wrapper
+// neither closes (the server does, after the handler) nor half-closes.
+func (s *session) rawConn() net.Conn {
+	c := s.conn.UnderlyingConn()
+	if u, ok := c.(interface{ UnsafeConn() net.Conn }); ok {
+		return u.UnsafeConn()
+	}
+	return c
+}
