@@ -166,6 +166,8 @@ func (s *session) dispatch(req *request) {
 		}()
 	case "auth":
 		s.send(errorReply(req.ID, schema.CodeBadRequest, "already authenticated"))
+	case "typing", "sync":
+		s.send(errorReply(req.ID, schema.CodeBadRequest, req.Op+" is not supported by this server yet"))
 	case "":
 		s.send(errorReply(req.ID, schema.CodeBadRequest, "missing op"))
 	default:
