@@ -161,8 +161,7 @@ func (n *Node) Run(ctx context.Context) error {
 		"writer":    n.writer.Run,
 	}
 	if n.gateway != nil {
-		roles["commander"] = n.cmd.Run
-		roles["gateway"] = n.gateway.Run
+		roles["connector"] = func(ctx context.Context) error { return connector.Serve(ctx, n.cmd, n.gateway) }
 	}
 	var wg sync.WaitGroup
 	errs := make(chan error, len(roles))

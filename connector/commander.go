@@ -128,7 +128,9 @@ func (c *Commander) Do(ctx context.Context, cmd *parleyv1.Command) (*parleyv1.Ou
 	select {
 	case <-c.ready:
 	case <-ctx.Done():
-		return nil, ctx.Err()
+		return nil, fmt.Errorf("%w: %v", ErrUnavailable, ctx.Err())
+	case <-time.After(c.cfg.ReplyTimeout):
+		return nil, fmt.Errorf("%w: not reading outcomes yet", ErrUnavailable)
 	}
 	cmd.MsgId = ksuid.New().String()
 	cmd.Ts = c.cfg.Now().UnixMilli()

@@ -114,6 +114,12 @@ type Gateway struct {
 	closes   sync.Map       // close code -> *atomic.Int64
 }
 
+func (g *Gateway) isDraining() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.draining
+}
+
 func (g *Gateway) countClose(code int) {
 	v, _ := g.closes.LoadOrStore(code, new(atomic.Int64))
 	v.(*atomic.Int64).Add(1)
@@ -261,4 +267,28 @@ func (g *Gateway) Run(ctx context.Context) error {
 	_ = srv.ShutdownWithContext(sctx)
 	<-served
 	return nil
+}
+
+// Serve runs the gateway and its commander until ctx ends. The commander
+// outlives the gateway's drain, so that commands in flight get their
+// outcomes; if the commander fails, the gateway stops too.
+func Serve(ctx context.Context, cmd *Commander, g *Gateway) error {
+	gctx, stopGateway := context.WithCancel(ctx)
+	defer stopGateway()
+	cctx, stopCommander := context.WithCancel(context.Background())
+	defer stopCommander()
+	cmdDone := make(chan error, 1)
+	go func() {
+		err := cmd.Run(cctx)
+		if err != nil {
+			stopGateway()
+		}
+		cmdDone <- err
+	}()
+	err := g.Run(gctx)
+	stopCommander()
+	if cerr := <-cmdDone; cerr != nil {
+		err = errors.Join(err, fmt.Errorf("outcome reader: %w", cerr))
+	}
+	return err
 }

@@ -48,14 +48,10 @@ func newGateway(t *testing.T, cfg connector.GatewayConfig) *gw {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.run(g.Run)
-	deadline := time.Now().Add(10 * time.Second)
-	for g.Addr() == nil {
-		if time.Now().After(deadline) {
-			t.Fatal("gateway did not listen")
-		}
-		time.Sleep(10 * time.Millisecond)
+	if err := g.Listen(); err != nil {
+		t.Fatal(err)
 	}
+	e.run(g.Run)
 	return &gw{env: e, addr: g.Addr().String(), g: g}
 }
 
@@ -158,13 +154,11 @@ func TestGatewaySendAndHistory(t *testing.T) {
 	}
 	bob := g.login(t, "bob", "laptop")
 	var h map[string]any
-	for try := 0; try < 100; try++ { // until the writer has stored it
+	eventually(t, "the writer to store the message", func() bool {
 		h = bob.call(map[string]any{"op": "history", "id": "h", "conv": conv, "after": 0, "limit": 10})
-		if evs, _ := h["events"].([]any); len(evs) == 2 {
-			break
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		evs, _ := h["events"].([]any)
+		return len(evs) == 2
+	})
 	evs, _ := h["events"].([]any)
 	if h["op"] != "history_ok" || len(evs) != 2 || h["more"] != false {
 		t.Fatalf("history: %v", h)
@@ -301,15 +295,46 @@ func TestGatewaySlowConsumer(t *testing.T) {
 	t.Logf("client stopped writing after %v", 30*time.Second-time.Until(deadline))
 	// The close frame sits behind the backlog the client never read, so it
 	// may or may not get through: the gateway's count says what it did.
-	waitClosed := time.Now().Add(30 * time.Second)
-	for g.g.Closes(connector.CloseSlowConsumer) != 1 {
-		if time.Now().After(waitClosed) {
-			t.Fatalf("the gateway closed %d slow consumers, want 1", g.g.Closes(connector.CloseSlowConsumer))
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	eventually(t, "one slow-consumer close", func() bool { return g.g.Closes(connector.CloseSlowConsumer) == 1 })
 	other := g.login(t, "other", "1")
 	if r := other.call(map[string]any{"op": "ping", "id": "o"}); r["op"] != "pong" {
 		t.Fatalf("other client: %v", r)
+	}
+}
+
+// TestGatewayLiveness: WebSocket pings keep an idle connection open; junk
+// frames count against the rate limit like any other.
+func TestGatewayLiveness(t *testing.T) {
+	g := newGateway(t, connector.GatewayConfig{IdleTimeout: time.Second, RatePerSecond: 5, RateBurst: 5, MaxStrikes: 10})
+	c := g.login(t, "alice", "1")
+	for range 10 { // 2 s of WebSocket pings, twice the idle timeout
+		if err := c.conn.WriteControl(websocket.PingMessage, []byte("hi"), time.Now().Add(time.Second)); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if r := c.call(map[string]any{"op": "ping", "id": "still"}); r["op"] != "pong" {
+		t.Fatalf("after WebSocket pings: %v", r)
+	}
+	junk := g.login(t, "bob", "1")
+	for i := 0; i < 100; i++ {
+		if err := junk.conn.WriteMessage(websocket.TextMessage, []byte("{not json")); err != nil {
+			break
+		}
+	}
+	if code := closeCode(t, junk.conn); code != connector.ClosePolicy {
+		t.Fatalf("a flood of junk frames closed with %d, want %d", code, connector.ClosePolicy)
+	}
+}
+
+// eventually polls cond until it holds, failing the test after 30s.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

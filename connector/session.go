@@ -19,8 +19,13 @@ import (
 	"github.com/parley-im/parley/store"
 )
 
-// maxInFlight bounds a connection's requests awaiting their outcome.
-const maxInFlight = 64
+// Per-connection bounds on work and memory.
+const (
+	maxInFlight        = 64       // requests awaiting their outcome
+	maxHistoryInFlight = 2        // history requests being served
+	maxHistoryBytes    = 1 << 20  // about, per history_ok frame
+	maxQueueBytes      = 16 << 20 // queued outbound bytes; beyond: 4003
+)
 
 // session is one authenticated client connection.
 type session struct {
@@ -36,6 +41,8 @@ type session struct {
 	inFlight  chan struct{}
 	requests  sync.WaitGroup
 	draining  atomic.Bool
+	queued    atomic.Int64 // bytes in out
+	histories chan struct{}
 }
 
 // drain refuses new requests, lets the in-flight ones answer, then closes
@@ -54,7 +61,8 @@ func (g *Gateway) serve(conn *websocket.Conn) {
 	defer conn.Close()
 	conn.SetReadLimit(g.cfg.MaxFrameBytes)
 	_ = conn.SetReadDeadline(time.Now().Add(g.cfg.AuthTimeout))
-	s := &session{g: g, conn: conn, out: make(chan []byte, g.cfg.QueueFrames), done: make(chan struct{}), inFlight: make(chan struct{}, maxInFlight)}
+	s := &session{g: g, conn: conn, out: make(chan []byte, g.cfg.QueueFrames), done: make(chan struct{}), inFlight: make(chan struct{}, maxInFlight),
+		histories: make(chan struct{}, maxHistoryInFlight)}
 
 	_, data, err := conn.ReadMessage()
 	if err != nil {
@@ -85,6 +93,20 @@ func (g *Gateway) serve(conn *websocket.Conn) {
 	}
 	defer g.hub.remove(s)
 
+	// A WebSocket ping is activity too: it extends the idle deadline.
+	conn.SetPingHandler(func(data string) error {
+		_ = conn.SetReadDeadline(time.Now().Add(g.cfg.IdleTimeout))
+		err := conn.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(time.Second))
+		if errors.Is(err, websocket.ErrCloseSent) {
+			return nil
+		}
+		return err
+	})
+	// Refuse a session that authenticated after a drain began.
+	if g.isDraining() {
+		s.refuse(CloseDraining, "server draining: reconnect")
+		return
+	}
 	writerDone := make(chan struct{})
 	go func() { defer close(writerDone); s.writeLoop() }()
 	s.send(reply{Op: "auth_ok", ID: req.ID, User: user, Device: s.device, Node: g.cmd.cfg.NodeID})
@@ -118,12 +140,11 @@ func (s *session) readLoop() {
 			continue // closing: drain what the client still sends until it closes too
 		default:
 		}
+		// Every frame counts against the rate, valid or not.
+		allowed := limiter.Allow()
 		var req request
-		if err := json.Unmarshal(data, &req); err != nil {
-			s.send(errorReply("", schema.CodeBadRequest, "the frame is not a JSON object"))
-			continue
-		}
-		if !limiter.Allow() {
+		parseErr := json.Unmarshal(data, &req)
+		if !allowed {
 			strikes++
 			if strikes >= s.g.cfg.MaxStrikes {
 				s.close(ClosePolicy, "flooding")
@@ -133,6 +154,10 @@ func (s *session) readLoop() {
 			continue
 		}
 		strikes = 0
+		if parseErr != nil {
+			s.send(errorReply(req.ID, schema.CodeBadRequest, "the frame is not a valid request object"))
+			continue
+		}
 		s.dispatch(&req)
 	}
 }
@@ -152,10 +177,22 @@ func (s *session) dispatch(req *request) {
 			s.send(errorReply(req.ID, schema.CodeRateLimited, "too many requests in flight"))
 			return
 		}
+		if req.Op == "history" {
+			select {
+			case s.histories <- struct{}{}:
+			default:
+				<-s.inFlight
+				s.send(errorReply(req.ID, schema.CodeRateLimited, "too many history requests in flight"))
+				return
+			}
+		}
 		s.requests.Add(1)
 		go func() {
 			defer s.requests.Done()
 			defer func() { <-s.inFlight }()
+			if req.Op == "history" {
+				defer func() { <-s.histories }()
+			}
 			ctx, cancel := context.WithTimeout(context.Background(), s.g.cmd.cfg.ReplyTimeout+5*time.Second)
 			defer cancel()
 			if req.Op == "history" {
@@ -209,6 +246,10 @@ func (s *session) command(ctx context.Context, req *request) {
 		}
 		cmd.Body = &parleyv1.Command_Create{Create: cr}
 	case "members":
+		if !schema.ValidConvID(req.Conv) {
+			bad("missing or invalid conv")
+			return
+		}
 		if len(req.Add) == 0 && len(req.Remove) == 0 {
 			bad("nothing to add or remove")
 			return
@@ -313,9 +354,17 @@ func (s *session) history(ctx context.Context, req *request) {
 		return
 	}
 	out := historyReply{Op: "history_ok", ID: req.ID, Conv: req.Conv, Events: make([]schema.EventJSON, 0, len(evs)), More: more}
+	size := 0
 	for _, ev := range evs {
 		if m.RemovedSeq > 0 && ev.Seq > m.RemovedSeq {
 			out.More = false
+			break
+		}
+		// A page stops at about maxHistoryBytes (at least one event):
+		// the client asks for the rest with more.
+		size += len(ev.Body) + 256
+		if len(out.Events) > 0 && size > maxHistoryBytes {
+			out.More = true
 			break
 		}
 		out.Events = append(out.Events, schema.ToJSON(ev))
@@ -336,10 +385,17 @@ func (s *session) sendValue(v any) {
 }
 
 func (s *session) enqueue(b []byte) {
+	if s.queued.Add(int64(len(b))) > maxQueueBytes {
+		s.queued.Add(-int64(len(b)))
+		s.close(CloseSlowConsumer, "outbound queue full")
+		return
+	}
 	select {
 	case <-s.done:
+		s.queued.Add(-int64(len(b)))
 	case s.out <- b:
 	default:
+		s.queued.Add(-int64(len(b)))
 		s.close(CloseSlowConsumer, "outbound queue full")
 	}
 }
@@ -349,6 +405,7 @@ func (s *session) enqueue(b []byte) {
 // close frame.
 func (s *session) writeLoop() {
 	write := func(b []byte) bool {
+		defer s.queued.Add(-int64(len(b)))
 		_ = s.conn.SetWriteDeadline(time.Now().Add(s.g.cfg.WriteTimeout))
 		return s.conn.WriteMessage(websocket.TextMessage, b) == nil
 	}
@@ -398,11 +455,17 @@ func (s *session) closeNow(code int, reason string) {
 	raw := s.rawConn()
 	if tc, ok := raw.(interface{ CloseWrite() error }); ok {
 		_ = tc.CloseWrite()
-		_ = raw.SetReadDeadline(time.Now().Add(2 * time.Second))
+		_ = raw.SetReadDeadline(time.Now().Add(closeLinger))
+		// Whatever the read loop does meanwhile, the connection ends.
+		time.AfterFunc(closeLinger, func() { _ = raw.Close() })
 		return
 	}
 	_ = raw.Close()
 }
+
+// closeLinger is how long a closing connection waits for the client's
+// close frame.
+const closeLinger = 2 * time.Second
 
 // rawConn is the TCP connection itself: the HTTP server's hijacked wrapper
 // neither closes (the server does, after the handler) nor half-closes.

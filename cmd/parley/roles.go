@@ -350,15 +350,6 @@ func runConnector(ctx context.Context, args []string) error {
 		return err
 	}
 	return runWithAdmin(ctx, *adminAddr, k, st, log, func(ctx context.Context) error {
-		ctx, cancel := context.WithCancel(ctx)
-		defer cancel()
-		cmdDone := make(chan error, 1)
-		go func() { cmdDone <- cmd.Run(ctx) }()
-		err := g.Run(ctx)
-		cancel()
-		if cerr := <-cmdDone; err == nil {
-			err = cerr
-		}
-		return err
+		return connector.Serve(ctx, cmd, g)
 	})
 }
