@@ -56,7 +56,11 @@ func TestWriterOnCassandraKilled(t *testing.T) {
 	c.produce(w.creates...)
 	c.produce(w.sends...)
 	waitFor(t, 3*time.Minute, "a third of the outcomes", func() bool { return outs.count() >= w.commands()/3 })
-	time.Sleep(time.Second) // let the writer get going on Cassandra
+	st := openCassandra(t, cfg)
+	waitFor(t, time.Minute, "the writer to be writing", func() bool {
+		empty, err := st.Empty(context.Background())
+		return err == nil && !empty
+	})
 	wr.kill()
 	t.Logf("writer killed after %v", time.Since(start))
 	wr = startChild(t, "writer-2", args...)
@@ -64,7 +68,7 @@ func TestWriterOnCassandraKilled(t *testing.T) {
 	waitFor(t, 5*time.Minute, "the writer to catch up", func() bool { return c.groupCaughtUp("parley-writer", c.kc.Topics().Events) })
 	t.Logf("%d commands written to Cassandra in %v", w.commands(), time.Since(start))
 	wr.stop()
-	w.check(t, c.events(), outs, openCassandra(t, cfg))
+	w.check(t, c.events(), outs, st)
 }
 
 // freeAddr returns a loopback address with a port free right now.
