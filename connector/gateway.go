@@ -53,6 +53,11 @@ type GatewayConfig struct {
 	WriteTimeout time.Duration
 	// DrainWindow spreads the 4009 closes of a shutdown; default 5s.
 	DrainWindow time.Duration
+	// PushListen is the address of the internal push endpoint fanout posts
+	// to (not public); empty: none. PushSecret, required with it, is the
+	// shared secret fanout sends.
+	PushListen string
+	PushSecret []byte
 	// Logger; default slog.Default().
 	Logger *slog.Logger
 }
@@ -108,6 +113,7 @@ type Gateway struct {
 
 	mu       sync.Mutex
 	ln       net.Listener
+	pushLn   net.Listener
 	addr     net.Addr
 	draining bool
 	wg       sync.WaitGroup // sessions
@@ -143,6 +149,9 @@ func NewGateway(cfg GatewayConfig, cmd *Commander, st store.Store) (*Gateway, er
 	if cmd == nil || st == nil {
 		return nil, errors.New("connector: the gateway needs a commander and a store")
 	}
+	if cfg.PushListen != "" && len(cfg.PushSecret) < 16 {
+		return nil, errors.New("connector: the push endpoint needs a push secret of at least 16 bytes")
+	}
 	g := &Gateway{cfg: cfg, log: cfg.Logger.With("role", "connector", "node", cmd.cfg.NodeID), cmd: cmd, store: st, hub: newHub()}
 	g.up = websocket.FastHTTPUpgrader{
 		ReadBufferSize:  4096,
@@ -164,8 +173,26 @@ func (g *Gateway) Listen() error {
 	if err != nil {
 		return fmt.Errorf("connector: listen %s: %w", g.cfg.Listen, err)
 	}
+	if g.cfg.PushListen != "" {
+		pln, err := net.Listen("tcp", g.cfg.PushListen)
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("connector: listen %s: %w", g.cfg.PushListen, err)
+		}
+		g.pushLn = pln
+	}
 	g.ln, g.addr = ln, ln.Addr()
 	return nil
+}
+
+// PushAddr is the push endpoint's address once listening (nil if none).
+func (g *Gateway) PushAddr() net.Addr {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.pushLn == nil {
+		return nil
+	}
+	return g.pushLn.Addr()
 }
 
 // Addr is the address Run listens on, once it does.
@@ -231,8 +258,19 @@ func (g *Gateway) Run(ctx context.Context) error {
 		return err
 	}
 	g.mu.Lock()
-	ln := g.ln
+	ln, pushLn := g.ln, g.pushLn
 	g.mu.Unlock()
+	if pushLn != nil {
+		push := &fasthttp.Server{Handler: g.handlePush, Name: "parley-push", MaxRequestBodySize: 64 << 20, NoDefaultDate: true}
+		pushDone := make(chan struct{})
+		go func() { defer close(pushDone); _ = push.Serve(pushLn) }()
+		defer func() {
+			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			_ = push.ShutdownWithContext(sctx)
+			<-pushDone
+		}()
+	}
 	srv := &fasthttp.Server{
 		Handler:            g.handle,
 		Name:               "parley",

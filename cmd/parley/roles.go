@@ -316,6 +316,8 @@ func runConnector(ctx context.Context, args []string) error {
 	nodeID := fs.String("node-id", "", "unique id of this connector (default: hostname-pid)")
 	tokenSecret := fs.String("token-secret", "", "secret that verifies client tokens (required)")
 	origins := fs.String("allowed-origins", "", "comma-separated Origins browsers may connect from (besides the listener's own host)")
+	pushListen := fs.String("push-listen", "", "address of the internal push endpoint fanout posts to (not public; empty: off)")
+	pushSecret := fs.String("push-secret", "", "shared secret of the push endpoint (at least 16 bytes)")
 	so := storeFlags(fs, "parley-data/store", false)
 	adminAddr := adminFlag(fs)
 	log, k, err := rf.parse(args)
@@ -345,7 +347,10 @@ func runConnector(ctx context.Context, args []string) error {
 			allowed = append(allowed, o)
 		}
 	}
-	g, err := connector.NewGateway(connector.GatewayConfig{Listen: *listen, TokenSecret: []byte(*tokenSecret), AllowedOrigins: allowed, Logger: log}, cmd, st)
+	g, err := connector.NewGateway(connector.GatewayConfig{
+		Listen: *listen, TokenSecret: []byte(*tokenSecret), AllowedOrigins: allowed, Logger: log,
+		PushListen: *pushListen, PushSecret: []byte(*pushSecret),
+	}, cmd, st)
 	if err != nil {
 		return err
 	}

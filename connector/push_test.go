@@ -1,0 +1,71 @@
+package connector_test
+
+import (
+	"bytes"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/parley-im/parley/connector"
+	parleyv1 "github.com/parley-im/parley/schema/parley/v1"
+)
+
+var pushSecret = []byte(strings.Repeat("p", 16))
+
+func postPush(t *testing.T, addr string, secret []byte, b *parleyv1.PushBatch) int {
+	t.Helper()
+	body, err := proto.Marshal(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, err := http.NewRequest(http.MethodPost, "http://"+addr+connector.PushPath, bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set(connector.PushSecretHeader, string(secret))
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// TestPushEndpoint: a push batch reaches every connection of its users on
+// this node, in order, and nobody else; a wrong secret is refused.
+func TestPushEndpoint(t *testing.T) {
+	g := newGateway(t, connector.GatewayConfig{PushListen: "127.0.0.1:0", PushSecret: pushSecret})
+	push := g.g.PushAddr().String()
+	phone, laptop := g.login(t, "alice", "phone"), g.login(t, "alice", "laptop")
+	bob := g.login(t, "bob", "phone")
+	ev := func(seq int64) *parleyv1.Event {
+		return &parleyv1.Event{Conv: "c1", Seq: seq, Type: parleyv1.EventType_EVENT_TYPE_MESSAGE, MsgId: "m", From: "carol", Kind: "text", Body: []byte(`"x"`), Ts: 1}
+	}
+	batch := &parleyv1.PushBatch{From: "test", Pushes: []*parleyv1.Push{
+		{Event: ev(1), Users: []string{"alice"}},
+		{Event: ev(2), Users: []string{"alice", "nobody-here"}},
+		{Event: ev(3), Users: []string{"alice"}},
+	}}
+	if code := postPush(t, push, []byte(strings.Repeat("x", 16)), batch); code != http.StatusUnauthorized {
+		t.Fatalf("wrong secret: %d", code)
+	}
+	if code := postPush(t, push, pushSecret, batch); code != http.StatusOK {
+		t.Fatalf("push: %d", code)
+	}
+	for _, c := range []*client{phone, laptop} {
+		for seq := 1.0; seq <= 3; seq++ {
+			r := c.read()
+			if r["op"] != "event" || r["conv"] != "c1" || r["seq"] != seq || r["type"] != "message" || r["from"] != "carol" {
+				t.Fatalf("push %v: got %v", seq, r)
+			}
+		}
+	}
+	// Bob's next frame is the answer to his ping: nothing was pushed to him.
+	bob.write(map[string]any{"op": "ping", "id": "b"})
+	if r := bob.read(); r["op"] != "pong" {
+		t.Fatalf("bob got %v", r)
+	}
+}
