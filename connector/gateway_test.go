@@ -12,6 +12,7 @@ import (
 
 	"github.com/parley-im/parley/auth"
 	"github.com/parley-im/parley/connector"
+	"github.com/parley-im/parley/internal/testutil"
 	"github.com/parley-im/parley/store/pebblestore"
 	"github.com/parley-im/parley/writer"
 )
@@ -307,11 +308,14 @@ func TestGatewaySlowConsumer(t *testing.T) {
 func TestGatewayLiveness(t *testing.T) {
 	g := newGateway(t, connector.GatewayConfig{IdleTimeout: time.Second, RatePerSecond: 5, RateBurst: 5, MaxStrikes: 10})
 	c := g.login(t, "alice", "1")
-	for range 10 { // 2 s of WebSocket pings, twice the idle timeout
+	// 2 s of WebSocket pings, one every 200 ms: twice the idle timeout.
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
+	for range 10 {
 		if err := c.conn.WriteControl(websocket.PingMessage, []byte("hi"), time.Now().Add(time.Second)); err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(200 * time.Millisecond)
+		<-tick.C
 	}
 	if r := c.call(map[string]any{"op": "ping", "id": "still"}); r["op"] != "pong" {
 		t.Fatalf("after WebSocket pings: %v", r)
@@ -330,11 +334,5 @@ func TestGatewayLiveness(t *testing.T) {
 // eventually polls cond until it holds, failing the test after 30s.
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testutil.WaitFor(t, 30*time.Second, what, cond)
 }

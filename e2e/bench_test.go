@@ -15,6 +15,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/parley-im/parley/internal/testutil"
 	"github.com/parley-im/parley/kafka"
 	"github.com/parley-im/parley/kafka/embedded"
 	"github.com/parley-im/parley/sequencer"
@@ -128,13 +129,7 @@ func benchCaughtUp(adm *kadm.Client, group, topic string, slack int64) bool {
 // benchmark after benchTimeout.
 func benchWait(b *testing.B, what string, cond func() bool) {
 	b.Helper()
-	deadline := time.Now().Add(benchTimeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			b.Fatalf("timed out after %v waiting for %s", benchTimeout, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testutil.WaitFor(b, benchTimeout, what, cond)
 }
 
 // benchRunSequencer runs an in-process sequencer until it has committed

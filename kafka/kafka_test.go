@@ -165,7 +165,12 @@ func TestReadToEnd(t *testing.T) {
 		})
 		done <- result{got, err}
 	}()
-	time.Sleep(200 * time.Millisecond) // let ReadToEnd find the open transaction
+	// ReadToEnd must still be waiting while the transaction is open.
+	select {
+	case res := <-done:
+		t.Fatalf("ReadToEnd returned %v, %v while a transaction was open", res.got, res.err)
+	case <-time.After(300 * time.Millisecond):
+	}
 	if err := txn.EndTransaction(ctx, kgo.TryAbort); err != nil {
 		t.Fatal(err)
 	}
