@@ -5,13 +5,14 @@
 // cluster runs. Starting again on the same data directory keeps every
 // conversation and continues every seq.
 //
-// Roles present: sequencer, writer, and the connector's command path and
-// WebSocket gateway (when Config.Listen is set). Fanout plugs in beside them
-// when it exists.
+// Roles present: sequencer and writer always; with Config.Listen, the
+// connector (command path, WebSocket gateway, push endpoint on a loopback
+// port) and fanout, which pushes to it.
 package allinone
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -20,6 +21,7 @@ import (
 	"sync"
 
 	"github.com/parley-im/parley/connector"
+	"github.com/parley-im/parley/fanout"
 	"github.com/parley-im/parley/kafka"
 	"github.com/parley-im/parley/kafka/embedded"
 	"github.com/parley-im/parley/sequencer"
@@ -59,6 +61,7 @@ type Node struct {
 	writer  *writer.Writer
 	cmd     *connector.Commander
 	gateway *connector.Gateway
+	fanout  *fanout.Fanout
 	kafka   kafka.Config
 
 	closeOnce sync.Once
@@ -100,11 +103,19 @@ func Start(cfg Config) (*Node, error) {
 		n.writer, err = writer.New(writer.Config{Kafka: n.kafka, Logger: cfg.Logger}, st)
 	}
 	if err == nil && cfg.Listen != "" {
+		// The push endpoint and its secret live only as long as the process:
+		// both ends of it are here.
+		pushSecret := make([]byte, 32)
+		_, _ = rand.Read(pushSecret)
 		n.cmd, err = connector.NewCommander(context.Background(), connector.CommanderConfig{Kafka: n.kafka, NodeID: "dev", Logger: cfg.Logger})
 		if err == nil {
 			n.gateway, err = connector.NewGateway(connector.GatewayConfig{
 				Listen: cfg.Listen, TokenSecret: cfg.TokenSecret, AllowAnyOrigin: loopbackOnly(cfg.Listen), Logger: cfg.Logger,
+				PushListen: "127.0.0.1:0", PushSecret: pushSecret,
 			}, n.cmd, st)
+		}
+		if err == nil {
+			n.fanout, err = fanout.New(fanout.Config{Kafka: n.kafka, PushSecret: pushSecret, InstanceID: "dev", Logger: cfg.Logger}, st)
 		}
 		if err == nil {
 			err = n.gateway.Listen()
@@ -162,6 +173,7 @@ func (n *Node) Run(ctx context.Context) error {
 	}
 	if n.gateway != nil {
 		roles["connector"] = func(ctx context.Context) error { return connector.Serve(ctx, n.cmd, n.gateway) }
+		roles["fanout"] = n.fanout.Run
 	}
 	var wg sync.WaitGroup
 	errs := make(chan error, len(roles))

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/parley-im/parley/kafka"
+	"github.com/parley-im/parley/schema"
 	parleyv1 "github.com/parley-im/parley/schema/parley/v1"
 )
 
@@ -63,8 +64,8 @@ type pendingShard struct {
 // NewCommander connects to the cluster; Run starts reading outcomes.
 func NewCommander(ctx context.Context, cfg CommanderConfig) (*Commander, error) {
 	cfg.Kafka = cfg.Kafka.WithDefaults()
-	if cfg.NodeID == "" || len(cfg.NodeID) > 128 {
-		return nil, errors.New("connector: NodeID must be 1-128 bytes")
+	if !schema.ValidNodeID(cfg.NodeID) {
+		return nil, errors.New("connector: NodeID must be 1-128 characters of [A-Za-z0-9_.-]")
 	}
 	if cfg.ReplyTimeout == 0 {
 		cfg.ReplyTimeout = 10 * time.Second
@@ -235,4 +236,18 @@ func (c *Commander) Run(ctx context.Context) error {
 			}
 		})
 	}
+}
+
+// typing produces a typing signal, without waiting: it is ephemeral, and
+// a lost one matters to nobody.
+func (c *Commander) typing(conv, from string) {
+	v, err := proto.Marshal(&parleyv1.Typing{Conv: conv, From: from, Ts: c.cfg.Now().UnixMilli()})
+	if err != nil {
+		return
+	}
+	c.producer.Produce(context.Background(), &kgo.Record{Topic: c.cfg.Kafka.Topics().Ephemeral, Key: []byte(conv), Value: v}, func(_ *kgo.Record, err error) {
+		if err != nil {
+			c.log.Debug("typing signal lost", "conv", conv, "err", err)
+		}
+	})
 }

@@ -3,6 +3,7 @@ package connector_test
 import (
 	"context"
 	"errors"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -36,17 +37,22 @@ func newEnv(t *testing.T) *env {
 	return &env{t: t, broker: b, kc: kafka.Config{Brokers: []string{b.Addr()}, Partitions: 4}.WithDefaults()}
 }
 
-// run runs fn until the test ends.
-func (e *env) run(fn func(context.Context) error) {
+// run runs fn until the test ends, or until the returned stop is called.
+func (e *env) run(fn func(context.Context) error) (stop func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- fn(ctx) }()
-	e.t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			e.t.Error(err)
-		}
-	})
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				e.t.Error(err)
+			}
+		})
+	}
+	e.t.Cleanup(stop)
+	return stop
 }
 
 func (e *env) sequencer() {

@@ -36,6 +36,7 @@ type reply struct {
 	Device  string             `json:"device,omitempty"`
 	Node    string             `json:"node,omitempty"`
 	Conv    string             `json:"conv,omitempty"`
+	From    string             `json:"from,omitempty"`
 	CMID    string             `json:"cmid,omitempty"`
 	MsgID   string             `json:"msg_id,omitempty"`
 	Seq     int64              `json:"seq,omitempty"`

@@ -58,6 +58,13 @@ type GatewayConfig struct {
 	// shared secret fanout sends.
 	PushListen string
 	PushSecret []byte
+	// PushAdvertise is the push address fanout dials, published with the
+	// node's heartbeat; default the push listener's address.
+	PushAdvertise string
+	// HeartbeatInterval is how often the node tells the presence topic it
+	// is alive; default 5s. Fanout counts a node silent for 3 intervals as
+	// dead. Presence is published only with a push endpoint.
+	HeartbeatInterval time.Duration
 	// Logger; default slog.Default().
 	Logger *slog.Logger
 }
@@ -96,6 +103,9 @@ func (c GatewayConfig) withDefaults() GatewayConfig {
 	if c.DrainWindow == 0 {
 		c.DrainWindow = 5 * time.Second
 	}
+	if c.HeartbeatInterval == 0 {
+		c.HeartbeatInterval = 5 * time.Second
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -110,6 +120,9 @@ type Gateway struct {
 	store store.Store
 	hub   *hub
 	up    websocket.FastHTTPUpgrader
+	// presence is nil without a push endpoint: nothing can reach this
+	// node's sessions then, so it does not claim them.
+	presence *presence
 
 	mu       sync.Mutex
 	ln       net.Listener
@@ -180,6 +193,12 @@ func (g *Gateway) Listen() error {
 			return fmt.Errorf("connector: listen %s: %w", g.cfg.PushListen, err)
 		}
 		g.pushLn = pln
+		advertise := g.cfg.PushAdvertise
+		if advertise == "" {
+			advertise = pln.Addr().String()
+		}
+		g.presence = &presence{cl: g.cmd.producer, topic: g.cmd.cfg.Kafka.Topics().Presence, node: g.cmd.cfg.NodeID,
+			pushAddr: advertise, interval: g.cfg.HeartbeatInterval, log: g.log, hub: g.hub, now: time.Now, dirty: make(map[string]bool)}
 	}
 	g.ln, g.addr = ln, ln.Addr()
 	return nil
@@ -258,7 +277,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 		return err
 	}
 	g.mu.Lock()
-	ln, pushLn := g.ln, g.pushLn
+	ln, pushLn, pres := g.ln, g.pushLn, g.presence
 	g.mu.Unlock()
 	if pushLn != nil {
 		push := &fasthttp.Server{Handler: g.handlePush, Name: "parley-push", MaxRequestBodySize: 64 << 20, NoDefaultDate: true}
@@ -269,6 +288,25 @@ func (g *Gateway) Run(ctx context.Context) error {
 			defer cancel()
 			_ = push.ShutdownWithContext(sctx)
 			<-pushDone
+		}()
+	}
+	if pres != nil {
+		if err := pres.start(ctx, g.cmd.cfg.Kafka.ClientOpts()); err != nil {
+			return err
+		}
+		hbCtx, stopHeartbeat := context.WithCancel(context.Background())
+		hbDone := make(chan struct{})
+		go func() { defer close(hbDone); pres.run(hbCtx) }()
+		defer func() {
+			// After the drain: every session's record is gone; now the
+			// node's own.
+			stopHeartbeat()
+			<-hbDone
+			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if err := pres.stop(sctx); err != nil {
+				g.log.Warn("presence: removing the heartbeat failed; fanout will count this node dead after 3 intervals", "err", err)
+			}
 		}()
 	}
 	srv := &fasthttp.Server{

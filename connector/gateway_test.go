@@ -23,6 +23,7 @@ type gw struct {
 	*env
 	addr string
 	g    *connector.Gateway
+	stop func() // stops the gateway (cleanly)
 }
 
 // newGateway runs a sequencer, a writer into Pebble, a commander and a
@@ -30,6 +31,12 @@ type gw struct {
 func newGateway(t *testing.T, cfg connector.GatewayConfig) *gw {
 	e := newEnv(t)
 	e.sequencer()
+	return newGatewayOn(t, e, cfg)
+}
+
+// newGatewayOn runs a writer into Pebble, a commander ("node-1") and a
+// gateway on e.
+func newGatewayOn(t *testing.T, e *env, cfg connector.GatewayConfig) *gw {
 	st, err := pebblestore.Open(t.TempDir(), pebblestore.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -52,8 +59,8 @@ func newGateway(t *testing.T, cfg connector.GatewayConfig) *gw {
 	if err := g.Listen(); err != nil {
 		t.Fatal(err)
 	}
-	e.run(g.Run)
-	return &gw{env: e, addr: g.Addr().String(), g: g}
+	stop := e.run(g.Run)
+	return &gw{env: e, addr: g.Addr().String(), g: g, stop: stop}
 }
 
 type client struct {

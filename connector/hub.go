@@ -2,6 +2,7 @@ package connector
 
 import (
 	"hash/maphash"
+	"slices"
 	"sync"
 )
 
@@ -29,8 +30,10 @@ func (h *hub) shard(user string) *hubShard {
 	return &h.shards[maphash.String(h.seed, user)%uint64(len(h.shards))]
 }
 
-// add registers s unless its user already has max sessions here.
-func (h *hub) add(s *session, max int) bool {
+// add registers s unless its user already has max sessions here. changed,
+// if not nil, gets the user's devices here afterwards, under the user's
+// lock (so that successive calls for one user see successive states).
+func (h *hub) add(s *session, max int, changed func([]string)) bool {
 	sh := h.shard(s.user)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
@@ -43,19 +46,46 @@ func (h *hub) add(s *session, max int) bool {
 		sh.users[s.user] = set
 	}
 	set[s] = struct{}{}
+	if changed != nil {
+		changed(devices(set))
+	}
 	return true
 }
 
-func (h *hub) remove(s *session) {
+// remove unregisters s; changed is as for add.
+func (h *hub) remove(s *session, changed func([]string)) {
 	sh := h.shard(s.user)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	if set := sh.users[s.user]; set != nil {
-		delete(set, s)
-		if len(set) == 0 {
-			delete(sh.users, s.user)
-		}
+	set := sh.users[s.user]
+	if _, ok := set[s]; !ok {
+		return
 	}
+	delete(set, s)
+	if len(set) == 0 {
+		delete(sh.users, s.user)
+	}
+	if changed != nil {
+		changed(devices(set))
+	}
+}
+
+// withDevices calls fn with user's devices here, under the user's lock.
+func (h *hub) withDevices(user string, fn func([]string)) {
+	sh := h.shard(user)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	fn(devices(sh.users[user]))
+}
+
+// devices returns the sorted, distinct device ids of set.
+func devices(set map[*session]struct{}) []string {
+	out := make([]string, 0, len(set))
+	for s := range set {
+		out = append(out, s.device)
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
 }
 
 // sessions returns user's sessions on this node.

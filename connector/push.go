@@ -49,10 +49,16 @@ func (g *Gateway) handlePush(ctx *fasthttp.RequestCtx) {
 	}
 	delivered := 0
 	for _, p := range batch.Pushes {
-		if p.GetEvent() == nil {
+		var frame []byte
+		var err error
+		switch {
+		case p.GetEvent() != nil:
+			frame, err = json.Marshal(eventPush{Op: "event", EventJSON: schema.ToJSON(p.Event)})
+		case p.GetTyping() != nil:
+			frame, err = json.Marshal(reply{Op: "typing", Conv: p.Typing.Conv, From: p.Typing.From})
+		default:
 			continue
 		}
-		frame, err := json.Marshal(eventPush{Op: "event", EventJSON: schema.ToJSON(p.Event)})
 		if err != nil {
 			g.log.Error("encode push", "err", err)
 			continue

@@ -87,11 +87,32 @@ func (g *Gateway) serve(conn *websocket.Conn) {
 		return
 	}
 	s.user, s.device = user, req.Device
-	if !g.hub.add(s, g.cfg.MaxConnsPerUser) {
+	var published chan error
+	var claim, release func([]string)
+	if g.presence != nil {
+		published = make(chan error, 1)
+		claim = func(devices []string) { g.presence.publish(user, devices, func(err error) { published <- err }) }
+		release = func(devices []string) { g.presence.publish(user, devices, nil) }
+	}
+	if !g.hub.add(s, g.cfg.MaxConnsPerUser, claim) {
 		s.refuse(CloseTooMany, "too many connections for this user")
 		return
 	}
-	defer g.hub.remove(s)
+	defer g.hub.remove(s, release)
+	if published != nil {
+		// Once the log has the device, every event sequenced from now on
+		// is pushed here: fanout reads presence up to date before it pushes.
+		// If the log is slow, the session goes on without that promise (the
+		// client's gap detection recovers) and the record is retried.
+		select {
+		case err := <-published:
+			if err != nil {
+				g.log.Warn("presence not published before auth_ok", "user", user, "err", err)
+			}
+		case <-time.After(g.cfg.WriteTimeout):
+			g.log.Warn("presence not published before auth_ok: timed out", "user", user)
+		}
+	}
 
 	// A WebSocket ping is activity too: it extends the idle deadline.
 	conn.SetPingHandler(func(data string) error {
@@ -203,7 +224,15 @@ func (s *session) dispatch(req *request) {
 		}()
 	case "auth":
 		s.send(errorReply(req.ID, schema.CodeBadRequest, "already authenticated"))
-	case "typing", "sync":
+	case "typing":
+		if !schema.ValidConvID(req.Conv) {
+			s.send(errorReply(req.ID, schema.CodeBadRequest, "missing or invalid conv"))
+			return
+		}
+		// Ephemeral and unanswered: fanout pushes it to the other members'
+		// online devices if the sender is a member.
+		s.g.cmd.typing(req.Conv, s.user)
+	case "sync":
 		s.send(errorReply(req.ID, schema.CodeBadRequest, req.Op+" is not supported by this server yet"))
 	case "":
 		s.send(errorReply(req.ID, schema.CodeBadRequest, "missing op"))

@@ -38,6 +38,9 @@ type Config struct {
 	// OutcomesRetention is how long outcomes are kept; default 1 hour
 	// (they only answer waiting clients).
 	OutcomesRetention time.Duration
+	// NotificationsRetention is how long notification records are kept;
+	// default 1 day.
+	NotificationsRetention time.Duration
 }
 
 // WithDefaults returns c with zero fields set to their defaults.
@@ -63,6 +66,9 @@ func (c Config) WithDefaults() Config {
 	if c.CommandsRetention == 0 {
 		c.CommandsRetention = 7 * 24 * time.Hour
 	}
+	if c.NotificationsRetention == 0 {
+		c.NotificationsRetention = 24 * time.Hour
+	}
 	if c.OutcomesRetention == 0 {
 		c.OutcomesRetention = time.Hour
 	}
@@ -77,7 +83,7 @@ func (c Config) Validate() error {
 	if c.Partitions < 1 || c.OutcomesPartitions < 1 {
 		return fmt.Errorf("kafka: partitions must be positive (got %d, outcomes %d)", c.Partitions, c.OutcomesPartitions)
 	}
-	if c.EventsRetention < 0 || c.CommandsRetention < 0 || c.OutcomesRetention < 0 {
+	if c.EventsRetention < 0 || c.CommandsRetention < 0 || c.OutcomesRetention < 0 || c.NotificationsRetention < 0 {
 		return errors.New("kafka: retention must not be negative")
 	}
 	return nil

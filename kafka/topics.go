@@ -42,6 +42,14 @@ func (c Config) TopicSpecs() []TopicSpec {
 			// started reading before compaction to see them.
 			"delete.retention.ms": kadm.StringPtr(strconv.FormatInt((24 * time.Hour).Milliseconds(), 10)),
 		}},
+		{Name: t.Presence, Partitions: c.Partitions, Configs: map[string]*string{
+			"cleanup.policy": kadm.StringPtr("compact"),
+			// A fanout instance reads the whole topic when it starts; an
+			// hour lets tombstones of closed sessions reach every reader.
+			"delete.retention.ms": kadm.StringPtr(strconv.FormatInt(time.Hour.Milliseconds(), 10)),
+		}},
+		{Name: t.Ephemeral, Partitions: c.Partitions, Configs: retention(time.Minute)},
+		{Name: t.Notifications, Partitions: c.Partitions, Configs: retention(c.NotificationsRetention)},
 	}
 }
 

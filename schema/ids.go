@@ -35,6 +35,10 @@ func validToken(s string, max int) bool {
 // characters of [A-Za-z0-9_.-].
 func ValidUserID(s string) bool { return validToken(s, MaxUserIDLen) }
 
+// ValidNodeID reports whether s is a valid connector node id: 1-128
+// characters of [A-Za-z0-9_.-] (a host name with a pid fits).
+func ValidNodeID(s string) bool { return validToken(s, 128) }
+
 // ValidConvID reports whether s is a valid conversation id: 1-128
 // characters of [A-Za-z0-9_.-]. Group ids are KSUIDs and direct ids come
 // from DirectConvID; both fit.

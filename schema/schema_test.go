@@ -96,3 +96,24 @@ func TestSetBody(t *testing.T) {
 		t.Fatalf("SetBody(nil) = %v, %v", c, err)
 	}
 }
+
+func TestPresenceKeys(t *testing.T) {
+	for _, c := range []struct {
+		key        string
+		user, node string
+		ok         bool
+	}{
+		{PresenceNodeKey("n-1"), "", "n-1", true},
+		{PresenceUserKey("alice", "n-1"), "alice", "n-1", true},
+		{"n/", "", "", false},
+		{"u/alice", "", "", false},
+		{"u/alice/", "", "", false},
+		{"u/alice/n/1", "", "", false},
+		{"x/alice", "", "", false},
+	} {
+		user, node, ok := ParsePresenceKey(c.key)
+		if ok != c.ok || (ok && (user != c.user || node != c.node)) {
+			t.Errorf("ParsePresenceKey(%q) = %q, %q, %v; want %q, %q, %v", c.key, user, node, ok, c.user, c.node, c.ok)
+		}
+	}
+}

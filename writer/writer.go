@@ -8,12 +8,11 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kgo"
-	"google.golang.org/protobuf/proto"
-
 	"github.com/parley-im/parley/kafka"
+	"github.com/parley-im/parley/schema"
 	parleyv1 "github.com/parley-im/parley/schema/parley/v1"
 	"github.com/parley-im/parley/store"
+	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // Config configures a Writer.
@@ -193,16 +192,5 @@ func appendWithRetry(ctx context.Context, st store.Store, evs []*parleyv1.Event,
 	}
 }
 
-// DecodeEvent decodes an events-topic record and checks that it is one the
-// store can hold: it names a valid conversation (equal to the key) and a
-// positive seq.
-func DecodeEvent(r *kgo.Record) (*parleyv1.Event, error) {
-	ev := new(parleyv1.Event)
-	if err := proto.Unmarshal(r.Value, ev); err != nil {
-		return nil, err
-	}
-	if ev.Conv == "" || ev.Conv != string(r.Key) || ev.Seq < 1 {
-		return nil, fmt.Errorf("event (conv %q, key %q, seq %d) is not well-formed", ev.Conv, r.Key, ev.Seq)
-	}
-	return ev, nil
-}
+// DecodeEvent decodes an events-topic record; see schema.DecodeEvent.
+func DecodeEvent(r *kgo.Record) (*parleyv1.Event, error) { return schema.DecodeEvent(r.Key, r.Value) }

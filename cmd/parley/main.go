@@ -22,7 +22,8 @@ commands:
   dev        everything in one process: embedded broker, embedded store, all roles (default)
   sequencer  run the sequencer role against --brokers
   writer     run the writer role against --brokers into a store
-  connector  run the WebSocket gateway against --brokers (pushes need fanout, not built yet)
+  connector  run the WebSocket gateway and push endpoint against --brokers
+  fanout     run the fanout role against --brokers: push events to the connectors
   tap        print the events topic as JSON lines
   rebuild    replay the events topic into an empty store
   migrate    create or update the Cassandra keyspace and tables
@@ -59,7 +60,7 @@ func main() {
 	case "connector":
 		err = runConnector(ctx, args)
 	case "fanout":
-		err = fmt.Errorf("the %s role is not part of this build yet", cmd)
+		err = runFanout(ctx, args)
 	case "help", "-h", "--help":
 		fmt.Print(usage)
 		return

@@ -16,6 +16,7 @@ import (
 	"github.com/parley-im/parley/allinone"
 	"github.com/parley-im/parley/auth"
 	"github.com/parley-im/parley/connector"
+	"github.com/parley-im/parley/fanout"
 	"github.com/parley-im/parley/kafka"
 	"github.com/parley-im/parley/sequencer"
 	"github.com/parley-im/parley/store/cassandrastore"
@@ -130,7 +131,7 @@ func runDev(ctx context.Context, args []string) error {
   broker     %s
   store      %s
   data dir   %s
-  public     ws://%s/v1/ws (WebSocket client protocol; pushes to other devices need the fanout role, not built yet)
+  public     ws://%s/v1/ws (WebSocket client protocol)
   API key    %s
   dev token  %s  (user "dev", 24 h; more with: parley token --data-dir %s --user NAME)
 Stop with Ctrl-C.
@@ -318,6 +319,8 @@ func runConnector(ctx context.Context, args []string) error {
 	origins := fs.String("allowed-origins", "", "comma-separated Origins browsers may connect from (besides the listener's own host)")
 	pushListen := fs.String("push-listen", "", "address of the internal push endpoint fanout posts to (not public; empty: off)")
 	pushSecret := fs.String("push-secret", "", "shared secret of the push endpoint (at least 16 bytes)")
+	pushAdvertise := fs.String("push-advertise", "", "push address fanout dials, published in presence (default: the push listener's address)")
+	heartbeat := fs.Duration("heartbeat", 5*time.Second, "presence heartbeat interval; fanout counts this node dead after 3 missed")
 	so := storeFlags(fs, "parley-data/store", false)
 	adminAddr := adminFlag(fs)
 	log, k, err := rf.parse(args)
@@ -349,7 +352,7 @@ func runConnector(ctx context.Context, args []string) error {
 	}
 	g, err := connector.NewGateway(connector.GatewayConfig{
 		Listen: *listen, TokenSecret: []byte(*tokenSecret), AllowedOrigins: allowed, Logger: log,
-		PushListen: *pushListen, PushSecret: []byte(*pushSecret),
+		PushListen: *pushListen, PushSecret: []byte(*pushSecret), PushAdvertise: *pushAdvertise, HeartbeatInterval: *heartbeat,
 	}, cmd, st)
 	if err != nil {
 		return err
@@ -357,4 +360,33 @@ func runConnector(ctx context.Context, args []string) error {
 	return runWithAdmin(ctx, *adminAddr, k, st, log, func(ctx context.Context) error {
 		return connector.Serve(ctx, cmd, g)
 	})
+}
+
+func runFanout(ctx context.Context, args []string) error {
+	rf := newRoleFlags("fanout")
+	fs := rf.fs
+	group := fs.String("group", "parley-fanout", "consumer group")
+	instance := fs.String("instance-id", "", "name of this instance in logs and pushes (default: hostname-pid)")
+	pushSecret := fs.String("push-secret", "", "the connectors' push secret (required, at least 16 bytes)")
+	so := storeFlags(fs, "parley-data/store", false)
+	adminAddr := adminFlag(fs)
+	log, k, err := rf.parse(args)
+	if err != nil {
+		return err
+	}
+	if *instance == "" {
+		host, _ := os.Hostname()
+		*instance = fmt.Sprintf("%s-%d", host, os.Getpid())
+	}
+	st, err := so.open(ctx, log, pebblestore.Options{})
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	f, err := fanout.New(fanout.Config{Kafka: k, Group: *group, InstanceID: *instance, PushSecret: []byte(*pushSecret), Logger: log}, st)
+	if err != nil {
+		return err
+	}
+	log.Info("fanout starting", "store", so.describe())
+	return runWithAdmin(ctx, *adminAddr, k, st, log, f.Run)
 }

@@ -27,10 +27,13 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
-// Push is one event for some users' devices on the receiving node.
+// Push is one event (or one typing signal) for some users' devices on the
+// receiving node.
 type Push struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Event *Event                 `protobuf:"bytes,1,opt,name=event,proto3" json:"event,omitempty"`
+	// Set instead of event for a typing signal.
+	Typing *Typing `protobuf:"bytes,3,opt,name=typing,proto3" json:"typing,omitempty"`
 	// Recipients: users whose connections on this node get the event.
 	Users         []string `protobuf:"bytes,2,rep,name=users,proto3" json:"users,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -70,6 +73,13 @@ func (*Push) Descriptor() ([]byte, []int) {
 func (x *Push) GetEvent() *Event {
 	if x != nil {
 		return x.Event
+	}
+	return nil
+}
+
+func (x *Push) GetTyping() *Typing {
+	if x != nil {
+		return x.Typing
 	}
 	return nil
 }
@@ -139,9 +149,10 @@ var File_parley_v1_push_proto protoreflect.FileDescriptor
 
 const file_parley_v1_push_proto_rawDesc = "" +
 	"\n" +
-	"\x14parley/v1/push.proto\x12\tparley.v1\x1a\x15parley/v1/event.proto\"D\n" +
+	"\x14parley/v1/push.proto\x12\tparley.v1\x1a\x15parley/v1/event.proto\x1a\x18parley/v1/presence.proto\"o\n" +
 	"\x04Push\x12&\n" +
-	"\x05event\x18\x01 \x01(\v2\x10.parley.v1.EventR\x05event\x12\x14\n" +
+	"\x05event\x18\x01 \x01(\v2\x10.parley.v1.EventR\x05event\x12)\n" +
+	"\x06typing\x18\x03 \x01(\v2\x11.parley.v1.TypingR\x06typing\x12\x14\n" +
 	"\x05users\x18\x02 \x03(\tR\x05users\"H\n" +
 	"\tPushBatch\x12\x12\n" +
 	"\x04from\x18\x01 \x01(\tR\x04from\x12'\n" +
@@ -164,15 +175,17 @@ var file_parley_v1_push_proto_goTypes = []any{
 	(*Push)(nil),      // 0: parley.v1.Push
 	(*PushBatch)(nil), // 1: parley.v1.PushBatch
 	(*Event)(nil),     // 2: parley.v1.Event
+	(*Typing)(nil),    // 3: parley.v1.Typing
 }
 var file_parley_v1_push_proto_depIdxs = []int32{
 	2, // 0: parley.v1.Push.event:type_name -> parley.v1.Event
-	0, // 1: parley.v1.PushBatch.pushes:type_name -> parley.v1.Push
-	2, // [2:2] is the sub-list for method output_type
-	2, // [2:2] is the sub-list for method input_type
-	2, // [2:2] is the sub-list for extension type_name
-	2, // [2:2] is the sub-list for extension extendee
-	0, // [0:2] is the sub-list for field type_name
+	3, // 1: parley.v1.Push.typing:type_name -> parley.v1.Typing
+	0, // 2: parley.v1.PushBatch.pushes:type_name -> parley.v1.Push
+	3, // [3:3] is the sub-list for method output_type
+	3, // [3:3] is the sub-list for method input_type
+	3, // [3:3] is the sub-list for extension type_name
+	3, // [3:3] is the sub-list for extension extendee
+	0, // [0:3] is the sub-list for field type_name
 }
 
 func init() { file_parley_v1_push_proto_init() }
@@ -181,6 +194,7 @@ func file_parley_v1_push_proto_init() {
 		return
 	}
 	file_parley_v1_event_proto_init()
+	file_parley_v1_presence_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{

@@ -1,0 +1,399 @@
+// Package fanout is the fanout role: a consumer group on the events topic
+// (and the ephemeral typing topic) that pushes each event to the connector
+// nodes holding its recipients' devices.
+//
+// For each poll it brings its presence view up to date (presence.proto),
+// resolves every event's recipients (the conversation's members, from a
+// cache kept in step with member events), groups the pushes by node, and
+// posts one PushBatch per node to that node's push endpoint, all nodes at
+// once; the next poll waits for these posts, so one conversation's events
+// reach a node in seq order. Message events for a recipient with no live
+// device go to the notifications topic. Offsets are committed after the
+// pushes: delivery is at least once, and a push that fails is dropped after
+// a retry (the client recovers it through its gap detection and history).
+package fanout
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/valyala/fasthttp"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/parley-im/parley/kafka"
+	"github.com/parley-im/parley/schema"
+	parleyv1 "github.com/parley-im/parley/schema/parley/v1"
+	"github.com/parley-im/parley/store"
+)
+
+// Push endpoint of the connector; see schema/parley/v1/push.proto.
+const (
+	pushPath         = "/internal/push"
+	pushSecretHeader = "X-Parley-Push-Secret"
+)
+
+// Config configures a Fanout.
+type Config struct {
+	Kafka kafka.Config
+	// Group is the consumer group; default "parley-fanout".
+	Group string
+	// InstanceID names this instance in the pushes it sends; default
+	// "fanout".
+	InstanceID string
+	// PushSecret is the connectors' shared push secret. Required.
+	PushSecret []byte
+	// PushTimeout bounds one push request; default 5s.
+	PushTimeout time.Duration
+	// MaxBatch caps the records handled per poll; default 5,000.
+	MaxBatch int
+	// CachedConversations bounds the membership cache; default 100,000.
+	CachedConversations int
+	// StoreWait bounds the wait for the store to catch up when a
+	// conversation's members are loaded; default 2s.
+	StoreWait time.Duration
+	// TypingTTL: typing signals older than this are dropped; default 5s.
+	TypingTTL time.Duration
+	// Logger; default slog.Default().
+	Logger *slog.Logger
+	// Now returns the time; default time.Now.
+	Now func() time.Time
+}
+
+func (c Config) withDefaults() Config {
+	c.Kafka = c.Kafka.WithDefaults()
+	if c.Group == "" {
+		c.Group = "parley-fanout"
+	}
+	if c.InstanceID == "" {
+		c.InstanceID = "fanout"
+	}
+	if c.PushTimeout == 0 {
+		c.PushTimeout = 5 * time.Second
+	}
+	if c.MaxBatch == 0 {
+		c.MaxBatch = 5000
+	}
+	if c.CachedConversations == 0 {
+		c.CachedConversations = 100_000
+	}
+	if c.StoreWait == 0 {
+		c.StoreWait = 2 * time.Second
+	}
+	if c.TypingTTL == 0 {
+		c.TypingTTL = 5 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	return c
+}
+
+// Stats counts what a Fanout did.
+type Stats struct {
+	// Pushes: events and typing signals sent to nodes (one per node they
+	// went to); Failed: pushes whose request failed twice and were dropped.
+	Pushes, Failed int64
+	// Notifications written for offline recipients.
+	Notifications int64
+}
+
+// Fanout is the fanout role.
+type Fanout struct {
+	cfg     Config
+	log     *slog.Logger
+	members *members
+	http    *fasthttp.Client
+
+	view atomic.Pointer[presenceView] // while Run runs
+
+	pushes, failed, notified atomic.Int64
+}
+
+// New returns a Fanout that reads memberships from st; Run starts it.
+func New(cfg Config, st store.Store) (*Fanout, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.Kafka.Validate(); err != nil {
+		return nil, err
+	}
+	if len(cfg.PushSecret) < 16 {
+		return nil, errors.New("fanout: the push secret must be at least 16 bytes")
+	}
+	if st == nil {
+		return nil, errors.New("fanout: no store")
+	}
+	if cfg.MaxBatch < 1 || cfg.CachedConversations < 1 {
+		return nil, errors.New("fanout: MaxBatch and CachedConversations must be positive")
+	}
+	return &Fanout{
+		cfg:     cfg,
+		log:     cfg.Logger.With("role", "fanout"),
+		members: newMembers(st, cfg.CachedConversations, cfg.StoreWait),
+		http: &fasthttp.Client{
+			Name:                     "parley-fanout",
+			ReadTimeout:              cfg.PushTimeout,
+			WriteTimeout:             cfg.PushTimeout,
+			MaxIdleConnDuration:      time.Minute,
+			NoDefaultUserAgentHeader: true,
+		},
+	}, nil
+}
+
+// Stats returns the counters so far.
+func (f *Fanout) Stats() Stats {
+	return Stats{Pushes: f.pushes.Load(), Failed: f.failed.Load(), Notifications: f.notified.Load()}
+}
+
+// NodeAlive reports whether fanout currently pushes to the connector node
+// id (false when Run is not running).
+func (f *Fanout) NodeAlive(id string) bool {
+	v := f.view.Load()
+	return v != nil && v.alive(id)
+}
+
+// Run pushes until ctx ends.
+func (f *Fanout) Run(ctx context.Context) error {
+	t := f.cfg.Kafka.Topics()
+	setup, err := kgo.NewClient(f.cfg.Kafka.ClientOpts()...)
+	if err != nil {
+		return err
+	}
+	err = kafka.EnsureTopics(ctx, setup, f.cfg.Kafka)
+	setup.Close()
+	if err != nil {
+		return err
+	}
+	view, err := newPresenceView(f.cfg.Kafka.ClientOpts(), t.Presence, f.cfg.Now, f.log)
+	if err != nil {
+		return err
+	}
+	defer view.close()
+	f.view.Store(view)
+	defer f.view.Store(nil)
+	vctx, stopView := context.WithCancel(ctx)
+	viewDone := make(chan error, 1)
+	go func() { viewDone <- view.run(vctx) }()
+	defer func() { stopView(); <-viewDone }()
+
+	cl, err := kgo.NewClient(f.cfg.Kafka.ClientOpts(
+		kgo.ConsumerGroup(f.cfg.Group),
+		kgo.ConsumeTopics(t.Events, t.Ephemeral),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.DisableAutoCommit(),
+		kgo.BlockRebalanceOnPoll(),
+		kgo.SessionTimeout(10*time.Second),
+		// Another instance may have applied member events this one has not
+		// seen: start the cache afresh.
+		kgo.OnPartitionsRevoked(func(context.Context, *kgo.Client, map[string][]int32) { f.members.clear() }),
+		kgo.OnPartitionsLost(func(context.Context, *kgo.Client, map[string][]int32) { f.members.clear() }),
+		// The notifications producer.
+		kgo.RequiredAcks(kgo.AllISRAcks()),
+	)...)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+
+	for {
+		fetches := cl.PollRecords(ctx, f.cfg.MaxBatch)
+		if ctx.Err() != nil {
+			cl.AllowRebalance()
+			return nil
+		}
+		fetches.EachError(func(topic string, p int32, err error) {
+			f.log.Warn("fetch error", "topic", topic, "partition", p, "err", err)
+		})
+		if recs := fetches.Records(); len(recs) > 0 {
+			if err := f.handle(ctx, cl, view, recs); err != nil {
+				cl.AllowRebalance()
+				if ctx.Err() != nil {
+					return nil
+				}
+				return err
+			}
+			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+			if err := cl.CommitRecords(cctx, recs...); err != nil {
+				// A later commit covers these; a restart pushes them again,
+				// and clients drop what they hold.
+				f.log.Warn("offset commit failed", "err", err)
+			}
+			cancel()
+		}
+		cl.AllowRebalance()
+	}
+}
+
+// nodeBatch is what one poll pushes to one node.
+type nodeBatch struct {
+	addr   string
+	pushes []*parleyv1.Push
+}
+
+// handle pushes one poll's records and writes their notifications.
+func (f *Fanout) handle(ctx context.Context, cl *kgo.Client, view *presenceView, recs []*kgo.Record) error {
+	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	err := view.sync(sctx)
+	cancel()
+	if err != nil {
+		// Push with what the view holds: a device it misses recovers
+		// through history.
+		f.log.Warn("presence view not brought up to date", "err", err)
+	}
+	t := f.cfg.Kafka.Topics()
+	batches := make(map[string]*nodeBatch)
+	add := func(p *parleyv1.Push, users []string) []string {
+		byNode := make(map[string]*parleyv1.Push)
+		return view.route(users, func(user, nodeID, addr string) {
+			np := byNode[nodeID]
+			if np == nil {
+				np = &parleyv1.Push{Event: p.Event, Typing: p.Typing}
+				byNode[nodeID] = np
+				b := batches[nodeID]
+				if b == nil {
+					b = &nodeBatch{addr: addr}
+					batches[nodeID] = b
+				}
+				b.pushes = append(b.pushes, np)
+			}
+			np.Users = append(np.Users, user)
+		})
+	}
+	var notes []*kgo.Record
+	for _, r := range recs {
+		switch r.Topic {
+		case t.Events:
+			ev, err := schema.DecodeEvent(r.Key, r.Value)
+			if err != nil {
+				f.log.Warn("skipping undecodable event", "partition", r.Partition, "offset", r.Offset, "err", err)
+				continue
+			}
+			users, err := f.recipients(ctx, ev)
+			if err != nil {
+				return err
+			}
+			offline := add(&parleyv1.Push{Event: ev}, users)
+			if ev.Type != parleyv1.EventType_EVENT_TYPE_MESSAGE {
+				continue
+			}
+			for _, u := range offline {
+				if u == ev.From {
+					continue
+				}
+				v, err := proto.Marshal(&parleyv1.Notification{User: u, Event: ev})
+				if err != nil {
+					return err
+				}
+				notes = append(notes, &kgo.Record{Topic: t.Notifications, Key: []byte(u), Value: v})
+			}
+		case t.Ephemeral:
+			var ty parleyv1.Typing
+			if err := proto.Unmarshal(r.Value, &ty); err != nil || !schema.ValidConvID(ty.Conv) {
+				continue
+			}
+			if f.cfg.Now().Sub(time.UnixMilli(ty.Ts)) > f.cfg.TypingTTL {
+				continue // stale: the moment has passed
+			}
+			ms, err := f.members.current(ctx, ty.Conv)
+			if err != nil {
+				f.log.Warn("typing: members unknown", "conv", ty.Conv, "err", err)
+				continue
+			}
+			if _, member := ms[ty.From]; !member {
+				continue
+			}
+			others := make([]string, 0, len(ms))
+			for u := range ms {
+				if u != ty.From {
+					others = append(others, u)
+				}
+			}
+			add(&parleyv1.Push{Typing: &ty}, others)
+		}
+	}
+	for _, n := range notes {
+		cl.Produce(ctx, n, nil)
+	}
+	f.push(ctx, view, batches)
+	if len(notes) > 0 {
+		if err := cl.Flush(ctx); err != nil {
+			return fmt.Errorf("fanout: write notifications: %w", err)
+		}
+		f.notified.Add(int64(len(notes)))
+	}
+	return nil
+}
+
+// recipients resolves ev's recipients, retrying store errors with backoff
+// until ctx ends: an event is never skipped for want of its members.
+func (f *Fanout) recipients(ctx context.Context, ev *parleyv1.Event) ([]string, error) {
+	backoff := 100 * time.Millisecond
+	for {
+		users, err := f.members.recipients(ctx, ev)
+		if err == nil || ctx.Err() != nil {
+			return users, err
+		}
+		f.log.Warn("members unavailable; retrying", "conv", ev.Conv, "err", err, "backoff", backoff)
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}
+
+// push posts every node's batch at once and waits for all.
+func (f *Fanout) push(ctx context.Context, view *presenceView, batches map[string]*nodeBatch) {
+	var wg sync.WaitGroup
+	for nodeID, b := range batches {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			body, err := proto.Marshal(&parleyv1.PushBatch{From: f.cfg.InstanceID, Pushes: b.pushes})
+			if err != nil {
+				f.log.Error("encode push", "err", err)
+				return
+			}
+			for try := 0; ; try++ {
+				err = f.post(b.addr, body)
+				if err == nil {
+					f.pushes.Add(int64(len(b.pushes)))
+					return
+				}
+				if try == 1 || ctx.Err() != nil {
+					break
+				}
+			}
+			f.failed.Add(int64(len(b.pushes)))
+			view.suspend(nodeID)
+			f.log.Warn("push failed; dropped, and the node skipped until its next heartbeat", "node", nodeID, "addr", b.addr, "pushes", len(b.pushes), "err", err)
+		}()
+	}
+	wg.Wait()
+}
+
+func (f *Fanout) post(addr string, body []byte) error {
+	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseRequest(req)
+	defer fasthttp.ReleaseResponse(resp)
+	req.SetRequestURI("http://" + addr + pushPath)
+	req.Header.SetMethod(fasthttp.MethodPost)
+	req.Header.SetContentType("application/x-protobuf")
+	req.Header.SetBytesV(pushSecretHeader, f.cfg.PushSecret)
+	req.SetBodyRaw(body)
+	if err := f.http.DoTimeout(req, resp, f.cfg.PushTimeout); err != nil {
+		return err
+	}
+	if resp.StatusCode() != fasthttp.StatusOK {
+		return fmt.Errorf("push answered %d: %s", resp.StatusCode(), resp.Body())
+	}
+	return nil
+}

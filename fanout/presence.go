@@ -1,0 +1,210 @@
+package fanout
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/parley-im/parley/schema"
+	parleyv1 "github.com/parley-im/parley/schema/parley/v1"
+)
+
+// deadAfter is how many heartbeat intervals of silence make a node dead.
+const deadAfter = 3
+
+// presenceView is this instance's copy of the presence topic: which nodes
+// are alive and where they take pushes, and which users have devices on
+// which node. It reads every partition of the topic from the start, outside
+// any group: every fanout instance needs all of it.
+//
+// A node counts as alive until deadAfter of its heartbeat intervals have
+// passed since this instance last received its heartbeat (the local clock
+// only, so clock skew between machines does not matter), or at once when its
+// heartbeat is deleted by a clean shutdown.
+type presenceView struct {
+	cl    *kgo.Client
+	adm   *kadm.Client
+	topic string
+	now   func() time.Time
+	log   *slog.Logger
+
+	mu    sync.Mutex
+	nodes map[string]*node
+	users map[string]map[string]int // user -> node -> devices there
+	pos   map[int32]int64           // partition -> next offset to read
+	moved chan struct{}             // closed and replaced when pos moves
+}
+
+type node struct {
+	pushAddr string
+	deadline time.Time
+}
+
+func newPresenceView(opts []kgo.Opt, topic string, now func() time.Time, log *slog.Logger) (*presenceView, error) {
+	cl, err := kgo.NewClient(append(opts,
+		kgo.ConsumeTopics(topic),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+	)...)
+	if err != nil {
+		return nil, err
+	}
+	return &presenceView{cl: cl, adm: kadm.NewClient(cl), topic: topic, now: now, log: log,
+		nodes: make(map[string]*node), users: make(map[string]map[string]int), pos: make(map[int32]int64), moved: make(chan struct{})}, nil
+}
+
+func (v *presenceView) close() { v.cl.Close() }
+
+// run reads the topic until ctx ends.
+func (v *presenceView) run(ctx context.Context) error {
+	for {
+		fs := v.cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		var ferr error
+		fs.EachError(func(t string, p int32, err error) {
+			if !errors.Is(err, context.Canceled) {
+				v.log.Warn("presence fetch failed", "partition", p, "err", err)
+				ferr = err
+			}
+		})
+		if ferr != nil && fs.NumRecords() == 0 {
+			select { // let a failing broker breathe
+			case <-ctx.Done():
+				return nil
+			case <-time.After(200 * time.Millisecond):
+			}
+		}
+		v.mu.Lock()
+		fs.EachRecord(v.apply)
+		close(v.moved)
+		v.moved = make(chan struct{})
+		v.mu.Unlock()
+	}
+}
+
+// apply takes one record into the view; v.mu is held.
+func (v *presenceView) apply(r *kgo.Record) {
+	v.pos[r.Partition] = r.Offset + 1
+	user, nodeID, ok := schema.ParsePresenceKey(string(r.Key))
+	if !ok {
+		return
+	}
+	if user == "" {
+		if r.Value == nil {
+			delete(v.nodes, nodeID)
+			return
+		}
+		var hb parleyv1.NodeHeartbeat
+		if err := proto.Unmarshal(r.Value, &hb); err != nil || hb.PushAddr == "" || hb.IntervalMs <= 0 {
+			v.log.Warn("bad presence heartbeat", "node", nodeID, "err", err)
+			return
+		}
+		v.nodes[nodeID] = &node{pushAddr: hb.PushAddr, deadline: v.now().Add(deadAfter * time.Duration(hb.IntervalMs) * time.Millisecond)}
+		return
+	}
+	devices := 0
+	if r.Value != nil {
+		var up parleyv1.UserPresence
+		if err := proto.Unmarshal(r.Value, &up); err != nil {
+			v.log.Warn("bad presence record", "key", string(r.Key), "err", err)
+			return
+		}
+		devices = len(up.Devices)
+	}
+	if devices == 0 {
+		if m := v.users[user]; m != nil {
+			delete(m, nodeID)
+			if len(m) == 0 {
+				delete(v.users, user)
+			}
+		}
+		return
+	}
+	m := v.users[user]
+	if m == nil {
+		m = make(map[string]int, 1)
+		v.users[user] = m
+	}
+	m[nodeID] = devices
+}
+
+// sync returns once the view holds every presence record the log had when
+// sync was called: a device whose presence record was written before an
+// event was sequenced is then known when the event is pushed.
+func (v *presenceView) sync(ctx context.Context) error {
+	ends, err := v.adm.ListEndOffsets(ctx, v.topic)
+	if err == nil {
+		err = ends.Error()
+	}
+	if err != nil {
+		return fmt.Errorf("fanout: presence end offsets: %w", err)
+	}
+	for {
+		v.mu.Lock()
+		behind := false
+		ends.Each(func(o kadm.ListedOffset) {
+			if o.Offset > v.pos[o.Partition] {
+				behind = true
+			}
+		})
+		moved := v.moved
+		v.mu.Unlock()
+		if !behind {
+			return nil
+		}
+		select {
+		case <-moved:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// route calls fn for each live node holding a device of each of users
+// and returns the users with none.
+func (v *presenceView) route(users []string, fn func(user, nodeID, pushAddr string)) (offline []string) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	now := v.now()
+	for _, u := range users {
+		online := false
+		for id := range v.users[u] {
+			n := v.nodes[id]
+			if n == nil || now.After(n.deadline) {
+				continue
+			}
+			fn(u, id, n.pushAddr)
+			online = true
+		}
+		if !online {
+			offline = append(offline, u)
+		}
+	}
+	return offline
+}
+
+// suspend treats node as dead until its next heartbeat: pushes to it
+// failed, and waiting on it would hold up every other node's pushes.
+func (v *presenceView) suspend(id string) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if n := v.nodes[id]; n != nil {
+		n.deadline = time.Time{}
+	}
+}
+
+// alive reports whether node is alive.
+func (v *presenceView) alive(id string) bool {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	n := v.nodes[id]
+	return n != nil && !v.now().After(n.deadline)
+}
