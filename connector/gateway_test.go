@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/fasthttp/websocket"
+	"github.com/segmentio/ksuid"
 
 	"github.com/parley-im/parley/auth"
 	"github.com/parley-im/parley/connector"
@@ -159,6 +160,17 @@ func TestGatewaySendAndHistory(t *testing.T) {
 	again := alice.call(map[string]any{"op": "send", "id": "s2", "conv": conv, "cmid": "m-1", "body": map[string]any{"text": "hi"}})
 	if again["op"] != "ack" || again["seq"] != 2.0 || again["msg_id"] != ack["msg_id"] {
 		t.Fatalf("retry of m-1: %v, want the original %v", again, ack)
+	}
+	// A group create with a client-chosen id and cmid is safe to retry.
+	gid := ksuid.New().String()
+	for i := range 2 {
+		r := alice.call(map[string]any{"op": "create", "id": fmt.Sprint("g", i), "kind": "group", "conv": gid, "cmid": "g-1", "members": []string{"bob"}})
+		if r["op"] != "created" || r["conv"] != gid {
+			t.Fatalf("create %d of group %s: %v", i, gid, r)
+		}
+	}
+	if r := alice.call(map[string]any{"op": "create", "id": "gx", "kind": "group", "conv": "not-a-ksuid", "members": []string{"bob"}}); r["code"] != "bad_request" {
+		t.Fatalf("create with a bad id: %v", r)
 	}
 	bob := g.login(t, "bob", "laptop")
 	var h map[string]any

@@ -19,6 +19,10 @@ import (
 	"github.com/parley-im/parley/store"
 )
 
+// presenceWait bounds how long auth_ok waits for the log to take the
+// device's presence record.
+const presenceWait = 3 * time.Second
+
 // Per-connection bounds on work and memory.
 const (
 	maxInFlight        = 64       // requests awaiting their outcome
@@ -94,6 +98,9 @@ func (g *Gateway) serve(conn *websocket.Conn) {
 		claim = func(devices []string) { g.presence.publish(user, devices, func(err error) { published <- err }) }
 		release = func(devices []string) { g.presence.publish(user, devices, nil) }
 	}
+	// auth_ok is the first frame: queued before the session can get pushes,
+	// written once the writer starts (after the presence record, below).
+	s.send(reply{Op: "auth_ok", ID: req.ID, User: user, Device: s.device, Node: g.cmd.cfg.NodeID})
 	if !g.hub.add(s, g.cfg.MaxConnsPerUser, claim) {
 		s.refuse(CloseTooMany, "too many connections for this user")
 		return
@@ -109,7 +116,7 @@ func (g *Gateway) serve(conn *websocket.Conn) {
 			if err != nil {
 				g.log.Warn("presence not published before auth_ok", "user", user, "err", err)
 			}
-		case <-time.After(g.cfg.WriteTimeout):
+		case <-time.After(presenceWait):
 			g.log.Warn("presence not published before auth_ok: timed out", "user", user)
 		}
 	}
@@ -130,7 +137,6 @@ func (g *Gateway) serve(conn *websocket.Conn) {
 	}
 	writerDone := make(chan struct{})
 	go func() { defer close(writerDone); s.writeLoop() }()
-	s.send(reply{Op: "auth_ok", ID: req.ID, User: user, Device: s.device, Node: g.cmd.cfg.NodeID})
 	s.readLoop()
 	s.requests.Wait()
 	s.close(websocket.CloseNormalClosure, "")
@@ -268,7 +274,15 @@ func (s *session) command(ctx context.Context, req *request) {
 			}
 			cr.Kind, cmd.Conv = parleyv1.ConvKind_CONV_KIND_DIRECT, schema.DirectConvID(s.user, req.Members[0])
 		case "group":
-			cr.Kind, cmd.Conv = parleyv1.ConvKind_CONV_KIND_GROUP, ksuid.New().String()
+			// A client may choose the group's id (a KSUID) and a cmid, so
+			// that a retry yields the same group rather than a second one.
+			cr.Kind, cmd.Conv = parleyv1.ConvKind_CONV_KIND_GROUP, req.Conv
+			if cmd.Conv == "" {
+				cmd.Conv = ksuid.New().String()
+			} else if _, err := ksuid.Parse(cmd.Conv); err != nil {
+				bad("a group's conv, if given, must be a KSUID")
+				return
+			}
 		default:
 			bad(`kind must be "direct" or "group"`)
 			return

@@ -1,0 +1,275 @@
+package client
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/fasthttp/websocket"
+)
+
+// maxReadBytes bounds a server frame (a history page is about 1 MiB).
+const maxReadBytes = 32 << 20
+
+// request is any client frame; fields an op does not use are left out.
+type request struct {
+	Op      string          `json:"op"`
+	ID      string          `json:"id,omitempty"`
+	Token   string          `json:"token,omitempty"`
+	Device  string          `json:"device,omitempty"`
+	Conv    string          `json:"conv,omitempty"`
+	CMID    string          `json:"cmid,omitempty"`
+	Kind    string          `json:"kind,omitempty"`
+	Body    json.RawMessage `json:"body,omitempty"`
+	Target  int64           `json:"target,omitempty"`
+	Seq     int64           `json:"seq,omitempty"`
+	Members []string        `json:"members,omitempty"`
+	Title   string          `json:"title,omitempty"`
+	Add     []string        `json:"add,omitempty"`
+	Remove  []string        `json:"remove,omitempty"`
+	After   *int64          `json:"after,omitempty"`
+	Before  *int64          `json:"before,omitempty"`
+	Limit   int             `json:"limit,omitempty"`
+}
+
+// frame is any server frame: a reply (with the request's id) or a push.
+// The event push {"op":"event", <event>} fills the embedded Event; an ack
+// uses its conv, cmid, msg_id and seq.
+type frame struct {
+	Op string `json:"op"`
+	ID string `json:"id"`
+	Event
+	User    string  `json:"user"`
+	Device  string  `json:"device"`
+	Node    string  `json:"node"`
+	Events  []Event `json:"events"`
+	More    bool    `json:"more"`
+	Code    string  `json:"code"`
+	Message string  `json:"message"`
+}
+
+// conn is one authenticated WebSocket connection.
+type conn struct {
+	c          *Client
+	ws         *websocket.Conn
+	url        string
+	node, user string
+
+	wmu sync.Mutex // one writer at a time
+
+	pmu     sync.Mutex
+	pending map[string]chan *frame
+
+	done      chan struct{} // closed when the connection is finished
+	closeOnce sync.Once
+	stopClose func() bool // unregisters the close-on-client-stop hook; run calls it
+
+	lastRead, lastWrite atomic.Int64 // Unix ns
+}
+
+// connect dials url, authenticates, and returns the connection (not yet
+// reading). It is closed, with a normal close frame, when the client stops.
+func (c *Client) connect(ctx context.Context, url string) (*conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.RequestTimeout)
+	defer cancel()
+	tok, err := c.cfg.Token(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("parley: token: %w", err)
+	}
+	d := websocket.Dialer{
+		Proxy:            http.ProxyFromEnvironment,
+		HandshakeTimeout: c.cfg.RequestTimeout,
+		ReadBufferSize:   16 << 10,
+		WriteBufferSize:  8 << 10,
+	}
+	ws, resp, err := d.DialContext(ctx, url, c.cfg.Header)
+	if err != nil {
+		if resp != nil {
+			return nil, &upgradeError{status: resp.StatusCode, err: err}
+		}
+		return nil, fmt.Errorf("parley: dial %s: %w", url, err)
+	}
+	// Abort the authentication when ctx ends.
+	abort := context.AfterFunc(ctx, func() { ws.Close() })
+	f, err := authenticate(ws, tok, c.cfg.Device, c.cfg.RequestTimeout)
+	if !abort() {
+		ws.Close()
+		return nil, fmt.Errorf("parley: authenticate at %s: %w", url, context.Cause(ctx))
+	}
+	if err != nil {
+		ws.Close()
+		return nil, err
+	}
+	ws.SetReadLimit(maxReadBytes)
+	cn := &conn{c: c, ws: ws, url: url, node: f.Node, user: f.User, pending: make(map[string]chan *frame), done: make(chan struct{})}
+	now := time.Now().UnixNano()
+	cn.lastRead.Store(now)
+	cn.lastWrite.Store(now)
+	cn.stopClose = context.AfterFunc(c.ctx, func() { cn.shutdown(websocket.CloseNormalClosure, "client closed") })
+	go cn.keepalive()
+	return cn, nil
+}
+
+// authenticate sends the auth frame and waits for auth_ok.
+func authenticate(ws *websocket.Conn, token, device string, timeout time.Duration) (*frame, error) {
+	b, _ := json.Marshal(request{Op: "auth", ID: "auth", Token: token, Device: device})
+	_ = ws.SetWriteDeadline(time.Now().Add(timeout))
+	if err := ws.WriteMessage(websocket.TextMessage, b); err != nil {
+		return nil, fmt.Errorf("parley: send auth: %w", err)
+	}
+	_ = ws.SetReadDeadline(time.Now().Add(timeout))
+	for {
+		_, data, err := ws.ReadMessage()
+		if err != nil {
+			return nil, closeErr(err)
+		}
+		var f frame
+		if json.Unmarshal(data, &f) != nil {
+			continue
+		}
+		switch {
+		case f.Op == "auth_ok":
+			return &f, nil
+		case f.Op == "error" && (f.ID == "auth" || f.ID == ""):
+			return nil, &Error{Code: f.Code, Message: f.Message}
+		}
+	}
+}
+
+// closeErr turns a WebSocket close into a *CloseError.
+func closeErr(err error) error {
+	var ce *websocket.CloseError
+	if errors.As(err, &ce) && ce.Code != websocket.CloseAbnormalClosure { // 1006: no close frame, the network failed
+		return &CloseError{Code: ce.Code, Reason: ce.Text}
+	}
+	return err
+}
+
+// close finishes the connection: waiters see done, the reader fails.
+func (cn *conn) close() {
+	cn.closeOnce.Do(func() {
+		close(cn.done)
+		cn.ws.Close()
+	})
+}
+
+// shutdown sends a close frame, then closes.
+func (cn *conn) shutdown(code int, reason string) {
+	_ = cn.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason), time.Now().Add(time.Second))
+	cn.close()
+}
+
+// write sends one frame. An error means the frame did not reach the server
+// whole (so the server cannot have acted on it); the connection is closed.
+func (cn *conn) write(b []byte) error {
+	cn.wmu.Lock()
+	defer cn.wmu.Unlock()
+	select {
+	case <-cn.done:
+		return errNotSent
+	default:
+	}
+	_ = cn.ws.SetWriteDeadline(time.Now().Add(cn.c.cfg.RequestTimeout))
+	if err := cn.ws.WriteMessage(websocket.TextMessage, b); err != nil {
+		cn.close()
+		return fmt.Errorf("%w: %v", errNotSent, err)
+	}
+	cn.lastWrite.Store(time.Now().UnixNano())
+	return nil
+}
+
+func (cn *conn) register(id string, ch chan *frame) {
+	cn.pmu.Lock()
+	cn.pending[id] = ch
+	cn.pmu.Unlock()
+}
+
+func (cn *conn) unregister(id string) {
+	cn.pmu.Lock()
+	delete(cn.pending, id)
+	cn.pmu.Unlock()
+}
+
+// resolve hands a reply to its waiter, if one is still waiting.
+func (cn *conn) resolve(f *frame) {
+	cn.pmu.Lock()
+	ch := cn.pending[f.ID]
+	delete(cn.pending, f.ID)
+	cn.pmu.Unlock()
+	if ch != nil {
+		ch <- f // buffered, one reply per id
+	}
+}
+
+// readLoop reads frames until the connection ends and returns why: a
+// *CloseError when the server closed it, another error otherwise.
+func (cn *conn) readLoop() error {
+	defer cn.close()
+	c := cn.c
+	idle := 3 * c.cfg.PingInterval
+	for {
+		_ = cn.ws.SetReadDeadline(time.Now().Add(idle))
+		_, data, err := cn.ws.ReadMessage()
+		if err != nil {
+			return closeErr(err)
+		}
+		cn.lastRead.Store(time.Now().UnixNano())
+		var f frame
+		if err := json.Unmarshal(data, &f); err != nil {
+			c.log.Warn("undecodable frame", "err", err)
+			continue
+		}
+		switch {
+		case f.Op == "event":
+			if f.Conv == "" || f.Seq <= 0 {
+				c.log.Warn("push without conv or seq", "frame", string(data))
+				continue
+			}
+			c.q.addEvent(f.Event)
+		case f.Op == "typing" && f.ID == "":
+			select {
+			case c.typings <- Typing{Conv: f.Conv, From: f.From}:
+			default:
+			}
+		case f.ID != "":
+			if f.Op == "created" && f.Conv != "" {
+				// Queued before any push this connection brings after the
+				// reply, so the conversation is tracked from seq 0 first.
+				c.q.add(item{kind: itemTrack, conv: f.Conv, seq: 0})
+			}
+			cn.resolve(&f)
+		case f.Op == "error":
+			c.log.Debug("error without a request id", "code", f.Code, "message", f.Message)
+		default:
+			c.log.Debug("unexpected frame", "op", f.Op)
+		}
+	}
+}
+
+// keepalive sends a ping when the connection has been quiet for the ping
+// interval, so that neither side's idle timeout ends it.
+func (cn *conn) keepalive() {
+	every := cn.c.cfg.PingInterval
+	t := time.NewTicker(every / 2)
+	defer t.Stop()
+	for {
+		select {
+		case <-cn.done:
+			return
+		case <-t.C:
+		}
+		now := time.Now().UnixNano()
+		if now-cn.lastWrite.Load() >= int64(every) || now-cn.lastRead.Load() >= int64(every) {
+			// The pong answers nobody; it only shows the connection lives.
+			b, _ := json.Marshal(request{Op: "ping", ID: cn.c.newID()})
+			if cn.write(b) == nil {
+				cn.c.st.pings.Add(1)
+			}
+		}
+	}
+}

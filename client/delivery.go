@@ -1,0 +1,300 @@
+package client
+
+import (
+	"context"
+	"slices"
+	"sync"
+)
+
+// historyPage is the page size of gap fills and catch-ups.
+const historyPage = 500
+
+type itemKind uint8
+
+const (
+	itemEvent    itemKind = iota // a pushed event
+	itemTrack                    // start tracking conv after seq
+	itemCatchUp                  // a new connection: catch up every tracked conversation
+	itemOverflow                 // pushes were dropped: recover them from history
+)
+
+type item struct {
+	kind itemKind
+	ev   Event
+	conv string
+	seq  int64
+}
+
+// seqRange is the lowest and highest seq of a conversation's dropped pushes.
+type seqRange struct{ lo, hi int64 }
+
+// queue carries pushes and markers from the socket readers to the
+// deliverer in arrival order, without ever blocking a reader. It holds at
+// most max pushes; beyond that, pushes are dropped and remembered as seq
+// ranges per conversation, and one itemOverflow marker, placed where the
+// first of them would have been, makes the deliverer fetch them from
+// history.
+type queue struct {
+	mu       sync.Mutex
+	items    []item
+	max      int
+	wake     chan struct{}
+	overflow map[string]seqRange
+	marked   bool
+	dropped  int64
+}
+
+func newQueue(max int) *queue {
+	return &queue{max: max, wake: make(chan struct{}, 1), overflow: make(map[string]seqRange)}
+}
+
+func (q *queue) signal() {
+	select {
+	case q.wake <- struct{}{}:
+	default:
+	}
+}
+
+// add queues a marker (markers are never dropped).
+func (q *queue) add(it item) {
+	q.mu.Lock()
+	q.items = append(q.items, it)
+	q.mu.Unlock()
+	q.signal()
+}
+
+// addEvent queues a push, or records it as dropped when the queue is full.
+func (q *queue) addEvent(ev Event) {
+	q.mu.Lock()
+	if len(q.items) < q.max {
+		q.items = append(q.items, item{kind: itemEvent, ev: ev})
+	} else {
+		q.dropped++
+		r, ok := q.overflow[ev.Conv]
+		if !ok {
+			r = seqRange{ev.Seq, ev.Seq}
+		}
+		r.lo, r.hi = min(r.lo, ev.Seq), max(r.hi, ev.Seq)
+		q.overflow[ev.Conv] = r
+		if !q.marked {
+			q.items = append(q.items, item{kind: itemOverflow})
+			q.marked = true
+		}
+	}
+	q.mu.Unlock()
+	q.signal()
+}
+
+// take returns the next item, waiting until there is one or ctx ends. For
+// itemOverflow it also returns the dropped ranges recorded so far.
+func (q *queue) take(ctx context.Context) (item, map[string]seqRange, bool) {
+	for {
+		q.mu.Lock()
+		if len(q.items) > 0 {
+			it := q.items[0]
+			q.items[0] = item{}
+			q.items = q.items[1:]
+			var over map[string]seqRange
+			if it.kind == itemOverflow {
+				over, q.overflow, q.marked = q.overflow, make(map[string]seqRange), false
+			}
+			q.mu.Unlock()
+			return it, over, true
+		}
+		q.mu.Unlock()
+		select {
+		case <-q.wake:
+		case <-ctx.Done():
+			return item{}, nil, false
+		}
+	}
+}
+
+func (q *queue) droppedCount() int64 {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.dropped
+}
+
+// deliverer is the one goroutine that delivers events: it owns, per
+// tracked conversation, the last seq delivered.
+type deliverer struct {
+	c    *Client
+	last map[string]int64
+}
+
+func newDeliverer(c *Client, tracked map[string]int64) *deliverer {
+	d := &deliverer{c: c, last: make(map[string]int64, len(tracked))}
+	for conv, seq := range tracked {
+		d.last[conv] = max(seq, 0)
+	}
+	return d
+}
+
+func (d *deliverer) loop() {
+	defer d.c.wg.Done()
+	defer close(d.c.events) // the only sender
+	for {
+		it, over, ok := d.c.q.take(d.c.ctx)
+		if !ok {
+			return
+		}
+		switch it.kind {
+		case itemEvent:
+			d.push(it.ev)
+		case itemTrack:
+			if _, tracked := d.last[it.conv]; !tracked {
+				d.last[it.conv] = it.seq
+				d.catchUp(it.conv)
+			}
+		case itemCatchUp:
+			convs := make([]string, 0, len(d.last))
+			for conv := range d.last {
+				convs = append(convs, conv)
+			}
+			slices.Sort(convs)
+			for _, conv := range convs {
+				if !d.catchUp(conv) {
+					break
+				}
+			}
+		case itemOverflow:
+			for conv, r := range over {
+				if _, tracked := d.last[conv]; !tracked {
+					d.last[conv] = r.lo - 1
+				}
+				if !d.fill(conv, r.hi) && d.c.ctx.Err() != nil {
+					break
+				}
+			}
+		}
+	}
+}
+
+// push handles a pushed event: drop a duplicate, deliver the next one,
+// fill a gap first.
+func (d *deliverer) push(ev Event) {
+	last, tracked := d.last[ev.Conv]
+	if !tracked {
+		// Start at this push (at 0 for seq 1).
+		last = ev.Seq - 1
+		d.last[ev.Conv] = last
+	}
+	if ev.Seq <= last {
+		d.c.st.duplicates.Add(1)
+		return
+	}
+	if ev.Seq > last+1 {
+		d.c.st.gaps.Add(1)
+		if !d.fill(ev.Conv, ev.Seq-1) {
+			return
+		}
+		if ev.Seq <= d.last[ev.Conv] { // the history had it too
+			d.c.st.duplicates.Add(1)
+			return
+		}
+	}
+	d.emit(ev)
+}
+
+// emit delivers ev (the next of its conversation) and advances the
+// position; false when the client stopped.
+func (d *deliverer) emit(ev Event) bool {
+	select {
+	case d.c.events <- ev:
+		d.last[ev.Conv] = ev.Seq
+		d.c.st.delivered.Add(1)
+		return true
+	case <-d.c.ctx.Done():
+		return false
+	}
+}
+
+// emitPage delivers a history page's events that follow the position. It
+// stops at a hole (an event that is not the next one: the store has not
+// caught up there) and reports it; ok is false when the client stopped.
+func (d *deliverer) emitPage(conv string, evs []Event) (hole, ok bool) {
+	for _, ev := range evs {
+		last := d.last[conv]
+		if ev.Seq <= last {
+			continue
+		}
+		if ev.Seq != last+1 {
+			return true, true
+		}
+		if !d.emit(ev) {
+			return false, false
+		}
+	}
+	return false, true
+}
+
+// page fetches the history of conv after the position (retried on
+// unavailable and connection loss until the client stops).
+func (d *deliverer) page(conv string) ([]Event, bool, error) {
+	d.c.st.historyPages.Add(1)
+	return d.c.History(d.c.ctx, conv, d.last[conv], 0, historyPage)
+}
+
+// catchUp delivers what the history holds after the position, until the
+// server says there is no more. False when the client stopped.
+func (d *deliverer) catchUp(conv string) bool {
+	for {
+		evs, more, err := d.page(conv)
+		if err != nil {
+			if d.c.ctx.Err() != nil {
+				return false
+			}
+			// forbidden/not_found also mean that the store has not seen the
+			// conversation yet (just created): the position stays, and the
+			// next push or reconnect tries again.
+			d.c.log.Debug("catch-up failed", "conv", conv, "err", err)
+			return true
+		}
+		hole, ok := d.emitPage(conv, evs)
+		if !ok {
+			return false
+		}
+		if !more || hole || len(evs) == 0 {
+			return true
+		}
+	}
+}
+
+// fill delivers the events of conv up to seq target from history, waiting
+// with backoff while the store has not caught up with the push that
+// revealed the gap: a gap is filled, never skipped. False when the client
+// stopped, or for a conversation the server will not serve (bad_request),
+// which is then no longer tracked.
+func (d *deliverer) fill(conv string, target int64) bool {
+	for waits := 0; d.last[conv] < target; {
+		before := d.last[conv]
+		evs, _, err := d.page(conv)
+		if err != nil {
+			if d.c.ctx.Err() != nil {
+				return false
+			}
+			if IsCode(err, CodeBadRequest) {
+				d.c.log.Error("cannot fill a gap; the conversation is no longer tracked", "conv", conv, "err", err)
+				delete(d.last, conv)
+				return false
+			}
+		} else if _, ok := d.emitPage(conv, evs); !ok {
+			return false
+		}
+		if d.last[conv] > before {
+			waits = 0
+			continue
+		}
+		// No progress: the store lags behind the push (or refused for the
+		// same reason). Wait and ask again.
+		if waits > 0 && waits%10 == 0 {
+			d.c.log.Warn("still waiting for the history to fill a gap", "conv", conv, "have", d.last[conv], "want", target, "err", err)
+		}
+		if !sleepCtx(d.c.ctx, d.c.backoff(waits)) {
+			return false
+		}
+		waits++
+	}
+	return true
+}

@@ -1,0 +1,5 @@
+package client
+
+// SetQueueLimit bounds the pushes a client queues for delivery, so that
+// tests can make the queue overflow.
+func SetQueueLimit(c *Config, n int) { c.queueLimit = n }
