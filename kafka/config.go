@@ -1,9 +1,11 @@
 package kafka
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -21,6 +23,9 @@ type Config struct {
 	ClientID string
 	// Logger receives the client's warnings and errors; default slog.Default().
 	Logger *slog.Logger
+	// Dial, if set, opens the clients' connections to brokers (TLS, a
+	// proxy, or a test's fault injection); default a plain TCP dial.
+	Dial func(ctx context.Context, network, host string) (net.Conn, error)
 
 	// Partitions is the partition count EnsureTopics gives new topics; default 16.
 	// The commands and sequencer-state topics must keep equal counts.
@@ -106,6 +111,9 @@ func (c Config) ClientOpts(extra ...kgo.Opt) []kgo.Opt {
 		// sometimes misses that after a restart, so do not let an idle long
 		// poll last longer than this.
 		kgo.FetchMaxWait(time.Second),
+	}
+	if c.Dial != nil {
+		opts = append(opts, kgo.Dialer(c.Dial))
 	}
 	return append(opts, extra...)
 }
