@@ -48,6 +48,9 @@ type Config struct {
 	Listen string
 	// TokenSecret verifies client tokens; required with Listen.
 	TokenSecret []byte
+	// Gateway holds the gateway's limits and timeouts (zero fields take
+	// their defaults); the node sets its listeners, secrets and logger.
+	Gateway connector.GatewayConfig
 	// Logger; default slog.Default().
 	Logger *slog.Logger
 }
@@ -108,10 +111,10 @@ func Start(cfg Config) (*Node, error) {
 		pushSecret := []byte(rand.Text())
 		n.cmd, err = connector.NewCommander(context.Background(), connector.CommanderConfig{Kafka: n.kafka, NodeID: "dev", Logger: cfg.Logger})
 		if err == nil {
-			n.gateway, err = connector.NewGateway(connector.GatewayConfig{
-				Listen: cfg.Listen, TokenSecret: cfg.TokenSecret, AllowAnyOrigin: loopbackOnly(cfg.Listen), Logger: cfg.Logger,
-				PushListen: "127.0.0.1:0", PushSecret: pushSecret,
-			}, n.cmd, st)
+			g := cfg.Gateway
+			g.Listen, g.TokenSecret, g.AllowAnyOrigin, g.Logger = cfg.Listen, cfg.TokenSecret, loopbackOnly(cfg.Listen), cfg.Logger
+			g.PushListen, g.PushSecret = "127.0.0.1:0", pushSecret
+			n.gateway, err = connector.NewGateway(g, n.cmd, st)
 		}
 		if err == nil {
 			n.fanout, err = fanout.New(fanout.Config{Kafka: n.kafka, PushSecret: pushSecret, InstanceID: "dev", Logger: cfg.Logger}, st)

@@ -159,6 +159,9 @@ func NewGateway(cfg GatewayConfig, cmd *Commander, st store.Store) (*Gateway, er
 	if len(cfg.TokenSecret) < 32 {
 		return nil, errors.New("connector: the token secret must be at least 32 bytes")
 	}
+	if cfg.RatePerSecond < 0 || cfg.RateBurst < 0 || cfg.MaxConnsPerUser < 0 || cfg.MaxStrikes < 0 || cfg.QueueFrames < 0 || cfg.MaxFrameBytes < 0 {
+		return nil, errors.New("connector: limits must not be negative")
+	}
 	if cmd == nil || st == nil {
 		return nil, errors.New("connector: the gateway needs a commander and a store")
 	}

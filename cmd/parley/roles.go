@@ -73,6 +73,17 @@ func (r *roleFlags) parse(args []string) (*slog.Logger, kafka.Config, error) {
 	return log, k, err
 }
 
+// limitFlags adds the flags of the gateway's per-connection limits and
+// returns a function that sets them on a configuration.
+func limitFlags(fs *flag.FlagSet) func(*connector.GatewayConfig) {
+	rate := fs.Float64("conn-rate", 20, "frames per second a client connection may send (over it: rate_limited)")
+	burst := fs.Int("conn-burst", 40, "burst of frames a client connection may send at once")
+	perUser := fs.Int("max-conns-per-user", 16, "connections one user may hold on this node")
+	return func(c *connector.GatewayConfig) {
+		c.RatePerSecond, c.RateBurst, c.MaxConnsPerUser = *rate, *burst, *perUser
+	}
+}
+
 func runDev(ctx context.Context, args []string) error {
 	fs := newFlags("dev")
 	listen := fs.String("listen", "127.0.0.1:8080", "public listener (WebSocket)")
@@ -81,6 +92,7 @@ func runDev(ctx context.Context, args []string) error {
 	apiKey := fs.String("api-key", "", "API key for the HTTP API (default: a random key kept in the data dir)")
 	tokenSecret := fs.String("token-secret", "", "secret that signs client tokens (default: a random secret kept in the data dir)")
 	partitions := fs.Int("partitions", 8, "partitions per topic, for a new data dir")
+	limits := limitFlags(fs)
 	so := storeFlags(fs, "", true)
 	adminAddr := adminFlag(fs)
 	logger := logFlags(fs)
@@ -118,7 +130,10 @@ func runDev(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	var gcfg connector.GatewayConfig
+	limits(&gcfg)
 	node, err := allinone.Start(allinone.Config{
+		Gateway: gcfg,
 		DataDir: *dataDir, BrokerListen: *brokerListen, Partitions: int32(*partitions), Logger: log, Store: st,
 		Listen: *listen, TokenSecret: []byte(*tokenSecret),
 	})
@@ -321,6 +336,7 @@ func runConnector(ctx context.Context, args []string) error {
 	pushSecret := fs.String("push-secret", "", "shared secret of the push endpoint (at least 16 bytes)")
 	pushAdvertise := fs.String("push-advertise", "", "push address fanout dials, published in presence (default: the push listener's address)")
 	heartbeat := fs.Duration("heartbeat", 5*time.Second, "presence heartbeat interval; fanout counts this node dead after 3 missed")
+	limits := limitFlags(fs)
 	so := storeFlags(fs, "parley-data/store", false)
 	adminAddr := adminFlag(fs)
 	log, k, err := rf.parse(args)
@@ -350,10 +366,12 @@ func runConnector(ctx context.Context, args []string) error {
 			allowed = append(allowed, o)
 		}
 	}
-	g, err := connector.NewGateway(connector.GatewayConfig{
+	gcfg := connector.GatewayConfig{
 		Listen: *listen, TokenSecret: []byte(*tokenSecret), AllowedOrigins: allowed, Logger: log,
 		PushListen: *pushListen, PushSecret: []byte(*pushSecret), PushAdvertise: *pushAdvertise, HeartbeatInterval: *heartbeat,
-	}, cmd, st)
+	}
+	limits(&gcfg)
+	g, err := connector.NewGateway(gcfg, cmd, st)
 	if err != nil {
 		return err
 	}
