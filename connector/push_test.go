@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fasthttp/websocket"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/parley-im/parley/connector"
@@ -67,5 +68,45 @@ func TestPushEndpoint(t *testing.T) {
 	bob.write(map[string]any{"op": "ping", "id": "b"})
 	if r := bob.read(); r["op"] != "pong" {
 		t.Fatalf("bob got %v", r)
+	}
+}
+
+// TestCoalescedFrames: frames queued together go out in one write; each of
+// the three header sizes (payloads under 126 bytes, under 64 KiB, larger)
+// reaches the client intact and in order, with WebSocket pings answered
+// in between.
+func TestCoalescedFrames(t *testing.T) {
+	g := newGateway(t, connector.GatewayConfig{PushListen: "127.0.0.1:0", PushSecret: pushSecret})
+	c := g.login(t, "alice", "phone")
+	pongs := make(chan string, 10)
+	c.conn.SetPongHandler(func(data string) error { pongs <- data; return nil })
+	sizes := []int{10, 125, 126, 1000, 65535, 65536, 200 << 10}
+	var pushes []*parleyv1.Push
+	for i, n := range sizes {
+		body := `"` + strings.Repeat(string(rune('a'+i)), n) + `"`
+		pushes = append(pushes, &parleyv1.Push{Users: []string{"alice"}, Event: &parleyv1.Event{
+			Conv: "c1", Seq: int64(i + 1), Type: parleyv1.EventType_EVENT_TYPE_MESSAGE, MsgId: "m", From: "bob", Kind: "text", Body: []byte(body), Ts: 1,
+		}})
+	}
+	if err := c.conn.WriteControl(websocket.PingMessage, []byte("p1"), time.Now().Add(time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if code := postPush(t, g.g.PushAddr().String(), pushSecret, &parleyv1.PushBatch{Pushes: pushes}); code != http.StatusOK {
+		t.Fatalf("push: %d", code)
+	}
+	for i, n := range sizes {
+		r := c.read()
+		body, _ := r["body"].(string)
+		if r["seq"] != float64(i+1) || len(body) != n || strings.Trim(body, string(rune('a'+i))) != "" {
+			t.Fatalf("frame %d: seq %v, body of %d bytes; want seq %d, %d bytes", i, r["seq"], len(body), i+1, n)
+		}
+	}
+	select {
+	case p := <-pongs:
+		if p != "p1" {
+			t.Fatalf("pong %q", p)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no pong")
 	}
 }

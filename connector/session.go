@@ -38,6 +38,7 @@ type session struct {
 	user, device string
 
 	out       chan []byte // frames to write, bounded
+	pongs     chan []byte // pong payloads to write
 	done      chan struct{}
 	closeOnce sync.Once
 	closeCode int // set before done is closed
@@ -65,7 +66,7 @@ func (g *Gateway) serve(conn *websocket.Conn) {
 	defer conn.Close()
 	conn.SetReadLimit(g.cfg.MaxFrameBytes)
 	_ = conn.SetReadDeadline(time.Now().Add(g.cfg.AuthTimeout))
-	s := &session{g: g, conn: conn, out: make(chan []byte, g.cfg.QueueFrames), done: make(chan struct{}), inFlight: make(chan struct{}, maxInFlight),
+	s := &session{g: g, conn: conn, out: make(chan []byte, g.cfg.QueueFrames), pongs: make(chan []byte, 1), done: make(chan struct{}), inFlight: make(chan struct{}, maxInFlight),
 		histories: make(chan struct{}, maxHistoryInFlight)}
 
 	_, data, err := conn.ReadMessage()
@@ -121,15 +122,21 @@ func (g *Gateway) serve(conn *websocket.Conn) {
 		}
 	}
 
-	// A WebSocket ping is activity too: it extends the idle deadline.
+	// From here on the writer goroutine alone writes to the connection (it
+	// batches frames into one write, bypassing the WebSocket library's
+	// writer): the read side's pongs and close answers go through it too.
+	// A WebSocket ping is activity: it extends the idle deadline.
 	conn.SetPingHandler(func(data string) error {
 		_ = conn.SetReadDeadline(time.Now().Add(g.cfg.IdleTimeout))
-		err := conn.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(time.Second))
-		if errors.Is(err, websocket.ErrCloseSent) {
-			return nil
+		select {
+		case s.pongs <- []byte(data):
+		default: // a pong is still queued: one answers a burst of pings
 		}
-		return err
+		return nil
 	})
+	// The client's close frame ends the read loop; the session's own close
+	// frame answers it.
+	conn.SetCloseHandler(func(int, string) error { return nil })
 	// Refuse a session that authenticated after a drain began.
 	if g.isDraining() {
 		s.refuse(CloseDraining, "server draining: reconnect")
@@ -443,35 +450,95 @@ func (s *session) enqueue(b []byte) {
 	}
 }
 
-// writeLoop writes queued frames until the session closes; then it writes
-// what is still queued (unless the client is too slow to take it) and the
-// close frame.
+// Coalescing bounds: one write carries at most this many queued frames and
+// stops adding frames once past this many bytes.
+const (
+	maxCoalesceFrames = 64
+	maxCoalesceBytes  = 256 << 10
+)
+
+// writeLoop writes queued frames until the session closes, taking every
+// frame already queued (up to the coalescing bounds) into one write; then it
+// writes what is still queued (unless the client is too slow to take it)
+// and the close frame.
 func (s *session) writeLoop() {
-	write := func(b []byte) bool {
-		defer s.queued.Add(-int64(len(b)))
-		_ = s.conn.SetWriteDeadline(time.Now().Add(s.g.cfg.WriteTimeout))
-		return s.conn.WriteMessage(websocket.TextMessage, b) == nil
+	raw := s.rawConn()
+	var (
+		hdrs  []byte
+		bufs  net.Buffers
+		batch [][]byte
+	)
+	// write sends batch (and a pong first, if any) in one writev.
+	write := func(pong []byte) bool {
+		hdrs, bufs = hdrs[:0], bufs[:0]
+		// Headers are at most 10 bytes: reserve them all first, so that
+		// appending never moves the slices taken below.
+		if need := 10 * (len(batch) + 1); cap(hdrs) < need {
+			hdrs = make([]byte, 0, need)
+		}
+		frame := func(op byte, p []byte) {
+			start := len(hdrs)
+			hdrs = appendFrameHeader(hdrs, op, len(p))
+			bufs = append(bufs, hdrs[start:len(hdrs):len(hdrs)], p)
+		}
+		if pong != nil {
+			frame(opPong, pong)
+		}
+		n := 0
+		for _, b := range batch {
+			frame(opText, b)
+			n += len(b)
+		}
+		_ = raw.SetWriteDeadline(time.Now().Add(s.g.cfg.WriteTimeout))
+		_, err := bufs.WriteTo(raw)
+		s.queued.Add(-int64(n))
+		clear(batch)
+		batch = batch[:0]
+		return err == nil
+	}
+	// gather adds queued frames to batch without waiting.
+	gather := func() {
+		size := 0
+		for _, b := range batch {
+			size += len(b)
+		}
+		for len(batch) < maxCoalesceFrames && size < maxCoalesceBytes {
+			select {
+			case b := <-s.out:
+				batch = append(batch, b)
+				size += len(b)
+			default:
+				return
+			}
+		}
 	}
 	for {
 		select {
 		case <-s.done:
 			if s.closeCode != CloseSlowConsumer {
-			flush:
 				for {
-					select {
-					case b := <-s.out:
-						if !write(b) {
-							break flush
-						}
-					default:
-						break flush
+					gather()
+					if len(batch) == 0 || !write(nil) {
+						break
 					}
 				}
 			}
 			s.closeNow(s.closeCode, s.closeWhy)
 			return
+		case p := <-s.pongs:
+			gather()
+			if !write(p) {
+				s.close(websocket.CloseAbnormalClosure, "write failed")
+			}
 		case b := <-s.out:
-			if !write(b) {
+			batch = append(batch, b)
+			gather()
+			var pong []byte
+			select {
+			case pong = <-s.pongs:
+			default:
+			}
+			if !write(pong) {
 				s.close(websocket.CloseAbnormalClosure, "write failed")
 			}
 		}
