@@ -169,6 +169,9 @@ type Client struct {
 	st      stats
 }
 
+// lateCatchUp is when the second catch-up after a connect runs.
+const lateCatchUp = 3 * time.Second
+
 // maxRefusals is how many refusals, with no successful connection between
 // them, stop a client for good.
 const maxRefusals = 3
@@ -320,7 +323,9 @@ func (c *Client) run(cn *conn) {
 			}
 			// Refusals count until a connection succeeds; an unreachable
 			// node in between says nothing about the token.
-			if refusal(err) {
+			// 4004 passes: the node may still hold this device's old
+			// connections for a moment.
+			if refusal(err) && !IsClose(err, CloseTooMany) {
 				refused++
 				if refused >= maxRefusals {
 					c.log.Error("refused; giving up", "url", u, "err", err)
@@ -340,6 +345,14 @@ func (c *Client) run(cn *conn) {
 func (c *Client) attach(cn *conn) {
 	c.st.connects.Add(1)
 	c.q.add(item{kind: itemCatchUp})
+	// An event sequenced while the client was away may reach the store
+	// only after this catch-up read it, and no push brings it if nothing
+	// follows it: a second catch-up a little later collects it.
+	time.AfterFunc(lateCatchUp, func() {
+		if c.current() == cn {
+			c.q.add(item{kind: itemCatchUp})
+		}
+	})
 	c.mu.Lock()
 	c.cur, c.node, c.user = cn, cn.node, cn.user
 	close(c.connCh)

@@ -45,13 +45,16 @@
 // reconnect it first catches up every tracked conversation with history
 // after its last delivered seq until the server reports no more, and only
 // then goes on with pushes, so a reconnect shows the application neither a
-// gap nor a duplicate.
+// gap nor a duplicate. A second catch-up follows a few seconds later, for
+// events sequenced while the client was away that the store did not hold
+// yet at the first.
 //
 // A refusal — the server closing the authentication with 4001 (bad or
 // expired token) or 4004 (too many connections), or refusing the upgrade
 // with HTTP 401/403 — makes Dial fail at once. In the background, the client
-// tries again with a fresh token; after three refusals with no successful
-// connection between them it stops for good: Done is closed, Err returns the *CloseError, Events and Typings are
+// tries again with a fresh token (4004 is retried like an unreachable node:
+// the node may still hold the device's old connections); after three other
+// refusals with no successful connection between them it stops for good: Done is closed, Err returns the *CloseError, Events and Typings are
 // closed, and every call fails with that error.
 //
 // # Requests

@@ -238,14 +238,14 @@ func (c *Commander) Run(ctx context.Context) error {
 	}
 }
 
-// typing produces a typing signal, without waiting: it is ephemeral, and
-// a lost one matters to nobody.
+// typing produces a typing signal without blocking: it is ephemeral, and a
+// lost one matters to nobody.
 func (c *Commander) typing(conv, from string) {
 	v, err := proto.Marshal(&parleyv1.Typing{Conv: conv, From: from, Ts: c.cfg.Now().UnixMilli()})
 	if err != nil {
 		return
 	}
-	c.producer.Produce(context.Background(), &kgo.Record{Topic: c.cfg.Kafka.Topics().Ephemeral, Key: []byte(conv), Value: v}, func(_ *kgo.Record, err error) {
+	c.producer.TryProduce(context.Background(), &kgo.Record{Topic: c.cfg.Kafka.Topics().Ephemeral, Key: []byte(conv), Value: v}, func(_ *kgo.Record, err error) {
 		if err != nil {
 			c.log.Debug("typing signal lost", "conv", conv, "err", err)
 		}

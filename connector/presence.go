@@ -45,9 +45,9 @@ type presence struct {
 // cleanup, whose id never comes back).
 const reclaimAfter = time.Hour
 
-// publish produces user's devices on this node (a tombstone for none). The
-// caller holds the user's hub shard lock. done, if not nil, gets the
-// produce result.
+// publish produces user's devices on this node (a tombstone for none),
+// without blocking. The caller holds the user's hub shard lock. done, if
+// not nil, gets the produce result.
 func (p *presence) publish(user string, devices []string, done func(error)) {
 	key := schema.PresenceUserKey(user, p.node)
 	rec := &kgo.Record{Topic: p.topic, Key: []byte(key)}
@@ -58,7 +58,9 @@ func (p *presence) publish(user string, devices []string, done func(error)) {
 		}
 		rec.Value = v
 	}
-	p.cl.Produce(context.Background(), rec, func(_ *kgo.Record, err error) {
+	// TryProduce never blocks (the caller holds a hub lock): with the
+	// producer's buffer full it fails at once, and the user is retried.
+	p.cl.TryProduce(context.Background(), rec, func(_ *kgo.Record, err error) {
 		if err != nil {
 			p.mu.Lock()
 			p.dirty[user] = true

@@ -9,8 +9,9 @@
 // once; the next poll waits for these posts, so one conversation's events
 // reach a node in seq order. Message events for a recipient with no live
 // device go to the notifications topic. Offsets are committed after the
-// pushes: delivery is at least once, and a push that fails is dropped after
-// a retry (the client recovers it through its gap detection and history).
+// pushes: delivery is at least once, and a push that fails is dropped and
+// its node skipped until its next heartbeat (the client recovers the events
+// through its gap detection and history).
 package fanout
 
 import (
@@ -18,6 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -54,8 +56,8 @@ type Config struct {
 	MaxBatch int
 	// CachedConversations bounds the membership cache; default 100,000.
 	CachedConversations int
-	// StoreWait bounds the wait for the store to catch up when a
-	// conversation's members are loaded; default 2s.
+	// StoreWait bounds, per poll, the wait for the store to catch up when
+	// conversations' members are loaded; default 2s.
 	StoreWait time.Duration
 	// TypingTTL: typing signals older than this are dropped; default 5s.
 	TypingTTL time.Duration
@@ -100,10 +102,11 @@ func (c Config) withDefaults() Config {
 // Stats counts what a Fanout did.
 type Stats struct {
 	// Pushes: events and typing signals sent to nodes (one per node they
-	// went to); Failed: pushes whose request failed twice and were dropped.
+	// went to); Failed: pushes whose request failed and were dropped.
 	Pushes, Failed int64
-	// Notifications written for offline recipients.
-	Notifications int64
+	// Notifications written for offline recipients, and those the log
+	// did not take (dropped).
+	Notifications, NotificationsLost int64
 }
 
 // Fanout is the fanout role.
@@ -116,6 +119,7 @@ type Fanout struct {
 	view atomic.Pointer[presenceView] // while Run runs
 
 	pushes, failed, notified atomic.Int64
+	notifyFailed, notifyLost atomic.Int64 // this poll's failures; all so far
 }
 
 // New returns a Fanout that reads memberships from st; Run starts it.
@@ -136,7 +140,7 @@ func New(cfg Config, st store.Store) (*Fanout, error) {
 	return &Fanout{
 		cfg:     cfg,
 		log:     cfg.Logger.With("role", "fanout"),
-		members: newMembers(st, cfg.CachedConversations, cfg.StoreWait),
+		members: newMembers(st, cfg.CachedConversations),
 		http: &fasthttp.Client{
 			Name:                     "parley-fanout",
 			ReadTimeout:              cfg.PushTimeout,
@@ -149,7 +153,7 @@ func New(cfg Config, st store.Store) (*Fanout, error) {
 
 // Stats returns the counters so far.
 func (f *Fanout) Stats() Stats {
-	return Stats{Pushes: f.pushes.Load(), Failed: f.failed.Load(), Notifications: f.notified.Load()}
+	return Stats{Pushes: f.pushes.Load(), Failed: f.failed.Load(), Notifications: f.notified.Load(), NotificationsLost: f.notifyLost.Load()}
 }
 
 // NodeAlive reports whether fanout currently pushes to the connector node
@@ -196,6 +200,7 @@ func (f *Fanout) Run(ctx context.Context) error {
 		kgo.OnPartitionsLost(func(context.Context, *kgo.Client, map[string][]int32) { f.members.clear() }),
 		// The notifications producer.
 		kgo.RequiredAcks(kgo.AllISRAcks()),
+		kgo.RecordDeliveryTimeout(10*time.Second),
 	)...)
 	if err != nil {
 		return err
@@ -248,6 +253,7 @@ func (f *Fanout) handle(ctx context.Context, cl *kgo.Client, view *presenceView,
 		f.log.Warn("presence view not brought up to date", "err", err)
 	}
 	t := f.cfg.Kafka.Topics()
+	waitUntil := time.Now().Add(f.cfg.StoreWait)
 	batches := make(map[string]*nodeBatch)
 	add := func(p *parleyv1.Push, users []string) []string {
 		byNode := make(map[string]*parleyv1.Push)
@@ -275,7 +281,7 @@ func (f *Fanout) handle(ctx context.Context, cl *kgo.Client, view *presenceView,
 				f.log.Warn("skipping undecodable event", "partition", r.Partition, "offset", r.Offset, "err", err)
 				continue
 			}
-			users, err := f.recipients(ctx, ev)
+			users, err := f.recipients(ctx, ev, waitUntil)
 			if err != nil {
 				return err
 			}
@@ -319,24 +325,35 @@ func (f *Fanout) handle(ctx context.Context, cl *kgo.Client, view *presenceView,
 		}
 	}
 	for _, n := range notes {
-		cl.Produce(ctx, n, nil)
+		cl.Produce(ctx, n, func(_ *kgo.Record, err error) {
+			if err != nil {
+				f.notifyFailed.Add(1)
+				return
+			}
+			f.notified.Add(1)
+		})
 	}
 	f.push(ctx, view, batches)
 	if len(notes) > 0 {
+		// Bounded by the delivery timeout: notifications the log will not
+		// take are counted and dropped rather than holding up pushes.
 		if err := cl.Flush(ctx); err != nil {
-			return fmt.Errorf("fanout: write notifications: %w", err)
+			return err
 		}
-		f.notified.Add(int64(len(notes)))
+		if failed := f.notifyFailed.Swap(0); failed > 0 {
+			f.log.Warn("notifications not written", "records", failed)
+			f.notifyLost.Add(failed)
+		}
 	}
 	return nil
 }
 
 // recipients resolves ev's recipients, retrying store errors with backoff
 // until ctx ends: an event is never skipped for want of its members.
-func (f *Fanout) recipients(ctx context.Context, ev *parleyv1.Event) ([]string, error) {
+func (f *Fanout) recipients(ctx context.Context, ev *parleyv1.Event, waitUntil time.Time) ([]string, error) {
 	backoff := 100 * time.Millisecond
 	for {
-		users, err := f.members.recipients(ctx, ev)
+		users, err := f.members.recipients(ctx, ev, waitUntil)
 		if err == nil || ctx.Err() != nil {
 			return users, err
 		}
@@ -362,13 +379,15 @@ func (f *Fanout) push(ctx context.Context, view *presenceView, batches map[strin
 				f.log.Error("encode push", "err", err)
 				return
 			}
+			// One retry, for a connection that broke under the request;
+			// a node that timed out is not asked again.
 			for try := 0; ; try++ {
 				err = f.post(b.addr, body)
 				if err == nil {
 					f.pushes.Add(int64(len(b.pushes)))
 					return
 				}
-				if try == 1 || ctx.Err() != nil {
+				if try == 1 || ctx.Err() != nil || isTimeout(err) {
 					break
 				}
 			}
@@ -389,11 +408,19 @@ func (f *Fanout) post(addr string, body []byte) error {
 	req.Header.SetContentType("application/x-protobuf")
 	req.Header.SetBytesV(pushSecretHeader, f.cfg.PushSecret)
 	req.SetBodyRaw(body)
-	if err := f.http.DoTimeout(req, resp, f.cfg.PushTimeout); err != nil {
+	// Do, not DoTimeout: the client's read and write timeouts end the
+	// request itself, where DoTimeout would leave it running and a later
+	// batch could overtake it.
+	if err := f.http.Do(req, resp); err != nil {
 		return err
 	}
 	if resp.StatusCode() != fasthttp.StatusOK {
 		return fmt.Errorf("push answered %d: %s", resp.StatusCode(), resp.Body())
 	}
 	return nil
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.Is(err, fasthttp.ErrTimeout) || (errors.As(err, &ne) && ne.Timeout())
 }

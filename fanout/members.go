@@ -13,19 +13,19 @@ import (
 
 // members is a bounded cache of conversation memberships, kept in step with
 // the member events fanout reads. A conversation not in the cache is loaded
-// from the timeline store, once the store holds the events before the one
-// being pushed (the writer consumes the same log), or after storeWait if the
-// store lags further behind: pushes are best-effort and a client recovers a
-// missed one through history.
+// from the timeline store once the store holds the events before the one
+// being pushed (the writer consumes the same log) and cached from then on.
+// If the store is still behind when the poll's wait for it runs out, the
+// load serves that one event and is not cached; it may lack member changes
+// the store has not seen yet.
 //
 // A load can see member changes from after the event being pushed (the
 // store may be ahead of fanout). Members who joined later are filtered out
 // by their join seq; a member removed later may miss pushes up to their
 // removal.
 type members struct {
-	st        store.Store
-	storeWait time.Duration
-	capacity  int
+	st       store.Store
+	capacity int
 
 	mu    sync.Mutex
 	lru   *list.List // of *convMembers, most recently used first
@@ -37,8 +37,8 @@ type convMembers struct {
 	users map[string]int64 // user -> seq of the event that made them a member
 }
 
-func newMembers(st store.Store, capacity int, storeWait time.Duration) *members {
-	return &members{st: st, storeWait: storeWait, capacity: capacity, lru: list.New(), convs: make(map[string]*list.Element)}
+func newMembers(st store.Store, capacity int) *members {
+	return &members{st: st, capacity: capacity, lru: list.New(), convs: make(map[string]*list.Element)}
 }
 
 // clear forgets every conversation (after a rebalance: another instance
@@ -75,44 +75,47 @@ func (m *members) put(c *convMembers) {
 	}
 }
 
-// load reads conv's members from the store, waiting (up to storeWait) until
-// the store has seq atLeast.
-func (m *members) load(ctx context.Context, conv string, atLeast int64) (*convMembers, error) {
-	deadline := time.Now().Add(m.storeWait)
+// load reads conv's members from the store once the store has seq atLeast,
+// waiting for it until waitUntil at most. current reports whether the store
+// had reached atLeast: only then may the result be cached.
+func (m *members) load(ctx context.Context, conv string, atLeast int64, waitUntil time.Time) (c *convMembers, current bool, err error) {
 	backoff := 5 * time.Millisecond
 	for {
 		head, err := m.st.Conversation(ctx, conv)
 		switch {
 		case err == nil && head.LastSeq >= atLeast:
-		case errors.Is(err, store.ErrNotFound) && atLeast <= 0:
-			return &convMembers{conv: conv, users: map[string]int64{}}, nil
+			current = true
 		case err != nil && !errors.Is(err, store.ErrNotFound):
-			return nil, err
-		case time.Now().Before(deadline):
+			return nil, false, err
+		case time.Now().Before(waitUntil):
 			select {
 			case <-ctx.Done():
-				return nil, ctx.Err()
+				return nil, false, ctx.Err()
 			case <-time.After(backoff):
 			}
 			backoff = min(2*backoff, 200*time.Millisecond)
 			continue
+		case err != nil: // not found, and no more waiting
+			return &convMembers{conv: conv, users: map[string]int64{}}, false, nil
 		}
 		list, err := m.st.Members(ctx, conv)
 		if err != nil {
-			return nil, err
+			return nil, false, err
 		}
 		c := &convMembers{conv: conv, users: make(map[string]int64, len(list))}
 		for _, ms := range list {
 			c.users[ms.User] = ms.JoinedSeq
 		}
-		return c, nil
+		return c, current, nil
 	}
 }
 
 // recipients returns the users who get ev: the members when it was
 // sequenced (for a removal, including those removed), and applies ev's
-// membership change to the cache.
-func (m *members) recipients(ctx context.Context, ev *parleyv1.Event) ([]string, error) {
+// membership change to the cache. A conversation not cached is loaded from
+// the store, waiting for the writer until waitUntil; a load from a store
+// still behind serves this event only and is not cached.
+func (m *members) recipients(ctx context.Context, ev *parleyv1.Event, waitUntil time.Time) ([]string, error) {
 	c := m.get(ev.Conv)
 	if ev.Type == parleyv1.EventType_EVENT_TYPE_CREATED {
 		c = &convMembers{conv: ev.Conv, users: make(map[string]int64, len(ev.Members))}
@@ -122,11 +125,14 @@ func (m *members) recipients(ctx context.Context, ev *parleyv1.Event) ([]string,
 		m.put(c)
 	}
 	if c == nil {
+		var current bool
 		var err error
-		if c, err = m.load(ctx, ev.Conv, ev.Seq-1); err != nil {
+		if c, current, err = m.load(ctx, ev.Conv, ev.Seq-1, waitUntil); err != nil {
 			return nil, err
 		}
-		m.put(c)
+		if current {
+			m.put(c)
+		}
 	}
 	if ev.Type == parleyv1.EventType_EVENT_TYPE_MEMBER_ADDED {
 		for _, u := range ev.Members {
@@ -150,16 +156,16 @@ func (m *members) recipients(ctx context.Context, ev *parleyv1.Event) ([]string,
 	return out, nil
 }
 
-// current returns conv's members as the cache (or else the store) knows
-// them, for signals outside the log such as typing.
+// current returns conv's members as the cache, or else the store, knows
+// them now, for signals outside the log such as typing. It never caches:
+// a signal is not ordered with the conversation's events.
 func (m *members) current(ctx context.Context, conv string) (map[string]int64, error) {
 	if c := m.get(conv); c != nil {
 		return c.users, nil
 	}
-	c, err := m.load(ctx, conv, 0)
+	c, _, err := m.load(ctx, conv, 0, time.Time{})
 	if err != nil {
 		return nil, err
 	}
-	m.put(c)
 	return c.users, nil
 }

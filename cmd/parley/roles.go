@@ -396,6 +396,13 @@ func runFanout(ctx context.Context, args []string) error {
 		host, _ := os.Hostname()
 		*instance = fmt.Sprintf("%s-%d", host, os.Getpid())
 	}
+	// Memberships come from the writer's store; an embedded store belongs
+	// to one process, so a fanout on its own needs the shared one.
+	if isC, err := so.isCassandra(); err != nil {
+		return err
+	} else if !isC {
+		return errors.New("fanout reads memberships from the writer's store: give it --cassandra (an embedded store is for parley dev, which runs fanout itself)")
+	}
 	st, err := so.open(ctx, log, pebblestore.Options{})
 	if err != nil {
 		return err

@@ -1,0 +1,100 @@
+package fanout
+
+import (
+	"context"
+	"slices"
+	"testing"
+	"time"
+
+	parleyv1 "github.com/parley-im/parley/schema/parley/v1"
+	"github.com/parley-im/parley/store/pebblestore"
+)
+
+func ev(conv string, seq int64, typ parleyv1.EventType, members ...string) *parleyv1.Event {
+	e := &parleyv1.Event{Conv: conv, Seq: seq, Type: typ, MsgId: "m", From: "alice", Ts: seq, Members: members}
+	switch typ {
+	case parleyv1.EventType_EVENT_TYPE_CREATED:
+		e.ConvKind = parleyv1.ConvKind_CONV_KIND_GROUP
+	case parleyv1.EventType_EVENT_TYPE_MESSAGE:
+		e.Kind, e.Body = "text", []byte(`"x"`)
+	}
+	return e
+}
+
+const (
+	created = parleyv1.EventType_EVENT_TYPE_CREATED
+	message = parleyv1.EventType_EVENT_TYPE_MESSAGE
+	added   = parleyv1.EventType_EVENT_TYPE_MEMBER_ADDED
+	removed = parleyv1.EventType_EVENT_TYPE_MEMBER_REMOVED
+)
+
+// TestMembers: recipients follow member events; a conversation is loaded
+// from the store, and cached only once the store holds what came before.
+func TestMembers(t *testing.T) {
+	ctx := context.Background()
+	st, err := pebblestore.Open(t.TempDir(), pebblestore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	m := newMembers(st, 2)
+	want := func(e *parleyv1.Event, waitUntil time.Time, users ...string) {
+		t.Helper()
+		got, err := m.recipients(ctx, e, waitUntil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		slices.Sort(got)
+		slices.Sort(users)
+		if !slices.Equal(got, users) {
+			t.Fatalf("recipients of %s seq %d: %v, want %v", e.Conv, e.Seq, got, users)
+		}
+	}
+	soon := time.Now().Add(time.Minute)
+
+	// Seen from its creation: member events alone keep it right; a removal
+	// reaches the removed, an addition the added.
+	want(ev("g1", 1, created, "alice", "bob"), soon, "alice", "bob")
+	want(ev("g1", 2, added, "carol"), soon, "alice", "bob", "carol")
+	want(ev("g1", 3, removed, "bob"), soon, "alice", "bob", "carol")
+	want(ev("g1", 4, message), soon, "alice", "carol")
+
+	// Not cached, store up to date: loaded and cached.
+	log := []*parleyv1.Event{ev("g2", 1, created, "alice", "bob", "dave"), ev("g2", 2, message)}
+	if err := st.Append(ctx, log); err != nil {
+		t.Fatal(err)
+	}
+	want(ev("g2", 3, message), soon, "alice", "bob", "dave")
+	if m.get("g2") == nil {
+		t.Fatal("a current load was not cached")
+	}
+
+	// Store behind and no time left to wait: the load serves one event and
+	// is not cached; once the store catches up, the next load is right.
+	m.clear()
+	want(ev("g2", 6, message), time.Now(), "alice", "bob", "dave")
+	if m.get("g2") != nil {
+		t.Fatal("a load from a store that is behind was cached")
+	}
+	if err := st.Append(ctx, []*parleyv1.Event{ev("g2", 3, message), ev("g2", 4, removed, "dave"), ev("g2", 5, added, "carol"), ev("g2", 6, message)}); err != nil {
+		t.Fatal(err)
+	}
+	want(ev("g2", 7, message), soon, "alice", "bob", "carol")
+
+	// Typing asks for the current members without caching anything.
+	m.clear()
+	if users, err := m.current(ctx, "nowhere"); err != nil || len(users) != 0 || m.get("nowhere") != nil {
+		t.Fatalf("current of an unknown conversation: %v, %v", users, err)
+	}
+	if users, err := m.current(ctx, "g2"); err != nil || len(users) != 3 || m.get("g2") != nil {
+		t.Fatalf("current of g2: %v, %v", users, err)
+	}
+
+	// The cache holds at most its capacity.
+	want(ev("a", 1, created, "x"), soon, "x")
+	want(ev("b", 1, created, "y"), soon, "y")
+	want(ev("c", 1, created, "z"), soon, "z")
+	if m.get("a") != nil || m.get("c") == nil {
+		t.Fatal("the least recently used conversation was not evicted")
+	}
+}
