@@ -170,8 +170,12 @@ func NewGateway(cfg GatewayConfig, cmd *Commander, st store.Store) (*Gateway, er
 	}
 	g := &Gateway{cfg: cfg, log: cfg.Logger.With("role", "connector", "node", cmd.cfg.NodeID), cmd: cmd, store: st, hub: newHub()}
 	g.up = websocket.FastHTTPUpgrader{
-		ReadBufferSize:  4096,
-		WriteBufferSize: 4096,
+		// Reads come through the HTTP server's own 4 KiB buffer already;
+		// the session writes its frames itself, so the library writes only
+		// the rare close frame, from a pool.
+		ReadBufferSize:  512,
+		WriteBufferSize: 1024,
+		WriteBufferPool: new(sync.Pool),
 		CheckOrigin:     g.checkOrigin,
 	}
 	return g, nil
@@ -285,7 +289,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 	if pushLn != nil {
 		push := &fasthttp.Server{Handler: g.handlePush, Name: "parley-push", MaxRequestBodySize: 64 << 20, NoDefaultDate: true}
 		pushDone := make(chan struct{})
-		go func() { defer close(pushDone); _ = push.Serve(pushLn) }()
+		go func() { defer close(pushDone); _ = push.Serve(retryListener{pushLn, g.log}) }()
 		defer func() {
 			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
@@ -321,7 +325,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 	}
 	g.log.Info("public listener", "addr", ln.Addr().String())
 	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
+	go func() { served <- srv.Serve(retryListener{ln, g.log}) }()
 	select {
 	case err := <-served:
 		return err

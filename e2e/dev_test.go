@@ -3,6 +3,8 @@ package e2e
 import (
 	"bufio"
 	"context"
+	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -190,4 +192,44 @@ func TestDevWebSocket(t *testing.T) {
 		t.Fatalf("parley dev on SIGTERM: %v", err)
 	}
 	t.Logf("stopped after %v", time.Since(began))
+}
+
+// TestDevSurvivesDescriptorExhaustion: a flood of connections that runs the
+// process out of file descriptors does not stop it; once they go, clients
+// connect again.
+func TestDevSurvivesDescriptorExhaustion(t *testing.T) {
+	cmd := exec.Command("sh", "-c", `ulimit -n 256 && exec "$0" "$@"`, parleyBin, "--data-dir", t.TempDir(), "--broker-listen", "127.0.0.1:0",
+		"--listen", "127.0.0.1:0", "--partitions", "2", "--log-level", "error", "--token-secret", rtTokenSecret)
+	_, public := startPrintingBoth(t, cmd)
+	var flood []net.Conn
+	defer func() {
+		for _, c := range flood {
+			c.Close()
+		}
+	}()
+	for range 400 {
+		c, err := net.DialTimeout("tcp", public, 5*time.Second)
+		if err != nil {
+			break
+		}
+		flood = append(flood, c)
+	}
+	// The process runs out of descriptors (the kernel queues the
+	// connections it cannot accept).
+	fds := func() int {
+		entries, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", cmd.Process.Pid))
+		return len(entries)
+	}
+	waitFor(t, 30*time.Second, "parley dev to use up its descriptors", func() bool { return fds() >= 250 })
+	t.Logf("%d connections opened; parley dev holds %d descriptors", len(flood), fds())
+	for _, c := range flood {
+		c.Close()
+	}
+	flood = nil
+	d := connect(t, "after the flood", "alice", "phone", nil, public)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := d.c.Ping(ctx); err != nil {
+		t.Fatalf("ping after the flood: %v", err)
+	}
 }
