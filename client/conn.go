@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/fasthttp/websocket"
+	"golang.org/x/time/rate"
 )
 
 // maxReadBytes bounds a server frame (a history page is about 1 MiB).
@@ -44,9 +45,13 @@ type frame struct {
 	Op string `json:"op"`
 	ID string `json:"id"`
 	Event
-	User    string  `json:"user"`
-	Device  string  `json:"device"`
-	Node    string  `json:"node"`
+	User   string `json:"user"`
+	Device string `json:"device"`
+	Node   string `json:"node"`
+	Limits *struct {
+		Rate  float64 `json:"rate"`
+		Burst int     `json:"burst"`
+	} `json:"limits"`
 	Events  []Event `json:"events"`
 	More    bool    `json:"more"`
 	Code    string  `json:"code"`
@@ -61,6 +66,9 @@ type conn struct {
 	node, user string
 
 	wmu sync.Mutex // one writer at a time
+	// pace keeps requests under the rate the server announced in auth_ok
+	// (nil if it announced none).
+	pace *rate.Limiter
 
 	pmu     sync.Mutex
 	pending map[string]chan *frame
@@ -107,6 +115,10 @@ func (c *Client) connect(ctx context.Context, url string) (*conn, error) {
 	}
 	ws.SetReadLimit(maxReadBytes)
 	cn := &conn{c: c, ws: ws, url: url, node: f.Node, user: f.User, pending: make(map[string]chan *frame), done: make(chan struct{})}
+	if l := f.Limits; l != nil && l.Rate > 0 && l.Burst > 0 {
+		// A margin below the server's limit: frames may bunch up on the way.
+		cn.pace = rate.NewLimiter(rate.Limit(l.Rate*0.9), max(1, l.Burst/2))
+	}
 	now := time.Now().UnixNano()
 	cn.lastRead.Store(now)
 	cn.lastWrite.Store(now)

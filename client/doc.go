@@ -69,6 +69,9 @@
 // (forbidden, bad_request, not_found, ...) return at once as *Error. Ping
 // is tried once.
 //
+// Requests are paced under the frame rate the server announces in auth_ok,
+// so a busy client waits its turn rather than meeting rate_limited.
+//
 // The client sends a ping when the connection has been quiet for
 // Config.PingInterval (default 20s), so the server's idle timeout does not
 // close it, and answers the server's WebSocket pings.

@@ -136,7 +136,8 @@ func (c *Client) History(ctx context.Context, conv string, after, before int64, 
 }
 
 // Typing tells the other members of conv that the user is typing. It does
-// not wait for anything and returns ErrNotConnected while reconnecting.
+// not wait for anything: it returns ErrNotConnected while reconnecting and a
+// rate_limited *Error when the connection's frame budget is spent.
 func (c *Client) Typing(conv string) error {
 	if err := c.Err(); err != nil {
 		return err
@@ -144,6 +145,9 @@ func (c *Client) Typing(conv string) error {
 	cn := c.current()
 	if cn == nil {
 		return ErrNotConnected
+	}
+	if cn.pace != nil && !cn.pace.Allow() {
+		return &Error{Code: CodeRateLimited, Message: "typing signals come faster than the server takes frames"}
 	}
 	b, _ := json.Marshal(request{Op: "typing", Conv: conv})
 	if err := cn.write(b); err != nil {
@@ -224,6 +228,11 @@ func (c *Client) attempt(ctx context.Context, req *request) (f *frame, sent bool
 	}
 	if len(b) > c.cfg.MaxFrameBytes {
 		return nil, false, &Error{Code: CodeTooLarge, Message: fmt.Sprintf("the request is %d bytes, over the limit of %d", len(b), c.cfg.MaxFrameBytes)}
+	}
+	if cn.pace != nil {
+		if err := cn.pace.Wait(ctx); err != nil {
+			return nil, false, fmt.Errorf("%w: %w", errNotSent, err)
+		}
 	}
 	ch := make(chan *frame, 1)
 	cn.register(req.ID, ch)

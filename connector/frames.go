@@ -35,6 +35,7 @@ type reply struct {
 	User    string             `json:"user,omitempty"`
 	Device  string             `json:"device,omitempty"`
 	Node    string             `json:"node,omitempty"`
+	Limits  *connLimits        `json:"limits,omitempty"`
 	Conv    string             `json:"conv,omitempty"`
 	From    string             `json:"from,omitempty"`
 	CMID    string             `json:"cmid,omitempty"`
@@ -48,4 +49,11 @@ type reply struct {
 
 func errorReply(id, code, msg string) reply {
 	return reply{Op: "error", ID: id, Code: code, Message: msg}
+}
+
+// connLimits tells a client, in auth_ok, the rate its frames may come at,
+// so that it can pace itself instead of meeting rate_limited.
+type connLimits struct {
+	Rate  float64 `json:"rate"`  // frames per second
+	Burst int     `json:"burst"` // frames at once
 }

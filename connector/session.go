@@ -37,8 +37,10 @@ type session struct {
 	conn         *websocket.Conn
 	user, device string
 
-	out       chan []byte // frames to write, bounded
-	pongs     chan []byte // pong payloads to write
+	qmu       sync.Mutex
+	queue     [][]byte      // frames to write, at most QueueFrames; nil while idle
+	wake      chan struct{} // tells the writer the queue has frames
+	pongs     chan []byte   // pong payloads to write
 	done      chan struct{}
 	closeOnce sync.Once
 	closeCode int // set before done is closed
@@ -46,7 +48,7 @@ type session struct {
 	inFlight  chan struct{}
 	requests  sync.WaitGroup
 	draining  atomic.Bool
-	queued    atomic.Int64 // bytes in out
+	queued    atomic.Int64 // bytes in queue
 	histories chan struct{}
 }
 
@@ -66,7 +68,7 @@ func (g *Gateway) serve(conn *websocket.Conn) {
 	defer conn.Close()
 	conn.SetReadLimit(g.cfg.MaxFrameBytes)
 	_ = conn.SetReadDeadline(time.Now().Add(g.cfg.AuthTimeout))
-	s := &session{g: g, conn: conn, out: make(chan []byte, g.cfg.QueueFrames), pongs: make(chan []byte, 1), done: make(chan struct{}), inFlight: make(chan struct{}, maxInFlight),
+	s := &session{g: g, conn: conn, wake: make(chan struct{}, 1), pongs: make(chan []byte, 1), done: make(chan struct{}), inFlight: make(chan struct{}, maxInFlight),
 		histories: make(chan struct{}, maxHistoryInFlight)}
 
 	_, data, err := conn.ReadMessage()
@@ -101,7 +103,8 @@ func (g *Gateway) serve(conn *websocket.Conn) {
 	}
 	// auth_ok is the first frame: queued before the session can get pushes,
 	// written once the writer starts (after the presence record, below).
-	s.send(reply{Op: "auth_ok", ID: req.ID, User: user, Device: s.device, Node: g.cmd.cfg.NodeID})
+	s.send(reply{Op: "auth_ok", ID: req.ID, User: user, Device: s.device, Node: g.cmd.cfg.NodeID,
+		Limits: &connLimits{Rate: g.cfg.RatePerSecond, Burst: g.cfg.RateBurst}})
 	if !g.hub.add(s, g.cfg.MaxConnsPerUser, claim) {
 		s.refuse(CloseTooMany, "too many connections for this user")
 		return
@@ -434,43 +437,63 @@ func (s *session) sendValue(v any) {
 	s.enqueue(b)
 }
 
+// enqueue queues a frame for the writer; a queue over its frame or byte
+// bound closes the session as a slow consumer (4003).
 func (s *session) enqueue(b []byte) {
 	if s.queued.Add(int64(len(b))) > maxQueueBytes {
 		s.queued.Add(-int64(len(b)))
 		s.close(CloseSlowConsumer, "outbound queue full")
 		return
 	}
+	s.qmu.Lock()
 	select {
-	case <-s.done:
+	case <-s.done: // closing: the writer takes nothing more
+		s.qmu.Unlock()
 		s.queued.Add(-int64(len(b)))
-	case s.out <- b:
+		return
 	default:
+	}
+	if len(s.queue) >= s.g.cfg.QueueFrames {
+		s.qmu.Unlock()
 		s.queued.Add(-int64(len(b)))
 		s.close(CloseSlowConsumer, "outbound queue full")
+		return
+	}
+	s.queue = append(s.queue, b)
+	s.qmu.Unlock()
+	select {
+	case s.wake <- struct{}{}:
+	default: // the writer has been told already
 	}
 }
 
-// Coalescing bounds: one write carries at most this many queued frames and
-// stops adding frames once past this many bytes.
-const (
-	maxCoalesceFrames = 64
-	maxCoalesceBytes  = 256 << 10
-)
+// take moves every queued frame into batch (emptied first) and returns it.
+func (s *session) take(batch [][]byte) [][]byte {
+	s.qmu.Lock()
+	defer s.qmu.Unlock()
+	batch, s.queue = s.queue, batch[:0]
+	if len(batch) == 0 {
+		// Nothing was queued: give the spare back rather than keep two.
+		batch, s.queue = s.queue, nil
+	}
+	return batch
+}
 
-// writeLoop writes queued frames until the session closes, taking every
-// frame already queued (up to the coalescing bounds) into one write; then it
-// writes what is still queued (unless the client is too slow to take it)
-// and the close frame.
+// writeLoop writes the queued frames until the session closes, every frame
+// queued by then in one write; then it writes what is still queued (unless
+// the client is too slow to take it) and the close frame. An idle session
+// holds no queue memory.
 func (s *session) writeLoop() {
 	raw := s.rawConn()
 	var (
 		hdrs  []byte
-		bufs  net.Buffers
+		iov   net.Buffers // reused; WriteTo consumes a copy
 		batch [][]byte
 	)
-	// write sends batch (and a pong first, if any) in one writev.
+	// write sends a pong (if any) and batch in one writev.
 	write := func(pong []byte) bool {
-		hdrs, bufs = hdrs[:0], bufs[:0]
+		hdrs = hdrs[:0]
+		bufs := iov[:0]
 		// Headers are at most 10 bytes: reserve them all first, so that
 		// appending never moves the slices taken below.
 		if need := 10 * (len(batch) + 1); cap(hdrs) < need {
@@ -489,56 +512,37 @@ func (s *session) writeLoop() {
 			frame(opText, b)
 			n += len(b)
 		}
+		iov = bufs[:0]
 		_ = raw.SetWriteDeadline(time.Now().Add(s.g.cfg.WriteTimeout))
-		_, err := bufs.WriteTo(raw)
+		_, err := bufs.WriteTo(raw) // sets what it wrote to nil
 		s.queued.Add(-int64(n))
 		clear(batch)
 		batch = batch[:0]
 		return err == nil
 	}
-	// gather adds queued frames to batch without waiting.
-	gather := func() {
-		size := 0
-		for _, b := range batch {
-			size += len(b)
-		}
-		for len(batch) < maxCoalesceFrames && size < maxCoalesceBytes {
-			select {
-			case b := <-s.out:
-				batch = append(batch, b)
-				size += len(b)
-			default:
-				return
-			}
-		}
-	}
 	for {
 		select {
 		case <-s.done:
 			if s.closeCode != CloseSlowConsumer {
-				for {
-					gather()
-					if len(batch) == 0 || !write(nil) {
-						break
-					}
+				if batch = s.take(batch); len(batch) > 0 {
+					write(nil)
 				}
 			}
 			s.closeNow(s.closeCode, s.closeWhy)
 			return
 		case p := <-s.pongs:
-			gather()
+			batch = s.take(batch)
 			if !write(p) {
 				s.close(websocket.CloseAbnormalClosure, "write failed")
 			}
-		case b := <-s.out:
-			batch = append(batch, b)
-			gather()
+		case <-s.wake:
+			batch = s.take(batch)
 			var pong []byte
 			select {
 			case pong = <-s.pongs:
 			default:
 			}
-			if !write(pong) {
+			if (len(batch) > 0 || pong != nil) && !write(pong) {
 				s.close(websocket.CloseAbnormalClosure, "write failed")
 			}
 		}
