@@ -114,6 +114,18 @@ type Event struct {
 	TS      int64           `json:"ts"`
 }
 
+// Conversation is one entry of Sync: a conversation the user is in, its
+// last seq, the user's read cursor, and the messages by others after it
+// (counted up to 1,000).
+type Conversation struct {
+	Conv    string `json:"conv"`
+	Kind    string `json:"kind"`
+	Title   string `json:"title,omitempty"`
+	LastSeq int64  `json:"last_seq"`
+	ReadSeq int64  `json:"read_seq"`
+	Unread  int    `json:"unread"`
+}
+
 // Ack is the outcome of a send, edit or revoke: the message's id and seq
 // (the original's, for a repeated cmid).
 type Ack struct {

@@ -52,10 +52,11 @@ type frame struct {
 		Rate  float64 `json:"rate"`
 		Burst int     `json:"burst"`
 	} `json:"limits"`
-	Events  []Event `json:"events"`
-	More    bool    `json:"more"`
-	Code    string  `json:"code"`
-	Message string  `json:"message"`
+	Events  []Event        `json:"events"`
+	Convs   []Conversation `json:"convs"`
+	More    bool           `json:"more"`
+	Code    string         `json:"code"`
+	Message string         `json:"message"`
 }
 
 // conn is one authenticated WebSocket connection.

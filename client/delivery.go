@@ -16,6 +16,7 @@ const (
 	itemTrack                    // start tracking conv after seq
 	itemCatchUp                  // a new connection: catch up every tracked conversation
 	itemOverflow                 // pushes were dropped: recover them from history
+	itemUpTo                     // deliver every conversation of upTo to its seq, then close done
 )
 
 type item struct {
@@ -23,6 +24,8 @@ type item struct {
 	ev   Event
 	conv string
 	seq  int64
+	upTo map[string]int64 // itemUpTo: conv -> seq
+	done chan bool        // itemUpTo: true once delivered, false if the client stopped
 }
 
 // seqRange is the lowest and highest seq of a conversation's dropped pushes.
@@ -158,6 +161,23 @@ func (d *deliverer) loop() {
 					break
 				}
 			}
+		case itemUpTo:
+			ok := true
+			convs := make([]string, 0, len(it.upTo))
+			for conv := range it.upTo {
+				convs = append(convs, conv)
+			}
+			slices.Sort(convs)
+			for _, conv := range convs {
+				if _, tracked := d.last[conv]; !tracked {
+					d.last[conv] = 0
+				}
+				if !d.fill(conv, it.upTo[conv]) && d.c.ctx.Err() != nil {
+					ok = false
+					break
+				}
+			}
+			it.done <- ok
 		case itemOverflow:
 			for conv, r := range over {
 				if _, tracked := d.last[conv]; !tracked {

@@ -172,6 +172,46 @@ func (c *Client) Track(conv string, lastSeq int64) {
 	c.q.add(item{kind: itemTrack, conv: conv, seq: max(lastSeq, 0)})
 }
 
+// Sync returns every conversation the user is in, with its last seq, the
+// user's read cursor and unread count (tried like SendCMID).
+func (c *Client) Sync(ctx context.Context) ([]Conversation, error) {
+	f, err := c.do(ctx, &request{Op: "sync"}, retryIdempotent)
+	if err != nil {
+		return nil, err
+	}
+	return f.Convs, nil
+}
+
+// CatchUp brings this device fully up to date: it syncs, tracks every
+// conversation of the user (one not tracked yet from its start), and
+// returns once Events has delivered each up to the last seq sync reported
+// (the application must be reading Events meanwhile). It returns the
+// conversations as sync reported them.
+func (c *Client) CatchUp(ctx context.Context) ([]Conversation, error) {
+	convs, err := c.Sync(ctx)
+	if err != nil {
+		return nil, err
+	}
+	upTo := make(map[string]int64, len(convs))
+	for _, cv := range convs {
+		upTo[cv.Conv] = cv.LastSeq
+	}
+	done := make(chan bool, 1)
+	c.q.add(item{kind: itemUpTo, upTo: upTo, done: done})
+	select {
+	case ok := <-done:
+		if !ok {
+			if err := c.Err(); err != nil {
+				return nil, err
+			}
+			return nil, ErrClosed
+		}
+		return convs, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
 func ack(f *frame) Ack { return Ack{Conv: f.Conv, CMID: f.CMID, MsgID: f.MsgID, Seq: f.Seq} }
 
 func encodeBody(body any) (json.RawMessage, error) {

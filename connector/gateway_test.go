@@ -355,3 +355,51 @@ func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
 	testutil.WaitFor(t, 30*time.Second, what, cond)
 }
+
+// TestGatewaySync: sync lists the user's conversations with the unread
+// count of each (messages by others after the read cursor), and read moves
+// it.
+func TestGatewaySync(t *testing.T) {
+	g := newGateway(t, connector.GatewayConfig{})
+	alice, bob := g.login(t, "alice", "phone"), g.login(t, "bob", "phone")
+	group := alice.call(map[string]any{"op": "create", "id": "c", "kind": "group", "members": []string{"bob"}, "title": "team"})["conv"].(string)
+	dm := alice.call(map[string]any{"op": "create", "id": "d", "kind": "direct", "members": []string{"bob"}})["conv"].(string)
+	var last float64
+	for i := range 3 {
+		last = bob.call(map[string]any{"op": "send", "id": fmt.Sprint("b", i), "conv": group, "cmid": fmt.Sprint("b", i), "body": i})["seq"].(float64)
+	}
+	for i := range 2 {
+		last = alice.call(map[string]any{"op": "send", "id": fmt.Sprint("a", i), "conv": group, "cmid": fmt.Sprint("a", i), "body": i})["seq"].(float64)
+	}
+	byConv := func(c *client) map[string]map[string]any {
+		r := c.call(map[string]any{"op": "sync", "id": "s"})
+		if r["op"] != "sync_ok" {
+			t.Fatalf("sync: %v", r)
+		}
+		out := map[string]map[string]any{}
+		for _, e := range r["convs"].([]any) {
+			m := e.(map[string]any)
+			out[m["conv"].(string)] = m
+		}
+		return out
+	}
+	eventually(t, "the writer to store the messages", func() bool { return byConv(alice)[group]["last_seq"] == last })
+	a := byConv(alice)
+	if len(a) != 2 || a[group]["kind"] != "group" || a[group]["title"] != "team" || a[group]["unread"] != 3.0 || a[group]["read_seq"] != 1.0 ||
+		a[dm]["kind"] != "direct" || a[dm]["unread"] != 0.0 {
+		t.Fatalf("alice's sync: %v", a)
+	}
+	if b := byConv(bob); b[group]["unread"] != 2.0 {
+		t.Fatalf("bob's sync: %v", b)
+	}
+	if r := alice.call(map[string]any{"op": "read", "id": "r", "conv": group, "seq": last}); r["op"] != "ok" {
+		t.Fatalf("read: %v", r)
+	}
+	eventually(t, "the read to reach the store", func() bool { return byConv(alice)[group]["unread"] == 0.0 })
+	if a := byConv(alice); a[group]["read_seq"] != last {
+		t.Fatalf("after the read: %v", a[group])
+	}
+	if c := byConv(g.login(t, "carol", "x")); len(c) != 0 {
+		t.Fatalf("carol's sync: %v", c)
+	}
+}

@@ -48,8 +48,8 @@ type session struct {
 	inFlight  chan struct{}
 	requests  sync.WaitGroup
 	draining  atomic.Bool
-	queued    atomic.Int64 // bytes in queue
-	histories chan struct{}
+	queued    atomic.Int64  // bytes in queue
+	histories chan struct{} // history and sync requests being served
 }
 
 // drain refuses new requests, lets the in-flight ones answer, then closes
@@ -203,7 +203,7 @@ func (s *session) dispatch(req *request) {
 	switch req.Op {
 	case "ping":
 		s.send(reply{Op: "pong", ID: req.ID})
-	case "send", "edit", "revoke", "create", "members", "read", "history":
+	case "send", "edit", "revoke", "create", "members", "read", "history", "sync":
 		if s.draining.Load() {
 			s.send(errorReply(req.ID, schema.CodeUnavailable, "server draining: reconnect and retry"))
 			return
@@ -214,12 +214,13 @@ func (s *session) dispatch(req *request) {
 			s.send(errorReply(req.ID, schema.CodeRateLimited, "too many requests in flight"))
 			return
 		}
-		if req.Op == "history" {
+		read := req.Op == "history" || req.Op == "sync"
+		if read {
 			select {
 			case s.histories <- struct{}{}:
 			default:
 				<-s.inFlight
-				s.send(errorReply(req.ID, schema.CodeRateLimited, "too many history requests in flight"))
+				s.send(errorReply(req.ID, schema.CodeRateLimited, "too many history and sync requests in flight"))
 				return
 			}
 		}
@@ -227,14 +228,17 @@ func (s *session) dispatch(req *request) {
 		go func() {
 			defer s.requests.Done()
 			defer func() { <-s.inFlight }()
-			if req.Op == "history" {
+			if read {
 				defer func() { <-s.histories }()
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), s.g.cmd.cfg.ReplyTimeout+5*time.Second)
 			defer cancel()
-			if req.Op == "history" {
+			switch req.Op {
+			case "history":
 				s.history(ctx, req)
-			} else {
+			case "sync":
+				s.sync(ctx, req)
+			default:
 				s.command(ctx, req)
 			}
 		}()
@@ -248,8 +252,6 @@ func (s *session) dispatch(req *request) {
 		// Ephemeral and unanswered: fanout pushes it to the other members'
 		// online devices if the sender is a member.
 		s.g.cmd.typing(req.Conv, s.user)
-	case "sync":
-		s.send(errorReply(req.ID, schema.CodeBadRequest, req.Op+" is not supported by this server yet"))
 	case "":
 		s.send(errorReply(req.ID, schema.CodeBadRequest, "missing op"))
 	default:

@@ -30,7 +30,7 @@ func cassandraArgs(cfg cassandrastore.Config) []string {
 	return []string{"--cassandra", fmt.Sprintf("%s:%d", cfg.Hosts[0], cfg.Port), "--keyspace", cfg.Keyspace}
 }
 
-func openCassandra(t *testing.T, cfg cassandrastore.Config) *cassandrastore.Store {
+func openCassandra(t testing.TB, cfg cassandrastore.Config) *cassandrastore.Store {
 	t.Helper()
 	st, err := cassandrastore.Open(cfg)
 	if err != nil {

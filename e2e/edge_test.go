@@ -18,6 +18,7 @@ import (
 	"github.com/parley-im/parley/client"
 	"github.com/parley-im/parley/connector"
 	"github.com/parley-im/parley/fanout"
+	"github.com/parley-im/parley/store"
 	"github.com/parley-im/parley/writer"
 )
 
@@ -25,9 +26,10 @@ import (
 // sequencer, writer into Pebble, fanout, and one connector node whose
 // Kafka connections go through dial (for fault injection).
 type edge struct {
-	c    *cluster
-	addr string
-	g    *connector.Gateway
+	c     *cluster
+	addr  string
+	g     *connector.Gateway
+	store store.Store
 }
 
 func newEdge(t *testing.T, gcfg connector.GatewayConfig, ccfg connector.CommanderConfig, dial func(ctx context.Context, network, host string) (net.Conn, error)) *edge {
@@ -69,7 +71,7 @@ func newEdge(t *testing.T, gcfg connector.GatewayConfig, ccfg connector.Commande
 	}
 	runInProcess(t, "connector", func(ctx context.Context) error { return connector.Serve(ctx, cmd, g) })
 	waitFor(t, time.Minute, "fanout to see the node", func() bool { return f.NodeAlive(ccfg.NodeID) })
-	return &edge{c: c, addr: g.Addr().String(), g: g}
+	return &edge{c: c, addr: g.Addr().String(), g: g, store: st}
 }
 
 // rawConn dials the node without authenticating.

@@ -46,7 +46,7 @@ func newSequencer(t *testing.T, c *cluster, node string) *sequencer.Sequencer {
 	return s
 }
 
-func openStore(t *testing.T, dir string) *pebblestore.Store {
+func openStore(t testing.TB, dir string) *pebblestore.Store {
 	st, err := pebblestore.Open(dir, pebblestore.Options{})
 	if err != nil {
 		t.Fatal(err)

@@ -46,6 +46,10 @@ type Store interface {
 	// UserConversations returns the conversations user is currently a
 	// member of, ordered by conversation id.
 	UserConversations(ctx context.Context, user string) ([]UserConversation, error)
+	// CountMessages counts the message events of conv with after < seq <=
+	// upTo that are not from except, stopping at max (max >= 1): a user's
+	// unread count.
+	CountMessages(ctx context.Context, conv string, after, upTo int64, except string, max int) (int, error)
 	// Close releases the store.
 	Close() error
 }

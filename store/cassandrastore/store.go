@@ -390,6 +390,27 @@ func (s *Store) Events(ctx context.Context, conv string, r store.Range) ([]*parl
 	return out, more, nil
 }
 
+// CountMessages implements store.Store from the events' type and sender
+// columns, bucket by bucket, without reading the bodies.
+func (s *Store) CountMessages(ctx context.Context, conv string, after, upTo int64, except string, max int) (int, error) {
+	n := 0
+	message := schema.EventTypeName(parleyv1.EventType_EVENT_TYPE_MESSAGE)
+	for b := bucket(after + 1); after < upTo && b <= bucket(upTo) && n < max; b++ {
+		it := s.session.Query(`SELECT type, sender FROM events WHERE conv = ? AND bucket = ? AND seq > ? AND seq <= ?`,
+			conv, b, after, upTo).Idempotent(true).IterContext(ctx)
+		var typ, sender string
+		for n < max && it.Scan(&typ, &sender) {
+			if typ == message && sender != except {
+				n++
+			}
+		}
+		if err := it.Close(); err != nil {
+			return 0, fmt.Errorf("cassandrastore: count messages: %w", err)
+		}
+	}
+	return n, nil
+}
+
 func (s *Store) scan(ctx context.Context, stmt string, args ...any) ([]*parleyv1.Event, error) {
 	it := s.session.Query(stmt, args...).Idempotent(true).IterContext(ctx)
 	var out []*parleyv1.Event

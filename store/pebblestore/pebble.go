@@ -204,6 +204,33 @@ func (s *Store) Events(ctx context.Context, conv string, r store.Range) ([]*parl
 	return out, more, nil
 }
 
+// CountMessages implements store.Store.
+func (s *Store) CountMessages(ctx context.Context, conv string, after, upTo int64, except string, max int) (int, error) {
+	if after >= upTo {
+		return 0, nil
+	}
+	it, err := s.db.NewIterWithContext(ctx, &pebble.IterOptions{LowerBound: eventKey(conv, after+1), UpperBound: eventKey(conv, upTo+1)})
+	if err != nil {
+		return 0, err
+	}
+	defer it.Close()
+	n := 0
+	var ev parleyv1.Event
+	for ok := it.First(); ok && n < max; ok = it.Next() {
+		v, err := it.ValueAndErr()
+		if err != nil {
+			return 0, err
+		}
+		if err := proto.Unmarshal(v, &ev); err != nil {
+			return 0, fmt.Errorf("pebblestore: decode event %s/%x: %w", conv, it.Key(), err)
+		}
+		if ev.Type == parleyv1.EventType_EVENT_TYPE_MESSAGE && ev.From != except {
+			n++
+		}
+	}
+	return n, it.Error()
+}
+
 // Conversation implements store.Store.
 func (s *Store) Conversation(ctx context.Context, conv string) (store.Conversation, error) {
 	return s.head(conv)

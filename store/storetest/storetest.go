@@ -35,6 +35,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"ReplayIsIdempotent", testReplay},
 		{"ConversationsAreSeparate", testSeparate},
 		{"PagingAcrossPartitions", testPaging},
+		{"CountMessages", testCountMessages},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -381,5 +382,32 @@ func testPaging(t *testing.T, s store.Store) {
 			want = seqRange(r.before-10, r.before-1)
 		}
 		checkRange(t, s, "long", store.Range{After: r.after, Before: r.before, Limit: 10}, want, true)
+	}
+}
+
+// testCountMessages: unread counts skip other event types and the user's
+// own messages, across buckets, and stop at max.
+func testCountMessages(t *testing.T, s store.Store) {
+	// 600 messages alternating alice, bob, carol, then a read and a member
+	// change, which are not messages.
+	evs := Events("c", "alice", []string{"bob", "carol"}, 600)
+	evs = append(evs, readEvent("c", 602, "bob", 601), memberEvent("c", 603, parleyv1.EventType_EVENT_TYPE_MEMBER_ADDED, "alice", "dave"))
+	mustAppend(t, s, evs)
+	want := func(after, upTo int64, except string, max, n int) {
+		t.Helper()
+		got, err := s.CountMessages(ctx, "c", after, upTo, except, max)
+		if err != nil || got != n {
+			t.Fatalf("CountMessages(after %d, up to %d, except %s, max %d) = %d, %v; want %d", after, upTo, except, max, got, err, n)
+		}
+	}
+	want(0, 603, "", 10000, 600)    // every message, none of the rest
+	want(0, 603, "bob", 10000, 400) // not bob's own
+	want(1, 4, "alice", 10000, 2)   // seqs 2 (alice), 3 (bob), 4 (carol)
+	want(300, 603, "", 10000, 301)  // across bucket boundaries
+	want(0, 603, "", 50, 50)        // stops at max
+	want(601, 603, "", 10, 0)       // nothing but the read and member change
+	want(603, 603, "", 10, 0)
+	if n, err := s.CountMessages(ctx, "nowhere", 0, 10, "", 10); err != nil || n != 0 {
+		t.Fatalf("an unknown conversation: %d, %v", n, err)
 	}
 }

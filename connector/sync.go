@@ -1,0 +1,86 @@
+package connector
+
+import (
+	"context"
+	"sync"
+
+	"github.com/parley-im/parley/schema"
+	"github.com/parley-im/parley/store"
+)
+
+// unreadCap bounds an unread count: counting stops there, and a client
+// shows it as "1000+" (so sync's cost does not grow with a backlog).
+const unreadCap = 1000
+
+// unreadParallelism bounds the unread counts one sync runs at once.
+const unreadParallelism = 64
+
+// convSummary is one entry of sync_ok (and of the HTTP API's conversation
+// list).
+type convSummary struct {
+	Conv    string `json:"conv"`
+	Kind    string `json:"kind"`
+	Title   string `json:"title,omitempty"`
+	LastSeq int64  `json:"last_seq"`
+	ReadSeq int64  `json:"read_seq"`
+	Unread  int    `json:"unread"`
+}
+
+// conversationList returns every conversation user is a member of, ordered
+// by id, with the unread count of each: message events by others after the
+// user's read cursor, up to unreadCap.
+func conversationList(ctx context.Context, st store.Store, user string) ([]convSummary, error) {
+	ucs, err := st.UserConversations(ctx, user)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]convSummary, len(ucs))
+	var (
+		wg    sync.WaitGroup
+		sem   = make(chan struct{}, unreadParallelism)
+		errMu sync.Mutex
+		first error
+	)
+	for i, uc := range ucs {
+		out[i] = convSummary{Conv: uc.Conv, Kind: schema.ConvKindName(uc.Kind), Title: uc.Title, LastSeq: uc.LastSeq, ReadSeq: uc.ReadSeq}
+		if uc.ReadSeq >= uc.LastSeq {
+			continue
+		}
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			n, err := st.CountMessages(ctx, uc.Conv, uc.ReadSeq, uc.LastSeq, user, unreadCap)
+			if err != nil {
+				errMu.Lock()
+				if first == nil {
+					first = err
+				}
+				errMu.Unlock()
+				return
+			}
+			out[i].Unread = n
+		}()
+	}
+	wg.Wait()
+	return out, first
+}
+
+// syncReply is sync_ok: convs is always present.
+type syncReply struct {
+	Op    string        `json:"op"`
+	ID    string        `json:"id,omitempty"`
+	Convs []convSummary `json:"convs"`
+}
+
+// sync answers every conversation the user is in.
+func (s *session) sync(ctx context.Context, req *request) {
+	convs, err := conversationList(ctx, s.g.store, s.user)
+	if err != nil {
+		s.g.log.Warn("sync failed", "user", s.user, "err", err)
+		s.send(errorReply(req.ID, schema.CodeUnavailable, "the store is unavailable"))
+		return
+	}
+	s.sendValue(syncReply{Op: "sync_ok", ID: req.ID, Convs: convs})
+}
