@@ -14,7 +14,20 @@ import (
 type Plan struct {
 	Heads   []HeadUpdate
 	Members []MemberUpdate
+	// Revoked lists the messages the batch revokes: from then on the store
+	// serves them, and their edits, without a body (see Redact).
+	Revoked []Revocation
 }
+
+// Revocation marks message Seq of Conv revoked by the event at seq At.
+type Revocation struct {
+	Conv    string
+	Seq, At int64
+}
+
+// Redact removes what a revoked message must no longer show: the body of
+// the message itself and of its edits.
+func Redact(ev *parleyv1.Event) { ev.Body = nil }
 
 // HeadUpdate raises a conversation's LastSeq to at least LastSeq; when
 // Created is set it also records kind, title and creation time.
@@ -47,6 +60,7 @@ func MakePlan(events []*parleyv1.Event) Plan {
 	type mkey struct{ conv, user string }
 	heads := make(map[string]*HeadUpdate)
 	members := make(map[mkey]*MemberUpdate)
+	var revoked []Revocation
 	member := func(conv, user string) *MemberUpdate {
 		k := mkey{conv, user}
 		m := members[k]
@@ -79,12 +93,14 @@ func MakePlan(events []*parleyv1.Event) Plan {
 			for _, u := range ev.Members {
 				member(ev.Conv, u).RemoveSeq = ev.Seq
 			}
+		case parleyv1.EventType_EVENT_TYPE_REVOKE:
+			revoked = append(revoked, Revocation{Conv: ev.Conv, Seq: ev.Target, At: ev.Seq})
 		case parleyv1.EventType_EVENT_TYPE_READ:
 			m := member(ev.Conv, ev.From)
 			m.ReadSeq, m.ReadAt = max(m.ReadSeq, ev.Target), ev.Seq
 		}
 	}
-	var p Plan
+	p := Plan{Revoked: revoked}
 	for _, h := range heads {
 		p.Heads = append(p.Heads, *h)
 	}

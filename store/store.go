@@ -34,7 +34,8 @@ type Store interface {
 	// Events returns up to r.Limit events of conv in ascending seq order:
 	// those with seq > r.After, or, if r.Before > 0, the last ones with
 	// seq < r.Before. more reports whether further events exist in that
-	// direction (beyond the returned ones).
+	// direction (beyond the returned ones). A revoked message, and every
+	// edit of it, comes without its body (Redact).
 	Events(ctx context.Context, conv string, r Range) (events []*parleyv1.Event, more bool, err error)
 	// Conversation returns conv's head, or ErrNotFound.
 	Conversation(ctx context.Context, conv string) (Conversation, error)

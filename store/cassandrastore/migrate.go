@@ -3,6 +3,7 @@ package cassandrastore
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	gocql "github.com/apache/cassandra-gocql-driver/v2"
@@ -79,7 +80,7 @@ func Migrate(ctx context.Context, cfg Config, replication string) (applied []str
 			continue
 		}
 		for _, st := range m.Statements {
-			if err := s.Query(st).ExecContext(ctx); err != nil {
+			if err := s.Query(st).ExecContext(ctx); err != nil && !columnExists(st, err) {
 				return applied, fmt.Errorf("cassandrastore: migration %s: %s: %w", m.Name, firstLine(st), err)
 			}
 		}
@@ -90,6 +91,17 @@ func Migrate(ctx context.Context, cfg Config, replication string) (applied []str
 		applied = append(applied, m.Name)
 	}
 	return applied, nil
+}
+
+// columnExists reports whether err says that the column an ALTER TABLE ...
+// ADD adds exists already: a migration interrupted after the statement and
+// run again (CQL has no ADD IF NOT EXISTS before Cassandra 5).
+func columnExists(stmt string, err error) bool {
+	if !strings.HasPrefix(strings.ToUpper(strings.TrimSpace(stmt)), "ALTER TABLE") {
+		return false
+	}
+	msg := err.Error()
+	return strings.Contains(msg, "conflicts with an existing column") || strings.Contains(msg, "already exist")
 }
 
 func firstLine(s string) string {

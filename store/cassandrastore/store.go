@@ -176,6 +176,7 @@ const (
 	joinUser    = `UPDATE user_conversations USING TIMESTAMP ? SET joined_seq = ?, removed_seq = 0, read_seq = ? WHERE user_id = ? AND conv = ?`
 	leaveUser   = `UPDATE user_conversations USING TIMESTAMP ? SET removed_seq = ? WHERE user_id = ? AND conv = ?`
 	readUser    = `UPDATE user_conversations USING TIMESTAMP ? SET read_seq = ? WHERE user_id = ? AND conv = ?`
+	revokeEvent = `UPDATE events USING TIMESTAMP ? SET revoked = true WHERE conv = ? AND bucket = ? AND seq = ?`
 )
 
 // Append implements store.Store. It writes in four steps, each waiting for
@@ -218,6 +219,17 @@ func (s *Store) Append(ctx context.Context, events []*parleyv1.Event) error {
 	}
 
 	plan := store.MakePlan(events)
+	// Revocations with the events: a reader that sees the revoke event
+	// finds its target redacted.
+	revokes := make([]*gocql.Batch, 0, len(plan.Revoked))
+	for _, r := range plan.Revoked {
+		b := s.batch()
+		b.Query(revokeEvent, r.At, r.Conv, bucket(r.Seq), r.Seq)
+		revokes = append(revokes, b)
+	}
+	if err := s.runAll(ctx, revokes); err != nil {
+		return err
+	}
 	members := make(map[string]*batcher)
 	var memberConvs []string
 	var users []*gocql.Batch
@@ -358,7 +370,7 @@ func (s *Store) Events(ctx context.Context, conv string, r store.Range) ([]*parl
 	if r.Before > 0 {
 		hi := min(r.Before-1, last) // highest seq wanted
 		for b := bucket(hi); b >= 0 && len(out) < r.Limit && hi >= 1; b-- {
-			evs, err := s.scan(ctx, `SELECT event FROM events WHERE conv = ? AND bucket = ? AND seq <= ? ORDER BY seq DESC LIMIT ?`,
+			evs, err := s.scan(ctx, `SELECT event, revoked FROM events WHERE conv = ? AND bucket = ? AND seq <= ? ORDER BY seq DESC LIMIT ?`,
 				conv, b, hi, r.Limit-len(out))
 			if err != nil {
 				return nil, false, err
@@ -379,7 +391,7 @@ func (s *Store) Events(ctx context.Context, conv string, r store.Range) ([]*parl
 	}
 	lo := r.After + 1 // lowest seq wanted
 	for b := bucket(lo); b <= bucket(last) && len(out) < r.Limit; b++ {
-		evs, err := s.scan(ctx, `SELECT event FROM events WHERE conv = ? AND bucket = ? AND seq >= ? AND seq <= ? LIMIT ?`,
+		evs, err := s.scan(ctx, `SELECT event, revoked FROM events WHERE conv = ? AND bucket = ? AND seq >= ? AND seq <= ? LIMIT ?`,
 			conv, b, lo, last, r.Limit-len(out))
 		if err != nil {
 			return nil, false, err
@@ -411,20 +423,40 @@ func (s *Store) CountMessages(ctx context.Context, conv string, after, upTo int6
 	return n, nil
 }
 
+// scan reads events (columns event, revoked) and redacts the revoked
+// messages and the edits of revoked messages.
 func (s *Store) scan(ctx context.Context, stmt string, args ...any) ([]*parleyv1.Event, error) {
 	it := s.session.Query(stmt, args...).Idempotent(true).IterContext(ctx)
 	var out []*parleyv1.Event
 	var v []byte
-	for it.Scan(&v) {
+	var revoked bool
+	for it.Scan(&v, &revoked) {
 		ev := new(parleyv1.Event)
 		if err := proto.Unmarshal(v, ev); err != nil {
 			_ = it.Close()
 			return nil, fmt.Errorf("cassandrastore: decode event: %w", err)
 		}
+		if revoked && ev.Type == parleyv1.EventType_EVENT_TYPE_MESSAGE {
+			store.Redact(ev)
+		}
 		out = append(out, ev)
 	}
 	if err := it.Close(); err != nil {
 		return nil, fmt.Errorf("cassandrastore: read events: %w", err)
+	}
+	for _, ev := range out {
+		if ev.Type != parleyv1.EventType_EVENT_TYPE_EDIT {
+			continue
+		}
+		var r bool
+		err := s.session.Query(`SELECT revoked FROM events WHERE conv = ? AND bucket = ? AND seq = ?`, ev.Conv, bucket(ev.Target), ev.Target).
+			Idempotent(true).ScanContext(ctx, &r)
+		if err != nil && !errors.Is(err, gocql.ErrNotFound) {
+			return nil, fmt.Errorf("cassandrastore: read the target of an edit: %w", err)
+		}
+		if r {
+			store.Redact(ev)
+		}
 	}
 	return out, nil
 }

@@ -7,6 +7,7 @@
 //	'h' conv                                -> conversation head
 //	'm' conv 0x00 user                      -> membership
 //	'u' user 0x00 conv                      -> "" while user is a member
+//	'r' conv 0x00 seq(8 bytes, big-endian)  -> "": message seq is revoked
 //
 // so a conversation's events are one contiguous range, scanned forward or
 // backward, and a user's conversations are one prefix scan.
@@ -72,6 +73,13 @@ func eventKey(conv string, seq int64) []byte {
 	return binary.BigEndian.AppendUint64(k, uint64(seq))
 }
 
+// revokedKey marks message seq of conv revoked (empty value).
+func revokedKey(conv string, seq int64) []byte {
+	k := eventKey(conv, seq)
+	k[0] = 'r'
+	return k
+}
+
 func headKey(conv string) []byte { return append([]byte{'h'}, conv...) }
 
 func memberKey(conv, user string) []byte {
@@ -115,6 +123,11 @@ func (s *Store) Append(ctx context.Context, events []*parleyv1.Event) error {
 		}
 	}
 	plan := store.MakePlan(events)
+	for _, r := range plan.Revoked {
+		if err := b.Set(revokedKey(r.Conv, r.Seq), nil, nil); err != nil {
+			return err
+		}
+	}
 	for _, h := range plan.Heads {
 		cur, err := s.head(h.Conv)
 		if err != nil && !errors.Is(err, store.ErrNotFound) {
@@ -201,7 +214,35 @@ func (s *Store) Events(ctx context.Context, conv string, r store.Range) ([]*parl
 			out[i], out[j] = out[j], out[i]
 		}
 	}
+	for _, ev := range out {
+		if err := s.redact(ev); err != nil {
+			return nil, false, err
+		}
+	}
 	return out, more, nil
+}
+
+// redact applies a revocation to ev, a message or an edit.
+func (s *Store) redact(ev *parleyv1.Event) error {
+	var target int64
+	switch ev.Type {
+	case parleyv1.EventType_EVENT_TYPE_MESSAGE:
+		target = ev.Seq
+	case parleyv1.EventType_EVENT_TYPE_EDIT:
+		target = ev.Target
+	default:
+		return nil
+	}
+	_, closer, err := s.db.Get(revokedKey(ev.Conv, target))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	closer.Close()
+	store.Redact(ev)
+	return nil
 }
 
 // CountMessages implements store.Store.

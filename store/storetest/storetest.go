@@ -36,6 +36,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"ConversationsAreSeparate", testSeparate},
 		{"PagingAcrossPartitions", testPaging},
 		{"CountMessages", testCountMessages},
+		{"RevokedBodiesAreNotServed", testRevoke},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -410,4 +411,43 @@ func testCountMessages(t *testing.T, s store.Store) {
 	if n, err := s.CountMessages(ctx, "nowhere", 0, 10, "", 10); err != nil || n != 0 {
 		t.Fatalf("an unknown conversation: %d, %v", n, err)
 	}
+}
+
+// testRevoke: after a revoke, the message and its edits are served without
+// a body, in both directions and after a replay; other messages keep theirs.
+func testRevoke(t *testing.T, s store.Store) {
+	evs := Events("c", "alice", []string{"bob"}, 1) // created, message 2 by alice
+	evs = append(evs,
+		&parleyv1.Event{Conv: "c", Seq: 3, Type: parleyv1.EventType_EVENT_TYPE_EDIT, MsgId: "e3", From: "alice", Ts: 3, Target: 2, Body: []byte(`"edited"`)},
+		&parleyv1.Event{Conv: "c", Seq: 4, Type: parleyv1.EventType_EVENT_TYPE_MESSAGE, MsgId: "m4", From: "bob", Ts: 4, Kind: "text", Body: []byte(`"kept"`)},
+	)
+	mustAppend(t, s, evs)
+	check := func(wantRevoked bool) {
+		t.Helper()
+		for _, r := range []store.Range{{After: 0, Limit: 10}, {Before: 100, Limit: 10}} {
+			got, _, err := s.Events(ctx, "c", r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, ev := range got {
+				hidden := len(ev.Body) == 0
+				switch ev.Seq {
+				case 2, 3:
+					if hidden != wantRevoked {
+						t.Fatalf("range %+v: seq %d body %q; revoked %v", r, ev.Seq, ev.Body, wantRevoked)
+					}
+				case 4:
+					if hidden {
+						t.Fatalf("range %+v: seq 4 lost its body", r)
+					}
+				}
+			}
+		}
+	}
+	check(false)
+	revoke := &parleyv1.Event{Conv: "c", Seq: 5, Type: parleyv1.EventType_EVENT_TYPE_REVOKE, MsgId: "r5", From: "alice", Ts: 5, Target: 2}
+	mustAppend(t, s, []*parleyv1.Event{revoke})
+	check(true)
+	mustAppend(t, s, append(evs, revoke)) // a replay of the whole log
+	check(true)
 }
