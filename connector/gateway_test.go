@@ -403,3 +403,94 @@ func TestGatewaySync(t *testing.T) {
 		t.Fatalf("carol's sync: %v", c)
 	}
 }
+
+// TestGatewayRemovedMember: a member removed at seq N reads up to N and is
+// refused after it; re-added, they read on.
+func TestGatewayRemovedMember(t *testing.T) {
+	g := newGateway(t, connector.GatewayConfig{})
+	alice, bob := g.login(t, "alice", "phone"), g.login(t, "bob", "phone")
+	conv := alice.call(map[string]any{"op": "create", "id": "c", "kind": "group", "members": []string{"bob"}})["conv"].(string)
+	send := func(cmid string) float64 {
+		r := alice.call(map[string]any{"op": "send", "id": cmid, "conv": conv, "cmid": cmid, "body": cmid})
+		if r["op"] != "ack" {
+			t.Fatalf("send: %v", r)
+		}
+		return r["seq"].(float64)
+	}
+	send("m1")
+	send("m2")
+	if r := alice.call(map[string]any{"op": "members", "id": "rm", "conv": conv, "remove": []string{"bob"}}); r["op"] != "ok" {
+		t.Fatalf("remove: %v", r)
+	}
+	removedAt := 4.0 // created, m1, m2, removal
+	last := send("m3")
+	history := func(c *client, after float64) map[string]any {
+		return c.call(map[string]any{"op": "history", "id": "h", "conv": conv, "after": after, "limit": 100})
+	}
+	eventually(t, "the writer to store m3", func() bool {
+		evs, _ := history(alice, 0)["events"].([]any)
+		return len(evs) == int(last)
+	})
+	h := history(bob, 0)
+	evs, _ := h["events"].([]any)
+	if len(evs) != int(removedAt) || h["more"] != false || evs[len(evs)-1].(map[string]any)["type"] != "member_removed" {
+		t.Fatalf("bob's history after his removal: %v", h)
+	}
+	if r := history(bob, removedAt); r["code"] != "forbidden" {
+		t.Fatalf("bob reading after his removal: %v", r)
+	}
+	if r := bob.call(map[string]any{"op": "history", "id": "b", "conv": conv, "before": 100}); len(r["events"].([]any)) != int(removedAt) {
+		t.Fatalf("bob's backward page: %v", r)
+	}
+	if r := alice.call(map[string]any{"op": "members", "id": "add", "conv": conv, "add": []string{"bob"}}); r["op"] != "ok" {
+		t.Fatalf("re-add: %v", r)
+	}
+	eventually(t, "bob to read on once re-added", func() bool {
+		r := history(bob, removedAt)
+		evs, _ := r["events"].([]any)
+		return r["op"] == "history_ok" && len(evs) == int(last-removedAt)+1 // m3 and his re-addition
+	})
+}
+
+// TestGatewayHistoryPagesBySize: pages of large events stop at about 1 MiB,
+// cut on the side being paged towards, so paging either way finds every
+// event once.
+func TestGatewayHistoryPagesBySize(t *testing.T) {
+	g := newGateway(t, connector.GatewayConfig{RatePerSecond: 1000, RateBurst: 1000})
+	alice := g.login(t, "alice", "phone")
+	conv := alice.call(map[string]any{"op": "create", "id": "c", "kind": "direct", "members": []string{"bob"}})["conv"].(string)
+	big := strings.Repeat("x", 60<<10)
+	const n = 41 // created + 40 messages of 60 KiB
+	for i := range n - 1 {
+		if r := alice.call(map[string]any{"op": "send", "id": fmt.Sprint(i), "conv": conv, "cmid": fmt.Sprint(i), "body": big}); r["op"] != "ack" {
+			t.Fatalf("send: %v", r)
+		}
+	}
+	page := func(dir string, at float64) ([]float64, bool) {
+		r := alice.call(map[string]any{"op": "history", "id": "h", "conv": conv, dir: at, "limit": 1000})
+		var seqs []float64
+		for _, e := range r["events"].([]any) {
+			seqs = append(seqs, e.(map[string]any)["seq"].(float64))
+		}
+		return seqs, r["more"] == true
+	}
+	eventually(t, "the writer to store every message", func() bool {
+		s, _ := page("before", n+1)
+		return len(s) > 0 && s[len(s)-1] == n
+	})
+	var forward, backward []float64
+	pages := 0
+	for after, more := 0.0, true; more; pages++ {
+		var s []float64
+		s, more = page("after", after)
+		forward, after = append(forward, s...), s[len(s)-1]
+	}
+	for before, more := float64(n+1), true; more; {
+		var s []float64
+		s, more = page("before", before)
+		backward, before = append(s, backward...), s[0]
+	}
+	if pages < 3 || len(forward) != n || fmt.Sprint(forward) != fmt.Sprint(backward) {
+		t.Fatalf("%d forward pages; forward %v; backward %v", pages, forward, backward)
+	}
+}

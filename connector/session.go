@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -400,6 +401,10 @@ func (s *session) history(ctx context.Context, req *request) {
 		s.send(errorReply(req.ID, schema.CodeUnavailable, "the store is unavailable"))
 		return
 	}
+	if m.RemovedSeq > 0 && req.After != nil && *req.After >= m.RemovedSeq {
+		s.send(errorReply(req.ID, schema.CodeForbidden, fmt.Sprintf("removed from the conversation at seq %d: nothing after it is readable", m.RemovedSeq)))
+		return
+	}
 	if m.RemovedSeq > 0 && r.Before > m.RemovedSeq+1 {
 		r.Before = m.RemovedSeq + 1 // a forward page is cut below
 	}
@@ -409,19 +414,34 @@ func (s *session) history(ctx context.Context, req *request) {
 		return
 	}
 	out := historyReply{Op: "history_ok", ID: req.ID, Conv: req.Conv, Events: make([]schema.EventJSON, 0, len(evs)), More: more}
-	size := 0
-	for _, ev := range evs {
+	for i, ev := range evs {
 		if m.RemovedSeq > 0 && ev.Seq > m.RemovedSeq {
+			evs = evs[:i]
 			out.More = false
 			break
 		}
-		// A page stops at about maxHistoryBytes (at least one event):
-		// the client asks for the rest with more.
+	}
+	// A page stops at about maxHistoryBytes (at least one event), cut on the
+	// side it is paging towards: the client asks for the rest with more.
+	keep, size := 0, 0
+	for keep < len(evs) {
+		ev := evs[keep]
+		if r.Before > 0 {
+			ev = evs[len(evs)-1-keep]
+		}
 		size += len(ev.Body) + 256
-		if len(out.Events) > 0 && size > maxHistoryBytes {
+		if keep > 0 && size > maxHistoryBytes {
 			out.More = true
 			break
 		}
+		keep++
+	}
+	if r.Before > 0 {
+		evs = evs[len(evs)-keep:]
+	} else {
+		evs = evs[:keep]
+	}
+	for _, ev := range evs {
 		out.Events = append(out.Events, schema.ToJSON(ev))
 	}
 	s.sendValue(out)

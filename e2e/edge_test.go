@@ -34,9 +34,15 @@ type edge struct {
 
 func newEdge(t *testing.T, gcfg connector.GatewayConfig, ccfg connector.CommanderConfig, dial func(ctx context.Context, network, host string) (net.Conn, error)) *edge {
 	t.Helper()
-	c := newCluster(t)
 	st := openStore(t, t.TempDir())
 	t.Cleanup(func() { st.Close() })
+	return newEdgeOn(t, st, gcfg, ccfg, dial)
+}
+
+// newEdgeOn is newEdge on the store st.
+func newEdgeOn(t *testing.T, st store.Store, gcfg connector.GatewayConfig, ccfg connector.CommanderConfig, dial func(ctx context.Context, network, host string) (net.Conn, error)) *edge {
+	t.Helper()
+	c := newCluster(t)
 	runInProcess(t, "sequencer", newSequencer(t, c, "seq-edge").Run)
 	w, err := writer.New(writer.Config{Kafka: c.kc, Logger: testLogger(t)}, st)
 	if err != nil {
