@@ -6,8 +6,8 @@
 // conversation and continues every seq.
 //
 // Roles present: sequencer and writer always; with Config.Listen, the
-// connector (command path, WebSocket gateway, push endpoint on a loopback
-// port) and fanout, which pushes to it.
+// connector (command path, WebSocket gateway, HTTP API, push endpoint on a
+// loopback port) and fanout, which pushes to it.
 package allinone
 
 import (
@@ -48,6 +48,9 @@ type Config struct {
 	Listen string
 	// TokenSecret verifies client tokens; required with Listen.
 	TokenSecret []byte
+	// APIKey is the HTTP API's bearer key (at least 16 bytes); empty: the
+	// API answers 503.
+	APIKey []byte
 	// Gateway holds the gateway's limits and timeouts (zero fields take
 	// their defaults); the node sets its listeners, secrets and logger.
 	Gateway connector.GatewayConfig
@@ -113,6 +116,7 @@ func Start(cfg Config) (*Node, error) {
 		if err == nil {
 			g := cfg.Gateway
 			g.Listen, g.TokenSecret, g.AllowAnyOrigin, g.Logger = cfg.Listen, cfg.TokenSecret, loopbackOnly(cfg.Listen), cfg.Logger
+			g.APIKey = cfg.APIKey
 			g.PushListen, g.PushSecret = "127.0.0.1:0", pushSecret
 			n.gateway, err = connector.NewGateway(g, n.cmd, st)
 		}

@@ -114,6 +114,10 @@ func NewCommander(ctx context.Context, cfg CommanderConfig) (*Commander, error) 
 // Close releases the producer; Run must have returned.
 func (c *Commander) Close() { c.producer.Close() }
 
+// Ping reports whether the log's cluster answers (a broker responds to a
+// metadata request through the commander's own client).
+func (c *Commander) Ping(ctx context.Context) error { return c.producer.Ping(ctx) }
+
 // Ready is closed once Run reads outcomes.
 func (c *Commander) Ready() <-chan struct{} { return c.ready }
 

@@ -5,6 +5,7 @@
 // own partition of parley.outcomes, so the caller learns what became of
 // it: the event (or, for a retried cmid, the original), or the rejection.
 //
-// The WebSocket gateway, presence and the push endpoint are built on top of
-// it (not yet in this package).
+// The WebSocket gateway (/v1/ws), the server-to-server HTTP API beside it
+// on the public listener (httpapi.go), presence and the push endpoint are
+// built on top of it.
 package connector

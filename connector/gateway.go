@@ -14,6 +14,7 @@ import (
 	"github.com/fasthttp/websocket"
 	"github.com/valyala/fasthttp"
 
+	"github.com/parley-im/parley/schema"
 	"github.com/parley-im/parley/store"
 )
 
@@ -65,6 +66,12 @@ type GatewayConfig struct {
 	// is alive; default 5s. Fanout counts a node silent for 3 intervals as
 	// dead. Presence is published only with a push endpoint.
 	HeartbeatInterval time.Duration
+	// APIKey is the bearer key of the HTTP API (/v1/… besides /v1/ws);
+	// empty: the API answers 503 unavailable. At least 16 bytes.
+	APIKey []byte
+	// APIMaxInFlight bounds the API requests served at once; beyond it a
+	// request gets 429 rate_limited. Default 1024.
+	APIMaxInFlight int
 	// Logger; default slog.Default().
 	Logger *slog.Logger
 }
@@ -106,19 +113,23 @@ func (c GatewayConfig) withDefaults() GatewayConfig {
 	if c.HeartbeatInterval == 0 {
 		c.HeartbeatInterval = 5 * time.Second
 	}
+	if c.APIMaxInFlight == 0 {
+		c.APIMaxInFlight = defaultAPIMaxInFlight
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
 	return c
 }
 
-// Gateway serves the client protocol on /v1/ws.
+// Gateway serves the client protocol on /v1/ws and the HTTP API beside it.
 type Gateway struct {
 	cfg   GatewayConfig
 	log   *slog.Logger
 	cmd   *Commander
 	store store.Store
 	hub   *hub
+	api   *httpAPI
 	up    websocket.FastHTTPUpgrader
 	// presence is nil without a push endpoint: nothing can reach this
 	// node's sessions then, so it does not claim them.
@@ -159,7 +170,7 @@ func NewGateway(cfg GatewayConfig, cmd *Commander, st store.Store) (*Gateway, er
 	if len(cfg.TokenSecret) < 32 {
 		return nil, errors.New("connector: the token secret must be at least 32 bytes")
 	}
-	if cfg.RatePerSecond < 0 || cfg.RateBurst < 0 || cfg.MaxConnsPerUser < 0 || cfg.MaxStrikes < 0 || cfg.QueueFrames < 0 || cfg.MaxFrameBytes < 0 {
+	if cfg.RatePerSecond < 0 || cfg.RateBurst < 0 || cfg.MaxConnsPerUser < 0 || cfg.MaxStrikes < 0 || cfg.QueueFrames < 0 || cfg.MaxFrameBytes < 0 || cfg.APIMaxInFlight < 0 {
 		return nil, errors.New("connector: limits must not be negative")
 	}
 	if cmd == nil || st == nil {
@@ -168,7 +179,11 @@ func NewGateway(cfg GatewayConfig, cmd *Commander, st store.Store) (*Gateway, er
 	if cfg.PushListen != "" && len(cfg.PushSecret) < 16 {
 		return nil, errors.New("connector: the push endpoint needs a push secret of at least 16 bytes")
 	}
-	g := &Gateway{cfg: cfg, log: cfg.Logger.With("role", "connector", "node", cmd.cfg.NodeID), cmd: cmd, store: st, hub: newHub()}
+	api, err := newHTTPAPI(cfg)
+	if err != nil {
+		return nil, err
+	}
+	g := &Gateway{cfg: cfg, log: cfg.Logger.With("role", "connector", "node", cmd.cfg.NodeID), cmd: cmd, store: st, hub: newHub(), api: api}
 	g.up = websocket.FastHTTPUpgrader{
 		// Reads come through the HTTP server's own 4 KiB buffer already;
 		// the session writes its frames itself, so the library writes only
@@ -271,8 +286,14 @@ func (g *Gateway) handle(ctx *fasthttp.RequestCtx) {
 	case "/healthz":
 		ctx.SetContentType("application/json")
 		ctx.SetBodyString(`{"ok":true}`)
+	case "/readyz":
+		g.readyz(ctx)
 	default:
-		ctx.Error(`{"code":"not_found","message":"no such endpoint"}`, fasthttp.StatusNotFound)
+		if bytes.HasPrefix(ctx.Path(), []byte("/v1/")) {
+			g.handleAPI(ctx)
+			return
+		}
+		apiError(ctx, schema.CodeNotFound, "no such endpoint")
 	}
 }
 
@@ -319,8 +340,9 @@ func (g *Gateway) Run(ctx context.Context) error {
 	srv := &fasthttp.Server{
 		Handler:            g.handle,
 		Name:               "parley",
+		ErrorHandler:       requestError,
 		ReadTimeout:        g.cfg.AuthTimeout,
-		MaxRequestBodySize: 1 << 20,
+		MaxRequestBodySize: maxRequestBody,
 		NoDefaultDate:      true,
 	}
 	g.log.Info("public listener", "addr", ln.Addr().String())

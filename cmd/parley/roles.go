@@ -86,7 +86,7 @@ func limitFlags(fs *flag.FlagSet) func(*connector.GatewayConfig) {
 
 func runDev(ctx context.Context, args []string) error {
 	fs := newFlags("dev")
-	listen := fs.String("listen", "127.0.0.1:8080", "public listener (WebSocket)")
+	listen := fs.String("listen", "127.0.0.1:8080", "public listener (WebSocket and HTTP API)")
 	brokerListen := fs.String("broker-listen", "127.0.0.1:9092", "embedded broker address")
 	dataDir := fs.String("data-dir", "parley-data", "data directory")
 	apiKey := fs.String("api-key", "", "API key for the HTTP API (default: a random key kept in the data dir)")
@@ -135,7 +135,7 @@ func runDev(ctx context.Context, args []string) error {
 	node, err := allinone.Start(allinone.Config{
 		Gateway: gcfg,
 		DataDir: *dataDir, BrokerListen: *brokerListen, Partitions: int32(*partitions), Logger: log, Store: st,
-		Listen: *listen, TokenSecret: []byte(*tokenSecret),
+		Listen: *listen, TokenSecret: []byte(*tokenSecret), APIKey: []byte(*apiKey),
 	})
 	if err != nil {
 		st.Close()
@@ -147,10 +147,11 @@ func runDev(ctx context.Context, args []string) error {
   store      %s
   data dir   %s
   public     ws://%s/v1/ws (WebSocket client protocol)
+  HTTP API   http://%s/v1/ (Authorization: Bearer <API key>)
   API key    %s
   dev token  %s  (user "dev", 24 h; more with: parley token --data-dir %s --user NAME)
 Stop with Ctrl-C.
-`, node.BrokerAddr(), so.describe(), abs, node.GatewayAddr(), *apiKey, token, *dataDir)
+`, node.BrokerAddr(), so.describe(), abs, node.GatewayAddr(), node.GatewayAddr(), *apiKey, token, *dataDir)
 	err = runWithAdmin(ctx, *adminAddr, node.Kafka(), st, log, node.Run)
 	log.Info("stopped")
 	return err
@@ -328,9 +329,10 @@ func runToken(args []string) error {
 func runConnector(ctx context.Context, args []string) error {
 	rf := newRoleFlags("connector")
 	fs := rf.fs
-	listen := fs.String("listen", "127.0.0.1:8080", "public listener (WebSocket)")
+	listen := fs.String("listen", "127.0.0.1:8080", "public listener (WebSocket and HTTP API)")
 	nodeID := fs.String("node-id", "", "unique id of this connector (default: hostname-pid)")
 	tokenSecret := fs.String("token-secret", "", "secret that verifies client tokens (required)")
+	apiKey := fs.String("api-key", "", "bearer key of the HTTP API, at least 16 bytes (empty: the API answers 503)")
 	origins := fs.String("allowed-origins", "", "comma-separated Origins browsers may connect from (besides the listener's own host)")
 	pushListen := fs.String("push-listen", "", "address of the internal push endpoint fanout posts to (not public; empty: off)")
 	pushSecret := fs.String("push-secret", "", "shared secret of the push endpoint (at least 16 bytes)")
@@ -367,7 +369,7 @@ func runConnector(ctx context.Context, args []string) error {
 		}
 	}
 	gcfg := connector.GatewayConfig{
-		Listen: *listen, TokenSecret: []byte(*tokenSecret), AllowedOrigins: allowed, Logger: log,
+		Listen: *listen, TokenSecret: []byte(*tokenSecret), APIKey: []byte(*apiKey), AllowedOrigins: allowed, Logger: log,
 		PushListen: *pushListen, PushSecret: []byte(*pushSecret), PushAdvertise: *pushAdvertise, HeartbeatInterval: *heartbeat,
 	}
 	limits(&gcfg)
