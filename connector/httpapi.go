@@ -463,29 +463,8 @@ func (g *Gateway) apiEvents(ctx *fasthttp.RequestCtx, seg []string) {
 		apiError(ctx, schema.CodeUnavailable, "the store is unavailable")
 		return
 	}
-	// A page stops at about maxHistoryBytes (at least one event), cut on
-	// the side the caller pages towards, so that paging on (after = the
-	// last seq, or before = the first) skips nothing.
-	backward := before > 0
-	size, keep := 0, 0
-	for i := range evs {
-		ev := evs[i]
-		if backward {
-			ev = evs[len(evs)-1-i]
-		}
-		size += len(ev.Body) + 256
-		if keep > 0 && size > maxHistoryBytes {
-			more = true
-			break
-		}
-		keep++
-	}
-	if backward {
-		evs = evs[len(evs)-keep:]
-	} else {
-		evs = evs[:keep]
-	}
-	page := eventsPage{Events: make([]schema.EventJSON, 0, len(evs)), More: more}
+	evs, cut := trimPage(evs, before > 0)
+	page := eventsPage{Events: make([]schema.EventJSON, 0, len(evs)), More: more || cut}
 	for _, ev := range evs {
 		page.Events = append(page.Events, schema.ToJSON(ev))
 	}

@@ -395,14 +395,7 @@ func TestHTTPAPIReadyz(t *testing.T) {
 	t.Cleanup(func() { st.Close() })
 	ps := &pingStore{Store: st}
 	c := e.commander("node-r", 10*time.Second, nil)
-	g, err := connector.NewGateway(connector.GatewayConfig{Listen: "127.0.0.1:0", TokenSecret: secret, APIKey: apiKey}, c, ps)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := g.Listen(); err != nil {
-		t.Fatal(err)
-	}
-	e.run(g.Run)
+	g := runGateway(t, e, connector.GatewayConfig{Listen: "127.0.0.1:0", TokenSecret: secret, APIKey: apiKey}, c, ps)
 	a := newAPI(t, g.Addr().String())
 	a.key = ""
 	ready := func() (int, map[string]any) { return a.do(http.MethodGet, "/readyz", nil) }
@@ -453,14 +446,7 @@ func TestHTTPAPIBusy(t *testing.T) {
 	}
 	t.Cleanup(func() { st.Close() })
 	c := e.commander("node-b", 1500*time.Millisecond, nil)
-	g, err := connector.NewGateway(connector.GatewayConfig{Listen: "127.0.0.1:0", TokenSecret: secret, APIKey: apiKey, APIMaxInFlight: 1}, c, st)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := g.Listen(); err != nil {
-		t.Fatal(err)
-	}
-	e.run(g.Run)
+	g := runGateway(t, e, connector.GatewayConfig{Listen: "127.0.0.1:0", TokenSecret: secret, APIKey: apiKey, APIMaxInFlight: 1}, c, st)
 	a := newAPI(t, g.Addr().String())
 	type answer struct {
 		code int
@@ -497,4 +483,18 @@ func TestHTTPAPIBusy(t *testing.T) {
 		t.Fatalf("a command nobody sequences: %d %v, want 503 unavailable", r.code, r.out)
 	}
 	a.want(200, "", http.MethodGet, "/v1/users/alice/conversations", nil)
+}
+
+// runGateway starts a gateway on e until the test ends.
+func runGateway(t *testing.T, e *env, cfg connector.GatewayConfig, c *connector.Commander, st store.Store) *connector.Gateway {
+	t.Helper()
+	g, err := connector.NewGateway(cfg, c, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	e.run(g.Run)
+	return g
 }

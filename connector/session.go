@@ -421,30 +421,36 @@ func (s *session) history(ctx context.Context, req *request) {
 			break
 		}
 	}
-	// A page stops at about maxHistoryBytes (at least one event), cut on the
-	// side it is paging towards: the client asks for the rest with more.
-	keep, size := 0, 0
-	for keep < len(evs) {
-		ev := evs[keep]
-		if r.Before > 0 {
-			ev = evs[len(evs)-1-keep]
-		}
-		size += len(ev.Body) + 256
-		if keep > 0 && size > maxHistoryBytes {
-			out.More = true
-			break
-		}
-		keep++
-	}
-	if r.Before > 0 {
-		evs = evs[len(evs)-keep:]
-	} else {
-		evs = evs[:keep]
-	}
+	evs, cut := trimPage(evs, r.Before > 0)
+	out.More = out.More || cut
 	for _, ev := range evs {
 		out.Events = append(out.Events, schema.ToJSON(ev))
 	}
 	s.sendValue(out)
+}
+
+// trimPage cuts a page of events to about maxHistoryBytes (at least one
+// event), on the side it pages towards (the oldest events of a backward
+// page), so that paging on from its edge skips nothing; cut reports whether
+// it dropped any.
+func trimPage(evs []*parleyv1.Event, backward bool) (kept []*parleyv1.Event, cut bool) {
+	keep, size := 0, 0
+	for keep < len(evs) {
+		ev := evs[keep]
+		if backward {
+			ev = evs[len(evs)-1-keep]
+		}
+		size += len(ev.Body) + 256
+		if keep > 0 && size > maxHistoryBytes {
+			cut = true
+			break
+		}
+		keep++
+	}
+	if backward {
+		return evs[len(evs)-keep:], cut
+	}
+	return evs[:keep], cut
 }
 
 func (s *session) send(r reply) { s.sendValue(r) }
