@@ -9,6 +9,9 @@ import (
 // historyPage is the page size of gap fills and catch-ups.
 const historyPage = 500
 
+// maxForbidden is how many forbidden answers a gap fill waits out.
+const maxForbidden = 8
+
 type itemKind uint8
 
 const (
@@ -25,6 +28,7 @@ type item struct {
 	conv string
 	seq  int64
 	upTo map[string]int64 // itemUpTo: conv -> seq
+	from map[string]int64 // itemUpTo: conv -> where to start if not tracked
 	done chan bool        // itemUpTo: true once delivered, false if the client stopped
 }
 
@@ -170,7 +174,7 @@ func (d *deliverer) loop() {
 			slices.Sort(convs)
 			for _, conv := range convs {
 				if _, tracked := d.last[conv]; !tracked {
-					d.last[conv] = 0
+					d.last[conv] = it.from[conv]
 				}
 				if !d.fill(conv, it.upTo[conv]) && d.c.ctx.Err() != nil {
 					ok = false
@@ -284,9 +288,12 @@ func (d *deliverer) catchUp(conv string) bool {
 // fill delivers the events of conv up to seq target from history, waiting
 // with backoff while the store has not caught up with the push that
 // revealed the gap: a gap is filled, never skipped. False when the client
-// stopped, or for a conversation the server will not serve (bad_request),
-// which is then no longer tracked.
+// stopped, or for a conversation the server will not serve — bad_request
+// at once, forbidden after maxForbidden tries (the store may not have the
+// membership yet; past that, the user was removed) — which is then no
+// longer tracked.
 func (d *deliverer) fill(conv string, target int64) bool {
+	forbidden := 0
 	for waits := 0; d.last[conv] < target; {
 		before := d.last[conv]
 		evs, _, err := d.page(conv)
@@ -294,8 +301,11 @@ func (d *deliverer) fill(conv string, target int64) bool {
 			if d.c.ctx.Err() != nil {
 				return false
 			}
-			if IsCode(err, CodeBadRequest) {
-				d.c.log.Error("cannot fill a gap; the conversation is no longer tracked", "conv", conv, "err", err)
+			if IsCode(err, CodeForbidden) {
+				forbidden++
+			}
+			if IsCode(err, CodeBadRequest) || forbidden > maxForbidden {
+				d.c.log.Warn("cannot fill a gap; the conversation is no longer tracked", "conv", conv, "err", err)
 				delete(d.last, conv)
 				return false
 			}

@@ -182,31 +182,39 @@ func (c *Client) Sync(ctx context.Context) ([]Conversation, error) {
 	return f.Convs, nil
 }
 
-// CatchUp brings this device fully up to date: it syncs, tracks every
-// conversation of the user (one not tracked yet from its start), and
-// returns once Events has delivered each up to the last seq sync reported
-// (the application must be reading Events meanwhile). It returns the
-// conversations as sync reported them.
+// CatchUp brings this device up to date: it syncs, tracks every
+// conversation of the user (one not tracked yet from the user's read
+// cursor: what they have not read; older events are a History call away),
+// and returns once Events has delivered each up to the last seq sync
+// reported (the application must be reading Events meanwhile). A
+// conversation the server refuses to serve (the user was removed meanwhile)
+// stops being tracked. It returns the conversations as sync reported them.
 func (c *Client) CatchUp(ctx context.Context) ([]Conversation, error) {
 	convs, err := c.Sync(ctx)
 	if err != nil {
 		return nil, err
 	}
 	upTo := make(map[string]int64, len(convs))
+	from := make(map[string]int64, len(convs))
 	for _, cv := range convs {
-		upTo[cv.Conv] = cv.LastSeq
+		upTo[cv.Conv], from[cv.Conv] = cv.LastSeq, cv.ReadSeq
 	}
 	done := make(chan bool, 1)
-	c.q.add(item{kind: itemUpTo, upTo: upTo, done: done})
+	c.q.add(item{kind: itemUpTo, upTo: upTo, from: from, done: done})
+	stopped := func() error {
+		if err := c.Err(); err != nil {
+			return err
+		}
+		return ErrClosed
+	}
 	select {
 	case ok := <-done:
 		if !ok {
-			if err := c.Err(); err != nil {
-				return nil, err
-			}
-			return nil, ErrClosed
+			return nil, stopped()
 		}
 		return convs, nil
+	case <-c.ctx.Done():
+		return nil, stopped()
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}

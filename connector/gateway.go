@@ -129,8 +129,10 @@ type Gateway struct {
 	cmd   *Commander
 	store store.Store
 	hub   *hub
-	api   *httpAPI
-	up    websocket.FastHTTPUpgrader
+	// counts bounds the node's unread counts in flight (sync.go).
+	counts chan struct{}
+	api    *httpAPI
+	up     websocket.FastHTTPUpgrader
 	// presence is nil without a push endpoint: nothing can reach this
 	// node's sessions then, so it does not claim them.
 	presence *presence
@@ -183,7 +185,8 @@ func NewGateway(cfg GatewayConfig, cmd *Commander, st store.Store) (*Gateway, er
 	if err != nil {
 		return nil, err
 	}
-	g := &Gateway{cfg: cfg, log: cfg.Logger.With("role", "connector", "node", cmd.cfg.NodeID), cmd: cmd, store: st, hub: newHub(), api: api}
+	g := &Gateway{cfg: cfg, log: cfg.Logger.With("role", "connector", "node", cmd.cfg.NodeID), cmd: cmd, store: st, hub: newHub(), api: api,
+		counts: make(chan struct{}, unreadNodeParallelism)}
 	g.up = websocket.FastHTTPUpgrader{
 		// Reads come through the HTTP server's own 4 KiB buffer already;
 		// the session writes its frames itself, so the library writes only

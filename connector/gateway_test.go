@@ -436,6 +436,10 @@ func TestGatewayRemovedMember(t *testing.T) {
 	if len(evs) != int(removedAt) || h["more"] != false || evs[len(evs)-1].(map[string]any)["type"] != "member_removed" {
 		t.Fatalf("bob's history after his removal: %v", h)
 	}
+	// A page that ends at the removal says there is no more.
+	if r := bob.call(map[string]any{"op": "history", "id": "h4", "conv": conv, "after": 0, "limit": removedAt}); len(r["events"].([]any)) != int(removedAt) || r["more"] != false {
+		t.Fatalf("bob's page up to his removal: %v", r)
+	}
 	if r := history(bob, removedAt); r["code"] != "forbidden" {
 		t.Fatalf("bob reading after his removal: %v", r)
 	}

@@ -480,7 +480,7 @@ func (g *Gateway) apiUserConversations(ctx *fasthttp.RequestCtx, seg []string) {
 	}
 	sctx, cancel := g.apiContext()
 	defer cancel()
-	convs, err := conversationList(sctx, g.store, user)
+	convs, err := g.conversationList(sctx, user)
 	if err != nil {
 		g.log.Warn("API conversation list failed", "user", user, "err", err)
 		apiError(ctx, schema.CodeUnavailable, "the store is unavailable")

@@ -388,7 +388,7 @@ func (s *session) history(ctx context.Context, req *request) {
 	if req.Before != nil {
 		r.Before = *req.Before
 	}
-	if !schema.ValidConvID(req.Conv) || r.Validate() != nil || (req.After != nil && req.Before != nil) {
+	if !schema.ValidConvID(req.Conv) || r.Validate() != nil || (req.After != nil && req.Before != nil) || (req.Before != nil && *req.Before < 1) {
 		s.send(errorReply(req.ID, schema.CodeBadRequest, "history needs a conv, after or before (not both), and a limit of 1 to 1000"))
 		return
 	}
@@ -414,11 +414,16 @@ func (s *session) history(ctx context.Context, req *request) {
 		return
 	}
 	out := historyReply{Op: "history_ok", ID: req.ID, Conv: req.Conv, Events: make([]schema.EventJSON, 0, len(evs)), More: more}
-	for i, ev := range evs {
-		if m.RemovedSeq > 0 && ev.Seq > m.RemovedSeq {
-			evs = evs[:i]
+	if m.RemovedSeq > 0 && r.Before == 0 {
+		// Nothing after the removal: a forward page ends there.
+		for i, ev := range evs {
+			if ev.Seq > m.RemovedSeq {
+				evs = evs[:i]
+				break
+			}
+		}
+		if len(evs) > 0 && evs[len(evs)-1].Seq >= m.RemovedSeq {
 			out.More = false
-			break
 		}
 	}
 	evs, cut := trimPage(evs, r.Before > 0)

@@ -5,15 +5,18 @@ import (
 	"sync"
 
 	"github.com/parley-im/parley/schema"
-	"github.com/parley-im/parley/store"
 )
 
 // unreadCap bounds an unread count: counting stops there, and a client
 // shows it as "1000+" (so sync's cost does not grow with a backlog).
 const unreadCap = 1000
 
-// unreadParallelism bounds the unread counts one sync runs at once.
-const unreadParallelism = 64
+// Unread counts run at most unreadParallelism at once for one sync, and
+// unreadNodeParallelism at once on the node, all syncs together.
+const (
+	unreadParallelism     = 64
+	unreadNodeParallelism = 256
+)
 
 // convSummary is one entry of sync_ok (and of the HTTP API's conversation
 // list).
@@ -29,11 +32,13 @@ type convSummary struct {
 // conversationList returns every conversation user is a member of, ordered
 // by id, with the unread count of each: message events by others after the
 // user's read cursor, up to unreadCap.
-func conversationList(ctx context.Context, st store.Store, user string) ([]convSummary, error) {
-	ucs, err := st.UserConversations(ctx, user)
+func (g *Gateway) conversationList(ctx context.Context, user string) ([]convSummary, error) {
+	ucs, err := g.store.UserConversations(ctx, user)
 	if err != nil {
 		return nil, err
 	}
+	ctx, cancel := context.WithCancel(ctx) // the first failure stops the rest
+	defer cancel()
 	out := make([]convSummary, len(ucs))
 	var (
 		wg    sync.WaitGroup
@@ -46,24 +51,32 @@ func conversationList(ctx context.Context, st store.Store, user string) ([]convS
 		if uc.ReadSeq >= uc.LastSeq {
 			continue
 		}
+		if ctx.Err() != nil {
+			break
+		}
 		wg.Add(1)
 		sem <- struct{}{}
+		g.counts <- struct{}{}
 		go func() {
 			defer wg.Done()
-			defer func() { <-sem }()
-			n, err := st.CountMessages(ctx, uc.Conv, uc.ReadSeq, uc.LastSeq, user, unreadCap)
+			defer func() { <-g.counts; <-sem }()
+			n, err := g.store.CountMessages(ctx, uc.Conv, uc.ReadSeq, uc.LastSeq, user, unreadCap)
 			if err != nil {
 				errMu.Lock()
 				if first == nil {
 					first = err
 				}
 				errMu.Unlock()
+				cancel()
 				return
 			}
 			out[i].Unread = n
 		}()
 	}
 	wg.Wait()
+	if first == nil {
+		first = ctx.Err()
+	}
 	return out, first
 }
 
@@ -76,7 +89,7 @@ type syncReply struct {
 
 // sync answers every conversation the user is in.
 func (s *session) sync(ctx context.Context, req *request) {
-	convs, err := conversationList(ctx, s.g.store, s.user)
+	convs, err := s.g.conversationList(ctx, s.user)
 	if err != nil {
 		s.g.log.Warn("sync failed", "user", s.user, "err", err)
 		s.send(errorReply(req.ID, schema.CodeUnavailable, "the store is unavailable"))

@@ -232,7 +232,12 @@ func testMembership(t *testing.T, s store.Store) {
 }
 
 func testReadCursor(t *testing.T, s store.Store) {
-	evs := Events("c1", "alice", []string{"bob"}, 10) // 1..11
+	// alice writes seqs 2..11; bob reads.
+	evs := Events("c1", "alice", []string{"bob"}, 0)
+	for seq := int64(2); seq <= 11; seq++ {
+		evs = append(evs, &parleyv1.Event{Conv: "c1", Seq: seq, Type: parleyv1.EventType_EVENT_TYPE_MESSAGE, MsgId: fmt.Sprint("m", seq),
+			From: "alice", Ts: 1000 + seq, Kind: "text", Body: []byte(`"x"`)})
+	}
 	evs = append(evs, readEvent("c1", 12, "bob", 4), readEvent("c1", 13, "bob", 9))
 	mustAppend(t, s, evs)
 	m, err := s.Membership(ctx, "c1", "bob")
@@ -247,6 +252,15 @@ func testReadCursor(t *testing.T, s store.Store) {
 	mustAppend(t, s, []*parleyv1.Event{readEvent("c1", 14, "bob", 12)})
 	if m, _ := s.Membership(ctx, "c1", "bob"); m.ReadSeq != 12 {
 		t.Fatalf("read cursor = %d, want 12", m.ReadSeq)
+	}
+	// The user's own message does not move the cursor; a read of less
+	// after it moves nothing back, even in one batch.
+	mustAppend(t, s, []*parleyv1.Event{
+		{Conv: "c1", Seq: 15, Type: parleyv1.EventType_EVENT_TYPE_MESSAGE, MsgId: "m15", From: "bob", Ts: 1015, Kind: "text", Body: []byte(`"y"`)},
+		readEvent("c1", 16, "bob", 13), readEvent("c1", 17, "bob", 11),
+	})
+	if m, _ := s.Membership(ctx, "c1", "bob"); m.ReadSeq != 13 {
+		t.Fatalf("bob's cursor is %d, want 13", m.ReadSeq)
 	}
 	if m, _ := s.Membership(ctx, "c1", "alice"); m.ReadSeq != 1 {
 		t.Fatalf("alice's cursor is %d, want 1: it starts where she joined", m.ReadSeq)
