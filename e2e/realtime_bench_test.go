@@ -349,7 +349,9 @@ func benchRealtime(b *testing.B, defaultMsgs int, limits ...string) {
 		recv := make([]*rtbReceiver, pairs)
 		senders := make([]*client.Client, pairs)
 		convs := make([]string, pairs)
-		var total, lastRecv atomic.Int64
+		var total, lastRecv, wantAll atomic.Int64
+		allIn := make(chan struct{}) // closed when the last message is received
+		var allInOnce sync.Once
 		// Receivers first, so that each is online for its conversation's
 		// first event.
 		err := parallel(pairs, func(i int) error {
@@ -379,7 +381,9 @@ func benchRealtime(b *testing.B, defaultMsgs int, limits ...string) {
 					r.got[body.I]++
 					r.origin[ev.Conv+" "+ev.From]++
 					r.n.Add(1)
-					total.Add(1)
+					if total.Add(1) == wantAll.Load() {
+						allInOnce.Do(func() { close(allIn) })
+					}
 					for t := now.UnixNano(); ; {
 						last := lastRecv.Load()
 						if last >= t || lastRecv.CompareAndSwap(last, t) {
@@ -432,6 +436,7 @@ func benchRealtime(b *testing.B, defaultMsgs int, limits ...string) {
 
 		// The sends, timed.
 		want = int64(pairs * msgs)
+		wantAll.Store(want)
 		cpu0, self0, busy0 := dev.cpu(), selfCPU(b), machineBusy(b)
 		b.StartTimer()
 		start := time.Now()
@@ -456,7 +461,11 @@ func benchRealtime(b *testing.B, defaultMsgs int, limits ...string) {
 				sendWG.Add(1)
 				go func() {
 					defer sendWG.Done()
-					time.Sleep(phase)
+					select { // this sender's phase
+					case <-time.After(phase):
+					case <-sendCtx.Done():
+						return
+					}
 					for {
 						k := int(next.Add(1) - 1)
 						if k >= msgs {
@@ -481,9 +490,9 @@ func benchRealtime(b *testing.B, defaultMsgs int, limits ...string) {
 		}
 		sendsDone := make(chan struct{})
 		go func() { sendWG.Wait(); close(sendsDone) }()
-		deadline := time.Now().Add(rtbTimeout)
-		for total.Load() < want && time.Now().Before(deadline) {
-			time.Sleep(5 * time.Millisecond)
+		select {
+		case <-allIn:
+		case <-time.After(rtbTimeout): // counted as missing below
 		}
 		b.StopTimer()
 		cpu1, self1, busy1 := dev.cpu(), selfCPU(b), machineBusy(b)
@@ -498,8 +507,6 @@ func benchRealtime(b *testing.B, defaultMsgs int, limits ...string) {
 		}
 		cancelSends()
 		<-sendsDone
-		// A moment for any duplicate to show.
-		time.Sleep(time.Second)
 		for _, c := range senders {
 			st := c.Stats()
 			retries += st.Retries
@@ -599,7 +606,6 @@ func BenchmarkIdleConnections(b *testing.B) {
 		b.StopTimer()
 		dev := startBenchDev(b)
 		url := wsURL(dev.public)
-		time.Sleep(2 * time.Second)
 		before = settledRSS(b, dev)
 
 		users := idleConns / idleDevices
@@ -714,8 +720,10 @@ func idleDial(d *websocket.Dialer, url, token, device string) (*websocket.Conn, 
 func settledRSS(b *testing.B, dev *benchDev) int64 {
 	b.Helper()
 	last := dev.rssKiB()
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
 	for range 10 {
-		time.Sleep(time.Second)
+		<-tick.C
 		now := dev.rssKiB()
 		diff := now - last
 		last = now
