@@ -2,7 +2,6 @@ package client
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -12,6 +11,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/parley-im/parley/schema"
 )
 
 // Config configures a Client. Zero fields take the documented defaults.
@@ -96,35 +97,15 @@ func (c Config) withDefaults() (Config, error) {
 }
 
 // Event is an event of a conversation, as the server pushes it and history
-// returns it (PROTOCOL.md §2). Fields that do not apply to a type are
-// empty. For "created", Kind is the conversation kind and Title the group
-// title.
-type Event struct {
-	Conv    string          `json:"conv"`
-	Seq     int64           `json:"seq"`
-	Type    string          `json:"type"`
-	MsgID   string          `json:"msg_id,omitempty"`
-	CMID    string          `json:"cmid,omitempty"`
-	From    string          `json:"from,omitempty"`
-	Kind    string          `json:"kind,omitempty"`
-	Title   string          `json:"title,omitempty"`
-	Body    json.RawMessage `json:"body,omitempty"`
-	Target  int64           `json:"target,omitempty"`
-	Members []string        `json:"members,omitempty"`
-	TS      int64           `json:"ts"`
-}
+// returns it (PROTOCOL.md §2; the form is defined in package schema).
+// Fields that do not apply to a type are empty. For "created", Kind is the
+// conversation kind and Title the group title.
+type Event = schema.EventJSON
 
 // Conversation is one entry of Sync: a conversation the user is in, its
 // last seq, the user's read cursor, and the messages by others after it
 // (counted up to 1,000).
-type Conversation struct {
-	Conv    string `json:"conv"`
-	Kind    string `json:"kind"`
-	Title   string `json:"title,omitempty"`
-	LastSeq int64  `json:"last_seq"`
-	ReadSeq int64  `json:"read_seq"`
-	Unread  int    `json:"unread"`
-}
+type Conversation = schema.ConvJSON
 
 // Ack is the outcome of a send, edit or revoke: the message's id and seq
 // (the original's, for a repeated cmid).

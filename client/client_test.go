@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -26,7 +25,6 @@ import (
 	"github.com/parley-im/parley/internal/testutil"
 	"github.com/parley-im/parley/kafka"
 	"github.com/parley-im/parley/kafka/embedded"
-	"github.com/parley-im/parley/schema"
 	parleyv1 "github.com/parley-im/parley/schema/parley/v1"
 	"github.com/parley-im/parley/sequencer"
 	"github.com/parley-im/parley/store"
@@ -272,24 +270,6 @@ func bg(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	t.Cleanup(cancel)
 	return ctx
-}
-
-// TestEventMatchesSchema: client.Event has exactly the JSON fields of the
-// server's event form.
-func TestEventMatchesSchema(t *testing.T) {
-	t.Parallel()
-	tags := func(v any) []string {
-		var out []string
-		rt := reflect.TypeOf(v)
-		for i := range rt.NumField() {
-			out = append(out, rt.Field(i).Tag.Get("json"))
-		}
-		slices.Sort(out)
-		return out
-	}
-	if a, b := tags(client.Event{}), tags(schema.EventJSON{}); !slices.Equal(a, b) {
-		t.Fatalf("client.Event fields %v, schema.EventJSON fields %v", a, b)
-	}
 }
 
 // TestRequests: send and ack, a repeated cmid, the other commands, and

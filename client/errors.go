@@ -3,18 +3,20 @@ package client
 import (
 	"errors"
 	"fmt"
+
+	"github.com/parley-im/parley/schema"
 )
 
 // Error codes of the protocol's {"op":"error"} replies (PROTOCOL.md §2).
 const (
-	CodeBadRequest   = "bad_request"
-	CodeUnauthorized = "unauthorized"
-	CodeForbidden    = "forbidden"
-	CodeNotFound     = "not_found"
-	CodeTooLarge     = "too_large"
-	CodeRateLimited  = "rate_limited"
-	CodeUnavailable  = "unavailable"
-	CodeInternal     = "internal"
+	CodeBadRequest   = schema.CodeBadRequest
+	CodeUnauthorized = schema.CodeUnauthorized
+	CodeForbidden    = schema.CodeForbidden
+	CodeNotFound     = schema.CodeNotFound
+	CodeTooLarge     = schema.CodeTooLarge
+	CodeRateLimited  = schema.CodeRateLimited
+	CodeUnavailable  = schema.CodeUnavailable
+	CodeInternal     = schema.CodeInternal
 )
 
 // Error is an {"op":"error"} reply from the server.

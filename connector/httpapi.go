@@ -487,7 +487,7 @@ func (g *Gateway) apiUserConversations(ctx *fasthttp.RequestCtx, seg []string) {
 		return
 	}
 	writeJSON(ctx, fasthttp.StatusOK, struct {
-		Convs []convSummary `json:"convs"`
+		Convs []schema.ConvJSON `json:"convs"`
 	}{convs})
 }
 

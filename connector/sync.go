@@ -18,28 +18,17 @@ const (
 	unreadNodeParallelism = 256
 )
 
-// convSummary is one entry of sync_ok (and of the HTTP API's conversation
-// list).
-type convSummary struct {
-	Conv    string `json:"conv"`
-	Kind    string `json:"kind"`
-	Title   string `json:"title,omitempty"`
-	LastSeq int64  `json:"last_seq"`
-	ReadSeq int64  `json:"read_seq"`
-	Unread  int    `json:"unread"`
-}
-
 // conversationList returns every conversation user is a member of, ordered
 // by id, with the unread count of each: message events by others after the
 // user's read cursor, up to unreadCap.
-func (g *Gateway) conversationList(ctx context.Context, user string) ([]convSummary, error) {
+func (g *Gateway) conversationList(ctx context.Context, user string) ([]schema.ConvJSON, error) {
 	ucs, err := g.store.UserConversations(ctx, user)
 	if err != nil {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(ctx) // the first failure stops the rest
 	defer cancel()
-	out := make([]convSummary, len(ucs))
+	out := make([]schema.ConvJSON, len(ucs))
 	var (
 		wg    sync.WaitGroup
 		sem   = make(chan struct{}, unreadParallelism)
@@ -47,7 +36,7 @@ func (g *Gateway) conversationList(ctx context.Context, user string) ([]convSumm
 		first error
 	)
 	for i, uc := range ucs {
-		out[i] = convSummary{Conv: uc.Conv, Kind: schema.ConvKindName(uc.Kind), Title: uc.Title, LastSeq: uc.LastSeq, ReadSeq: uc.ReadSeq}
+		out[i] = schema.ConvJSON{Conv: uc.Conv, Kind: schema.ConvKindName(uc.Kind), Title: uc.Title, LastSeq: uc.LastSeq, ReadSeq: uc.ReadSeq}
 		if uc.ReadSeq >= uc.LastSeq {
 			continue
 		}
@@ -82,9 +71,9 @@ func (g *Gateway) conversationList(ctx context.Context, user string) ([]convSumm
 
 // syncReply is sync_ok: convs is always present.
 type syncReply struct {
-	Op    string        `json:"op"`
-	ID    string        `json:"id,omitempty"`
-	Convs []convSummary `json:"convs"`
+	Op    string            `json:"op"`
+	ID    string            `json:"id,omitempty"`
+	Convs []schema.ConvJSON `json:"convs"`
 }
 
 // sync answers every conversation the user is in.

@@ -61,6 +61,19 @@ type EventJSON struct {
 	TS      int64           `json:"ts"`
 }
 
+// ConvJSON is one conversation of a user's list in the client protocol's
+// sync_ok and the HTTP API's conversation list: its last seq, the user's
+// read cursor, and the message events by others after it (counted up to a
+// cap the server documents).
+type ConvJSON struct {
+	Conv    string `json:"conv"`
+	Kind    string `json:"kind"`
+	Title   string `json:"title,omitempty"`
+	LastSeq int64  `json:"last_seq"`
+	ReadSeq int64  `json:"read_seq"`
+	Unread  int    `json:"unread"`
+}
+
 // ToJSON converts an event to its protocol JSON form. A body that is not
 // valid JSON (which the sequencer never accepts) is rendered as a JSON
 // string so the result is always valid JSON.
