@@ -1,0 +1,277 @@
+package chaos
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/parley-im/parley/internal/testutil"
+	"github.com/parley-im/parley/kafka"
+	"github.com/parley-im/parley/store/cassandrastore"
+	"github.com/parley-im/parley/store/cassandrastore/cstest"
+)
+
+// parleyBin is the parley binary the role processes run.
+var parleyBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "parley-chaos-")
+	if err != nil {
+		panic(err)
+	}
+	parleyBin = filepath.Join(dir, "parley")
+	build := exec.Command("go", "build", "-o", parleyBin, "github.com/parley-im/parley/cmd/parley")
+	build.Stdout, build.Stderr = os.Stdout, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "building parley:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+const (
+	tokenSecret = "chaos-token-secret-0123456789abcdef"
+	pushSecret  = "chaos-push-secret-0123456789abcdef"
+	partitions  = 6
+	heartbeat   = time.Second
+)
+
+// cluster is the system under test: the brokers (in this process, where
+// their fault hooks are), the Cassandra node and the role processes.
+type cluster struct {
+	t       *testing.T
+	dir     string
+	kf      *kfake.Cluster
+	kc      kafka.Config
+	cass    *cstest.Instance
+	cassCfg cassandrastore.Config
+	procs   []*proc
+	public  []string // the connectors' public addresses
+}
+
+func startCluster(t *testing.T, dir string) *cluster {
+	t.Helper()
+	kf, err := kfake.NewCluster(kfake.NumBrokers(3), kfake.WithLogger(kfakeLogger{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(kf.Close)
+	c := &cluster{t: t, dir: dir, kf: kf}
+	c.kc = kafka.Config{Brokers: kf.ListenAddrs(), Partitions: partitions, Logger: quietLogger()}.WithDefaults()
+	cl := c.client()
+	if err := kafka.EnsureTopics(context.Background(), cl, c.kc); err != nil {
+		t.Fatal(err)
+	}
+	cl.Close()
+
+	c.cass = cstest.Launch(t)
+	c.cassCfg = cassandrastore.Config{Hosts: []string{"127.0.0.1"}, Port: c.cass.Port, Keyspace: "parley", Timeout: 10 * time.Second}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if _, err := cassandrastore.Migrate(ctx, c.cassCfg, ""); err != nil {
+		t.Fatal(err)
+	}
+
+	brokers := strings.Join(kf.ListenAddrs(), ",")
+	cass := []string{"--cassandra", fmt.Sprintf("127.0.0.1:%d", c.cass.Port), "--keyspace", "parley"}
+	common := []string{"--brokers", brokers, "--log-level", "warn"}
+	for i := 1; i <= 2; i++ {
+		c.add(fmt.Sprintf("sequencer-%d", i), "sequencer", append([]string{"--node-id", fmt.Sprintf("seq-%d", i)}, common...))
+		c.add(fmt.Sprintf("writer-%d", i), "writer", append(append([]string{}, common...), cass...))
+		c.add(fmt.Sprintf("fanout-%d", i), "fanout", append(append([]string{"--push-secret", pushSecret, "--instance-id", fmt.Sprintf("fanout-%d", i)}, common...), cass...))
+	}
+	for i := 1; i <= 2; i++ {
+		public := freeAddr(t)
+		c.public = append(c.public, public)
+		p := c.add(fmt.Sprintf("connector-%d", i), "connector", append(append([]string{
+			"--node-id", fmt.Sprintf("node-%d", i), "--listen", public, "--push-listen", freeAddr(t),
+			"--push-secret", pushSecret, "--token-secret", tokenSecret, "--heartbeat", heartbeat.String(),
+			// The clients pace themselves under the announced rate; a
+			// reconnect storm after a kill must not be refused.
+			"--conn-rate", "200", "--conn-burst", "400",
+		}, common...), cass...))
+		p.listen = public
+	}
+	for _, p := range c.procs {
+		p.start()
+	}
+	for _, p := range c.procs {
+		if p.listen != "" {
+			waitListening(t, p.listen)
+		}
+	}
+	t.Cleanup(func() {
+		for _, p := range c.procs {
+			p.kill()
+		}
+	})
+	return c
+}
+
+func (c *cluster) client(opts ...kgo.Opt) *kgo.Client {
+	c.t.Helper()
+	cl, err := kgo.NewClient(c.kc.ClientOpts(opts...)...)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return cl
+}
+
+func (c *cluster) add(name, role string, args []string) *proc {
+	p := &proc{t: c.t, name: name, role: role, args: append([]string{role}, args...), log: filepath.Join(c.dir, name+".log")}
+	c.procs = append(c.procs, p)
+	return p
+}
+
+// groupCaughtUp reports whether group has committed offsets at the end of
+// every partition of topic (whose end may be a transaction marker).
+func (c *cluster) groupCaughtUp(group, topic string) bool {
+	cl := c.client()
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ends, err := adm.ListEndOffsets(ctx, topic)
+	if err != nil {
+		return false
+	}
+	committed, err := adm.FetchOffsets(ctx, group)
+	if err != nil {
+		return false
+	}
+	caught := true
+	ends.Each(func(e kadm.ListedOffset) {
+		if e.Offset == 0 {
+			return
+		}
+		o, ok := committed.Lookup(topic, e.Partition)
+		if !ok || o.At < e.Offset-1 {
+			caught = false
+		}
+	})
+	return caught
+}
+
+// proc is a role process, started again after each kill.
+type proc struct {
+	t      *testing.T
+	name   string
+	role   string
+	args   []string
+	log    string
+	listen string // a connector's public address
+
+	mu   sync.Mutex
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+func (p *proc) start() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	f, err := os.OpenFile(p.log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	defer f.Close()
+	fmt.Fprintf(f, "=== %s start %s\n", time.Now().Format(time.RFC3339Nano), p.name)
+	cmd := exec.Command(parleyBin, p.args...)
+	cmd.Stdout, cmd.Stderr = f, f
+	if err := cmd.Start(); err != nil {
+		p.t.Fatalf("start %s: %v", p.name, err)
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	p.cmd, p.done = cmd, done
+}
+
+func (p *proc) running() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd == nil {
+		return false
+	}
+	select {
+	case <-p.done:
+		return false
+	default:
+		return true
+	}
+}
+
+// signal sends sig to the process (if it runs) and waits up to wait for it
+// to exit; then it is killed.
+func (p *proc) signal(sig syscall.Signal, wait time.Duration) {
+	p.mu.Lock()
+	cmd, done := p.cmd, p.done
+	p.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	_ = cmd.Process.Signal(sig)
+	select {
+	case <-done:
+	case <-time.After(wait):
+		_ = cmd.Process.Kill()
+		<-done
+	}
+}
+
+func (p *proc) kill() { p.signal(syscall.SIGKILL, time.Minute) }
+
+// tail returns the last n bytes of the process's log.
+func (p *proc) tail(n int64) string {
+	b, err := os.ReadFile(p.log)
+	if err != nil {
+		return err.Error()
+	}
+	if int64(len(b)) > n {
+		b = b[int64(len(b))-n:]
+	}
+	return string(b)
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func waitListening(t *testing.T, addr string) {
+	t.Helper()
+	testutil.WaitFor(t, time.Minute, addr+" to listen", func() bool {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	})
+}
+
+// quietLogger is for the harness's own Kafka clients: warnings and errors.
+func quietLogger() *slog.Logger {
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
+}
+
+type kfakeLogger struct{}
+
+func (kfakeLogger) Logf(kfake.LogLevel, string, ...any) {}
