@@ -1,6 +1,7 @@
 // Package admin serves a role's operational endpoints: /healthz (the
-// process is up) and /readyz (what the role depends on answers: the log,
-// the store). It is meant for a listener that is not public.
+// process is up), /readyz (what the role depends on answers: the log, the
+// store) and /metrics (the role's Prometheus metrics, in the text
+// exposition format). It is meant for a listener that is not public.
 package admin
 
 import (
@@ -13,6 +14,9 @@ import (
 	"sort"
 	"sync"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
 // Check reports whether one dependency is reachable.
@@ -21,9 +25,13 @@ type Check func(ctx context.Context) error
 // CheckTimeout bounds each check of a /readyz request.
 const CheckTimeout = 2 * time.Second
 
-// Handler returns the admin endpoints for the given named checks.
-func Handler(checks map[string]Check) http.Handler {
+// Handler returns the admin endpoints for the given named checks, and
+// /metrics serving what metrics gathers (nil: no /metrics).
+func Handler(checks map[string]Check, metrics prometheus.Gatherer) http.Handler {
 	mux := http.NewServeMux()
+	if metrics != nil {
+		mux.Handle("GET /metrics", promhttp.HandlerFor(metrics, promhttp.HandlerOpts{}))
+	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]any{"ok": true})
 	})
@@ -84,14 +92,14 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	_ = json.NewEncoder(w).Encode(v)
 }
 
-// Serve listens on addr and serves Handler(checks) until ctx ends. It logs
-// the address it listens on (useful with port 0).
-func Serve(ctx context.Context, addr string, checks map[string]Check, log *slog.Logger) error {
+// Serve listens on addr and serves Handler(checks, metrics) until ctx
+// ends. It logs the address it listens on (useful with port 0).
+func Serve(ctx context.Context, addr string, checks map[string]Check, metrics prometheus.Gatherer, log *slog.Logger) error {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{Handler: Handler(checks), ReadHeaderTimeout: 5 * time.Second}
+	srv := &http.Server{Handler: Handler(checks, metrics), ReadHeaderTimeout: 5 * time.Second}
 	log.Info("admin endpoints listening", "addr", ln.Addr().String())
 	done := make(chan struct{})
 	go func() {

@@ -4,10 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync/atomic"
 	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 func TestReadyz(t *testing.T) {
@@ -21,7 +25,7 @@ func TestReadyz(t *testing.T) {
 			}
 			return nil
 		},
-	}))
+	}, nil))
 	defer srv.Close()
 	get := func(path string) (int, map[string]any) {
 		resp, err := http.Get(srv.URL + path)
@@ -48,5 +52,31 @@ func TestReadyz(t *testing.T) {
 	}
 	if code, _ := get("/healthz"); code != 200 {
 		t.Fatalf("/healthz with the store down: %d", code)
+	}
+}
+
+func TestMetrics(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	c := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "parley_records_skipped_total", Help: "h"}, []string{"role", "topic", "reason"})
+	reg.MustRegister(c)
+	c.WithLabelValues("writer", "parley.events", "malformed").Add(3)
+	get := func(h http.Handler) (int, string) {
+		srv := httptest.NewServer(h)
+		defer srv.Close()
+		resp, err := http.Get(srv.URL + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	code, body := get(Handler(nil, reg))
+	want := `parley_records_skipped_total{reason="malformed",role="writer",topic="parley.events"} 3`
+	if code != 200 || !strings.Contains(body, want) {
+		t.Fatalf("/metrics %d:\n%s\nwant a line %s", code, body, want)
+	}
+	if code, _ := get(Handler(nil, nil)); code != 404 {
+		t.Fatalf("/metrics without a registry: %d, want 404", code)
 	}
 }

@@ -20,6 +20,8 @@ import (
 	"path/filepath"
 	"sync"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/parley-im/parley/connector"
 	"github.com/parley-im/parley/fanout"
 	"github.com/parley-im/parley/kafka"
@@ -56,6 +58,9 @@ type Config struct {
 	Gateway connector.GatewayConfig
 	// Logger; default slog.Default().
 	Logger *slog.Logger
+	// Registerer takes the roles' metrics; nil: a private registry nobody
+	// scrapes.
+	Registerer prometheus.Registerer
 }
 
 // Node is a started all-in-one node.
@@ -104,9 +109,9 @@ func Start(cfg Config) (*Node, error) {
 	n.kafka = kafka.Config{
 		Brokers: []string{b.Addr()}, Partitions: cfg.Partitions, Logger: cfg.Logger, ClientID: "parley-dev",
 	}
-	n.seq, err = sequencer.New(sequencer.Config{Kafka: n.kafka, NodeID: "dev", Logger: cfg.Logger})
+	n.seq, err = sequencer.New(sequencer.Config{Kafka: n.kafka, NodeID: "dev", Logger: cfg.Logger, Registerer: cfg.Registerer})
 	if err == nil {
-		n.writer, err = writer.New(writer.Config{Kafka: n.kafka, Logger: cfg.Logger}, st)
+		n.writer, err = writer.New(writer.Config{Kafka: n.kafka, Logger: cfg.Logger, Registerer: cfg.Registerer}, st)
 	}
 	if err == nil && cfg.Listen != "" {
 		// The push endpoint and its secret live only as long as the process:
@@ -121,7 +126,7 @@ func Start(cfg Config) (*Node, error) {
 			n.gateway, err = connector.NewGateway(g, n.cmd, st)
 		}
 		if err == nil {
-			n.fanout, err = fanout.New(fanout.Config{Kafka: n.kafka, PushSecret: pushSecret, InstanceID: "dev", Logger: cfg.Logger}, st)
+			n.fanout, err = fanout.New(fanout.Config{Kafka: n.kafka, PushSecret: pushSecret, InstanceID: "dev", Logger: cfg.Logger, Registerer: cfg.Registerer}, st)
 		}
 		if err == nil {
 			err = n.gateway.Listen()

@@ -39,14 +39,18 @@ func Sign(secret []byte, user string, ttl time.Duration, now time.Time) (string,
 	return jwt.NewWithClaims(jwt.SigningMethodHS256, claims).SignedString(secret)
 }
 
-// Verify checks token and returns its user. Only HS256 is accepted, and an
-// expiry is required.
+// Verify checks token and returns its user. Only HS256 is accepted, in the
+// canonical encoding it was issued in, and an expiry is required.
 func Verify(secret []byte, token string, now time.Time) (string, error) {
 	var claims jwt.RegisteredClaims
 	_, err := jwt.ParseWithClaims(token, &claims,
 		func(*jwt.Token) (any, error) { return secret, nil },
 		jwt.WithValidMethods([]string{jwt.SigningMethodHS256.Alg()}),
 		jwt.WithExpirationRequired(),
+		// Only the canonical base64url spelling: otherwise the unused low
+		// bits of a segment's last character could change and the token
+		// still verify, so one token would have several spellings.
+		jwt.WithStrictDecoding(),
 		jwt.WithTimeFunc(func() time.Time { return now }),
 	)
 	if err != nil {

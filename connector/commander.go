@@ -176,6 +176,24 @@ func (c *Commander) Do(ctx context.Context, cmd *parleyv1.Command) (*parleyv1.Ou
 	}
 }
 
+// decodeOutcomeBatch decodes a record of this node's outcomes partition:
+// the outcomes it holds for node, or none for a record of another node
+// sharing the partition. The error wraps schema.ErrUndecodable, or
+// schema.ErrMalformed for a batch addressed to another node than its key.
+func decodeOutcomeBatch(node string, key, value []byte) ([]*parleyv1.Outcome, error) {
+	if string(key) != node {
+		return nil, nil // another connector sharing the partition
+	}
+	b := new(parleyv1.OutcomeBatch)
+	if err := proto.Unmarshal(value, b); err != nil {
+		return nil, fmt.Errorf("%w: not a parley.v1.OutcomeBatch: %v", schema.ErrUndecodable, err)
+	}
+	if b.Node != node {
+		return nil, fmt.Errorf("%w: a batch for node %q under the key of %q", schema.ErrMalformed, schema.Clip(b.Node), node)
+	}
+	return b.Outcomes, nil
+}
+
 func outcome(o *parleyv1.Outcome) (*parleyv1.Outcome, error) {
 	if o.Status == parleyv1.OutcomeStatus_OUTCOME_STATUS_REJECTED {
 		return o, &RejectedError{Reason: o.Reason, Message: o.Message}
@@ -218,15 +236,12 @@ func (c *Commander) Run(ctx context.Context) error {
 			c.log.Warn("fetch error", "topic", t, "partition", p, "err", err)
 		})
 		fetches.EachRecord(func(r *kgo.Record) {
-			if string(r.Key) != c.cfg.NodeID {
-				return // another connector sharing the partition
-			}
-			b := new(parleyv1.OutcomeBatch)
-			if err := proto.Unmarshal(r.Value, b); err != nil {
-				c.log.Warn("skipping undecodable outcome batch", "offset", r.Offset, "err", err)
+			outs, err := decodeOutcomeBatch(c.cfg.NodeID, r.Key, r.Value)
+			if err != nil {
+				c.log.Warn("skipping an outcome record", "offset", r.Offset, "reason", schema.SkipReason(err), "err", err)
 				return
 			}
-			for _, o := range b.Outcomes {
+			for _, o := range outs {
 				sh := c.shard(o.MsgId)
 				sh.mu.Lock()
 				ch := sh.waiters[o.MsgId]

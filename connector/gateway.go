@@ -178,6 +178,9 @@ func NewGateway(cfg GatewayConfig, cmd *Commander, st store.Store) (*Gateway, er
 	if cmd == nil || st == nil {
 		return nil, errors.New("connector: the gateway needs a commander and a store")
 	}
+	if cfg.HeartbeatInterval < time.Millisecond || cfg.HeartbeatInterval > schema.MaxHeartbeatInterval {
+		return nil, fmt.Errorf("connector: the heartbeat interval must be 1ms to %v", schema.MaxHeartbeatInterval)
+	}
 	if cfg.PushListen != "" && len(cfg.PushSecret) < 16 {
 		return nil, errors.New("connector: the push endpoint needs a push secret of at least 16 bytes")
 	}
@@ -311,7 +314,11 @@ func (g *Gateway) Run(ctx context.Context) error {
 	ln, pushLn, pres := g.ln, g.pushLn, g.presence
 	g.mu.Unlock()
 	if pushLn != nil {
-		push := &fasthttp.Server{Handler: g.handlePush, Name: "parley-push", MaxRequestBodySize: 64 << 20, NoDefaultDate: true}
+		// Fanout posts at once on a connection it opens, and keeps it for a
+		// minute at most between posts: a peer that trickles a request,
+		// never reads the answer or idles longer is cut off.
+		push := &fasthttp.Server{Handler: g.handlePush, Name: "parley-push", MaxRequestBodySize: 64 << 20, NoDefaultDate: true,
+			ReadTimeout: pushReadTimeout, WriteTimeout: g.cfg.WriteTimeout, IdleTimeout: pushIdleTimeout}
 		pushDone := make(chan struct{})
 		go func() { defer close(pushDone); _ = push.Serve(retryListener{pushLn, g.log}) }()
 		defer func() {
@@ -340,11 +347,17 @@ func (g *Gateway) Run(ctx context.Context) error {
 			}
 		}()
 	}
+	// A request (an upgrade included) must arrive whole within the auth
+	// timeout, and an answer must be taken within the write timeout: a
+	// client that trickles its request or never reads the answers (while
+	// pipelining more) is cut off rather than holding a connection and its
+	// buffers. Keep-alive connections idle for the auth timeout are closed.
 	srv := &fasthttp.Server{
 		Handler:            g.handle,
 		Name:               "parley",
 		ErrorHandler:       requestError,
 		ReadTimeout:        g.cfg.AuthTimeout,
+		WriteTimeout:       g.cfg.WriteTimeout,
 		MaxRequestBodySize: maxRequestBody,
 		NoDefaultDate:      true,
 	}

@@ -143,7 +143,7 @@ func closeCode(t *testing.T, conn *websocket.Conn) int {
 }
 
 func TestGatewaySendAndHistory(t *testing.T) {
-	g := newGateway(t, connector.GatewayConfig{})
+	g := newGateway(t, connector.GatewayConfig{RatePerSecond: 1000, RateBurst: 1000}) // the waits poll every 10 ms
 	alice := g.login(t, "alice", "phone")
 	if r := alice.call(map[string]any{"op": "ping", "id": "p"}); r["op"] != "pong" {
 		t.Fatalf("ping: %v", r)
@@ -360,7 +360,9 @@ func eventually(t *testing.T, what string, cond func() bool) {
 // count of each (messages by others after the read cursor), and read moves
 // it.
 func TestGatewaySync(t *testing.T) {
-	g := newGateway(t, connector.GatewayConfig{})
+	// The waits below poll with sync every 10 ms: the default rate (20/s,
+	// burst 40) would refuse them once the writer takes over 2 s.
+	g := newGateway(t, connector.GatewayConfig{RatePerSecond: 1000, RateBurst: 1000})
 	alice, bob := g.login(t, "alice", "phone"), g.login(t, "bob", "phone")
 	group := alice.call(map[string]any{"op": "create", "id": "c", "kind": "group", "members": []string{"bob"}, "title": "team"})["conv"].(string)
 	dm := alice.call(map[string]any{"op": "create", "id": "d", "kind": "direct", "members": []string{"bob"}})["conv"].(string)
@@ -407,7 +409,7 @@ func TestGatewaySync(t *testing.T) {
 // TestGatewayRemovedMember: a member removed at seq N reads up to N and is
 // refused after it; re-added, they read on.
 func TestGatewayRemovedMember(t *testing.T) {
-	g := newGateway(t, connector.GatewayConfig{})
+	g := newGateway(t, connector.GatewayConfig{RatePerSecond: 1000, RateBurst: 1000}) // the waits poll every 10 ms
 	alice, bob := g.login(t, "alice", "phone"), g.login(t, "bob", "phone")
 	conv := alice.call(map[string]any{"op": "create", "id": "c", "kind": "group", "members": []string{"bob"}})["conv"].(string)
 	send := func(cmid string) float64 {

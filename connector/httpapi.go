@@ -10,17 +10,14 @@ import (
 	"fmt"
 	"net"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/segmentio/ksuid"
 	"github.com/valyala/fasthttp"
 
 	"github.com/parley-im/parley/auth"
 	"github.com/parley-im/parley/schema"
-	parleyv1 "github.com/parley-im/parley/schema/parley/v1"
 	"github.com/parley-im/parley/store"
 )
 
@@ -159,49 +156,35 @@ func (g *Gateway) handleAPI(ctx *fasthttp.RequestCtx) {
 
 // routeAPI dispatches by path and method.
 func (g *Gateway) routeAPI(ctx *fasthttp.RequestCtx) {
-	seg := strings.Split(strings.TrimPrefix(string(ctx.Path()), "/v1/"), "/")
-	method := func(want string, h func(*fasthttp.RequestCtx, []string)) {
-		if string(ctx.Method()) != want {
-			ctx.Response.Header.Set(fasthttp.HeaderAllow, want)
-			writeJSON(ctx, fasthttp.StatusMethodNotAllowed, apiErrorBody{schema.CodeBadRequest, want + " only"})
-			return
-		}
-		h(ctx, seg)
+	route, want, seg := parseAPIPath(string(ctx.Path()))
+	var h func(*fasthttp.RequestCtx, []string)
+	switch route {
+	case routeTokens:
+		h = g.apiToken
+	case routeCreate:
+		h = g.apiCreate
+	case routeMembers:
+		h = g.apiMembers
+	case routeSend:
+		h = g.apiSend
+	case routeEvents:
+		h = g.apiEvents
+	case routeUserConversations:
+		h = g.apiUserConversations
 	}
 	switch {
-	case len(seg) == 1 && seg[0] == "tokens":
-		method(fasthttp.MethodPost, g.apiToken)
-	case len(seg) == 1 && seg[0] == "conversations":
-		method(fasthttp.MethodPost, g.apiCreate)
-	case len(seg) == 3 && seg[0] == "conversations" && seg[2] == "members":
-		method(fasthttp.MethodPost, g.apiMembers)
-	case len(seg) == 3 && seg[0] == "conversations" && seg[2] == "messages":
-		method(fasthttp.MethodPost, g.apiSend)
-	case len(seg) == 3 && seg[0] == "conversations" && seg[2] == "events":
-		method(fasthttp.MethodGet, g.apiEvents)
-	case len(seg) == 3 && seg[0] == "users" && seg[2] == "conversations":
-		method(fasthttp.MethodGet, g.apiUserConversations)
-	default:
+	case h == nil:
 		apiError(ctx, schema.CodeNotFound, "no such endpoint")
+	case string(ctx.Method()) != want:
+		ctx.Response.Header.Set(fasthttp.HeaderAllow, want)
+		writeJSON(ctx, fasthttp.StatusMethodNotAllowed, apiErrorBody{schema.CodeBadRequest, want + " only"})
+	default:
+		h(ctx, seg)
 	}
 }
 
-// decode reads the JSON body into v, or answers 400.
-func decode(ctx *fasthttp.RequestCtx, v any) bool {
-	err := json.Unmarshal(ctx.PostBody(), v)
-	var typeErr *json.UnmarshalTypeError
-	switch {
-	case err == nil:
-		return true
-	case errors.As(err, &typeErr) && typeErr.Field != "":
-		apiError(ctx, schema.CodeBadRequest, fmt.Sprintf("%s: a JSON %s where the API wants another type", typeErr.Field, typeErr.Value))
-	case errors.As(err, &typeErr):
-		apiError(ctx, schema.CodeBadRequest, "the body must be a JSON object")
-	default:
-		apiError(ctx, schema.CodeBadRequest, "the body is not valid JSON")
-	}
-	return false
-}
+// refuse answers an input error.
+func refuse(ctx *fasthttp.RequestCtx, e *inputError) { apiError(ctx, e.code, e.msg) }
 
 // pathConv is the conversation id in /v1/conversations/{conv}/…, or "" after
 // answering 400.
@@ -235,26 +218,12 @@ func (g *Gateway) commandErr(ctx *fasthttp.RequestCtx, err error) {
 
 // POST /v1/tokens {"user","ttl_s"} → {"token"}.
 func (g *Gateway) apiToken(ctx *fasthttp.RequestCtx, _ []string) {
-	var req struct {
-		User string `json:"user"`
-		TTL  *int64 `json:"ttl_s"`
-	}
-	if !decode(ctx, &req) {
+	user, ttl, e := parseTokenRequest(ctx.PostBody())
+	if e != nil {
+		refuse(ctx, e)
 		return
 	}
-	if !schema.ValidUserID(req.User) {
-		apiError(ctx, schema.CodeBadRequest, "user must be 1-64 characters of [A-Za-z0-9_.-]")
-		return
-	}
-	ttl := defaultTokenTTL
-	if req.TTL != nil {
-		if *req.TTL < 1 || *req.TTL > int64(auth.MaxTTL/time.Second) {
-			apiError(ctx, schema.CodeBadRequest, fmt.Sprintf("ttl_s must be 1 to %d", int64(auth.MaxTTL/time.Second)))
-			return
-		}
-		ttl = time.Duration(*req.TTL) * time.Second
-	}
-	tok, err := auth.Sign(g.cfg.TokenSecret, req.User, ttl, time.Now())
+	tok, err := auth.Sign(g.cfg.TokenSecret, user, ttl, time.Now())
 	if err != nil {
 		g.log.Warn("API token failed", "err", err)
 		apiError(ctx, schema.CodeInternal, "internal error")
@@ -266,50 +235,9 @@ func (g *Gateway) apiToken(ctx *fasthttp.RequestCtx, _ []string) {
 // POST /v1/conversations {"kind","members","title","as","conv","cmid"} →
 // {"conv"}. The rules of the WebSocket create; members may name "as".
 func (g *Gateway) apiCreate(ctx *fasthttp.RequestCtx, _ []string) {
-	var req struct {
-		Kind    string   `json:"kind"`
-		Members []string `json:"members"`
-		Title   string   `json:"title"`
-		As      string   `json:"as"`
-		Conv    string   `json:"conv"`
-		CMID    string   `json:"cmid"`
-	}
-	if !decode(ctx, &req) {
-		return
-	}
-	if !schema.ValidUserID(req.As) {
-		apiError(ctx, schema.CodeBadRequest, "as (the creator) must be a valid user id")
-		return
-	}
-	if req.CMID != "" && !schema.ValidCMID(req.CMID) {
-		apiError(ctx, schema.CodeBadRequest, "invalid cmid")
-		return
-	}
-	cr := &parleyv1.Create{Members: req.Members, Title: req.Title}
-	cmd := &parleyv1.Command{From: req.As, Cmid: req.CMID, Body: &parleyv1.Command_Create{Create: cr}}
-	switch req.Kind {
-	case "direct":
-		var others []string
-		for _, m := range req.Members {
-			if m != req.As && !contains(others, m) {
-				others = append(others, m)
-			}
-		}
-		if len(others) != 1 || !schema.ValidUserID(others[0]) {
-			apiError(ctx, schema.CodeBadRequest, "a direct conversation has exactly one member besides as")
-			return
-		}
-		cr.Kind, cmd.Conv = parleyv1.ConvKind_CONV_KIND_DIRECT, schema.DirectConvID(req.As, others[0])
-	case "group":
-		cr.Kind, cmd.Conv = parleyv1.ConvKind_CONV_KIND_GROUP, req.Conv
-		if cmd.Conv == "" {
-			cmd.Conv = ksuid.New().String()
-		} else if _, err := ksuid.Parse(cmd.Conv); err != nil {
-			apiError(ctx, schema.CodeBadRequest, "a group's conv, if given, must be a KSUID")
-			return
-		}
-	default:
-		apiError(ctx, schema.CodeBadRequest, `kind must be "direct" or "group"`)
+	cmd, e := parseCreateRequest(ctx.PostBody())
+	if e != nil {
+		refuse(ctx, e)
 		return
 	}
 	cctx, cancel := g.apiContext()
@@ -337,33 +265,14 @@ func (g *Gateway) apiMembers(ctx *fasthttp.RequestCtx, seg []string) {
 	if conv == "" {
 		return
 	}
-	var req struct {
-		Add    []string `json:"add"`
-		Remove []string `json:"remove"`
-		As     string   `json:"as"`
-	}
-	if !decode(ctx, &req) {
-		return
-	}
-	if !schema.ValidUserID(req.As) {
-		apiError(ctx, schema.CodeBadRequest, "as must be a valid user id")
-		return
-	}
-	if len(req.Add) == 0 && len(req.Remove) == 0 {
-		apiError(ctx, schema.CodeBadRequest, "nothing to add or remove")
+	cmds, e := parseMembersRequest(conv, ctx.PostBody())
+	if e != nil {
+		refuse(ctx, e)
 		return
 	}
 	cctx, cancel := g.apiContext()
 	defer cancel()
-	if len(req.Add) > 0 {
-		cmd := &parleyv1.Command{Conv: conv, From: req.As, Body: &parleyv1.Command_AddMembers{AddMembers: &parleyv1.AddMembers{Users: req.Add}}}
-		if _, err := g.cmd.Do(cctx, cmd); err != nil {
-			g.commandErr(ctx, err)
-			return
-		}
-	}
-	if len(req.Remove) > 0 {
-		cmd := &parleyv1.Command{Conv: conv, From: req.As, Body: &parleyv1.Command_RemoveMembers{RemoveMembers: &parleyv1.RemoveMembers{Users: req.Remove}}}
+	for _, cmd := range cmds {
 		if _, err := g.cmd.Do(cctx, cmd); err != nil {
 			g.commandErr(ctx, err)
 			return
@@ -379,34 +288,11 @@ func (g *Gateway) apiSend(ctx *fasthttp.RequestCtx, seg []string) {
 	if conv == "" {
 		return
 	}
-	var req struct {
-		From string          `json:"from"`
-		CMID string          `json:"cmid"`
-		Kind string          `json:"kind"`
-		Body json.RawMessage `json:"body"`
-	}
-	if !decode(ctx, &req) {
+	cmd, e := parseSendRequest(conv, ctx.PostBody())
+	if e != nil {
+		refuse(ctx, e)
 		return
 	}
-	switch {
-	case !schema.ValidUserID(req.From):
-		apiError(ctx, schema.CodeBadRequest, "from must be a valid user id")
-		return
-	case !schema.ValidCMID(req.CMID):
-		apiError(ctx, schema.CodeBadRequest, "cmid is required: 1-64 printable ASCII characters")
-		return
-	case len(req.Body) == 0:
-		apiError(ctx, schema.CodeBadRequest, "body is required (any JSON value)")
-		return
-	case len(req.Body) > schema.MaxBodyLen:
-		apiError(ctx, schema.CodeTooLarge, fmt.Sprintf("body is %d bytes, the limit is %d", len(req.Body), schema.MaxBodyLen))
-		return
-	}
-	if req.Kind == "" {
-		req.Kind = "text"
-	}
-	cmd := &parleyv1.Command{Conv: conv, From: req.From, Cmid: req.CMID,
-		Body: &parleyv1.Command_Send{Send: &parleyv1.Send{Kind: req.Kind, Body: req.Body}}}
 	cctx, cancel := g.apiContext()
 	defer cancel()
 	o, err := g.cmd.Do(cctx, cmd)
@@ -433,22 +319,11 @@ func (g *Gateway) apiEvents(ctx *fasthttp.RequestCtx, seg []string) {
 	if conv == "" {
 		return
 	}
-	args := ctx.QueryArgs()
-	num := func(name string, def int64) (int64, bool) {
-		if !args.Has(name) {
-			return def, true
-		}
-		n, err := strconv.ParseInt(string(args.Peek(name)), 10, 64)
-		return n, err == nil && n >= 0
-	}
-	after, okA := num("after", 0)
-	before, okB := num("before", 0)
-	limit, okL := num("limit", defaultEventsLimit)
-	if !okA || !okB || !okL || (args.Has("after") && args.Has("before")) || (args.Has("before") && before < 1) || limit < 1 || limit > store.MaxRangeLimit {
-		apiError(ctx, schema.CodeBadRequest, fmt.Sprintf("events takes after (>= 0) or before (>= 1), not both, and a limit of 1 to %d", store.MaxRangeLimit))
+	r, e := parseEventsQuery(ctx.QueryArgs())
+	if e != nil {
+		refuse(ctx, e)
 		return
 	}
-	r := store.Range{After: after, Before: before, Limit: int(limit)}
 	sctx, cancel := g.apiContext()
 	defer cancel()
 	if _, err := g.store.Conversation(sctx, conv); errors.Is(err, store.ErrNotFound) {
@@ -463,7 +338,7 @@ func (g *Gateway) apiEvents(ctx *fasthttp.RequestCtx, seg []string) {
 		apiError(ctx, schema.CodeUnavailable, "the store is unavailable")
 		return
 	}
-	evs, cut := trimPage(evs, before > 0)
+	evs, cut := trimPage(evs, r.Before > 0)
 	page := eventsPage{Events: make([]schema.EventJSON, 0, len(evs)), More: more || cut}
 	for _, ev := range evs {
 		page.Events = append(page.Events, schema.ToJSON(ev))

@@ -3,7 +3,9 @@ package connector
 import (
 	"crypto/subtle"
 	"encoding/json"
+	"fmt"
 	"strconv"
+	"time"
 
 	"github.com/valyala/fasthttp"
 	"google.golang.org/protobuf/proto"
@@ -17,6 +19,14 @@ import (
 const (
 	PushPath         = "/internal/push"
 	PushSecretHeader = "X-Parley-Push-Secret"
+)
+
+// The push listener reads a request within pushReadTimeout and closes a
+// connection idle for pushIdleTimeout (fanout drops its idle connections
+// after a minute, before that).
+const (
+	pushReadTimeout = 10 * time.Second
+	pushIdleTimeout = 2 * time.Minute
 )
 
 // eventPush is the protocol's push frame: {"op":"event", <event fields>}.
@@ -42,12 +52,41 @@ func (g *Gateway) handlePush(ctx *fasthttp.RequestCtx) {
 		ctx.Error(`{"code":"unauthorized","message":"wrong push secret"}`, fasthttp.StatusUnauthorized)
 		return
 	}
-	var batch parleyv1.PushBatch
-	if err := proto.Unmarshal(ctx.PostBody(), &batch); err != nil {
+	frames, err := pushFrames(ctx.PostBody())
+	if err != nil {
 		ctx.Error(`{"code":"bad_request","message":"the body is not a PushBatch"}`, fasthttp.StatusBadRequest)
 		return
 	}
 	delivered := 0
+	for _, f := range frames {
+		for _, u := range f.users {
+			for _, s := range g.hub.sessions(u) {
+				s.enqueue(f.frame)
+				delivered++
+			}
+		}
+	}
+	ctx.SetContentType("application/json")
+	ctx.SetBodyString(`{"delivered":` + strconv.Itoa(delivered) + `}`)
+}
+
+// pushFrame is one push of a batch as the client frame its users get.
+type pushFrame struct {
+	frame []byte
+	users []string
+}
+
+// pushFrames decodes a PushBatch (push.proto) into the frames to write, in
+// the batch's order: {"op":"event", <event>} or {"op":"typing","conv",
+// "from"}. A push with neither an event nor a typing signal is left out.
+// Every frame is a JSON object, whatever the batch holds (a body that is
+// not JSON becomes a JSON string). The error wraps schema.ErrUndecodable.
+func pushFrames(body []byte) ([]pushFrame, error) {
+	var batch parleyv1.PushBatch
+	if err := proto.Unmarshal(body, &batch); err != nil {
+		return nil, fmt.Errorf("%w: not a parley.v1.PushBatch: %v", schema.ErrUndecodable, err)
+	}
+	frames := make([]pushFrame, 0, len(batch.Pushes))
 	for _, p := range batch.Pushes {
 		var frame []byte
 		var err error
@@ -60,16 +99,9 @@ func (g *Gateway) handlePush(ctx *fasthttp.RequestCtx) {
 			continue
 		}
 		if err != nil {
-			g.log.Error("encode push", "err", err)
-			continue
+			return nil, fmt.Errorf("connector: encode a push: %w", err)
 		}
-		for _, u := range p.Users {
-			for _, s := range g.hub.sessions(u) {
-				s.enqueue(frame)
-				delivered++
-			}
-		}
+		frames = append(frames, pushFrame{frame: frame, users: p.Users})
 	}
-	ctx.SetContentType("application/json")
-	ctx.SetBodyString(`{"delivered":` + strconv.Itoa(delivered) + `}`)
+	return frames, nil
 }

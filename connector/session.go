@@ -11,10 +11,8 @@ import (
 	"time"
 
 	"github.com/fasthttp/websocket"
-	"github.com/segmentio/ksuid"
 	"golang.org/x/time/rate"
 
-	"github.com/parley-im/parley/auth"
 	"github.com/parley-im/parley/schema"
 	parleyv1 "github.com/parley-im/parley/schema/parley/v1"
 	"github.com/parley-im/parley/store"
@@ -80,18 +78,9 @@ func (g *Gateway) serve(conn *websocket.Conn) {
 		}
 		return // too large (the WebSocket layer answered 1009) or gone
 	}
-	var req request
-	if json.Unmarshal(data, &req) != nil || req.Op != "auth" {
-		s.refuse(CloseNoAuth, "the first frame must be auth")
-		return
-	}
-	user, err := auth.Verify(g.cfg.TokenSecret, req.Token, time.Now())
-	if err != nil {
-		s.refuse(CloseBadToken, "bad or expired token")
-		return
-	}
-	if !schema.ValidUserID(req.Device) {
-		s.refuse(CloseBadToken, "invalid device id")
+	req, user, cerr := parseAuth(data, g.cfg.TokenSecret, time.Now())
+	if cerr != nil {
+		s.refuse(int(cerr.Code), cerr.Reason)
 		return
 	}
 	s.user, s.device = user, req.Device
@@ -180,8 +169,7 @@ func (s *session) readLoop() {
 		}
 		// Every frame counts against the rate, valid or not.
 		allowed := limiter.Allow()
-		var req request
-		parseErr := json.Unmarshal(data, &req)
+		req, parseErr := parseFrame(data)
 		if !allowed {
 			strikes++
 			if strikes >= s.g.cfg.MaxStrikes {
@@ -193,10 +181,10 @@ func (s *session) readLoop() {
 		}
 		strikes = 0
 		if parseErr != nil {
-			s.send(errorReply(req.ID, schema.CodeBadRequest, "the frame is not a valid request object"))
+			s.send(errorReply(req.ID, parseErr.code, parseErr.msg))
 			continue
 		}
-		s.dispatch(&req)
+		s.dispatch(req)
 	}
 }
 
@@ -262,90 +250,23 @@ func (s *session) dispatch(req *request) {
 
 // command turns a request into one or two commands and answers it.
 func (s *session) command(ctx context.Context, req *request) {
-	bad := func(msg string) { s.send(errorReply(req.ID, schema.CodeBadRequest, msg)) }
-	cmd := &parleyv1.Command{Conv: req.Conv, From: s.user, Cmid: req.CMID}
-	switch req.Op {
-	case "send":
-		kind := req.Kind
-		if kind == "" {
-			kind = "text"
-		}
-		cmd.Body = &parleyv1.Command_Send{Send: &parleyv1.Send{Kind: kind, Body: req.Body}}
-	case "edit":
-		cmd.Body = &parleyv1.Command_Edit{Edit: &parleyv1.Edit{Target: req.Target, Body: req.Body}}
-	case "revoke":
-		cmd.Body = &parleyv1.Command_Revoke{Revoke: &parleyv1.Revoke{Target: req.Target}}
-	case "read":
-		cmd.Body = &parleyv1.Command_Read{Read: &parleyv1.Read{Seq: req.Seq}}
-	case "create":
-		cr := &parleyv1.Create{Members: req.Members, Title: req.Title}
-		switch req.Kind {
-		case "direct":
-			if len(req.Members) != 1 || !schema.ValidUserID(req.Members[0]) {
-				bad("a direct conversation has exactly one other member")
-				return
-			}
-			cr.Kind, cmd.Conv = parleyv1.ConvKind_CONV_KIND_DIRECT, schema.DirectConvID(s.user, req.Members[0])
-		case "group":
-			// A client may choose the group's id (a KSUID) and a cmid, so
-			// that a retry yields the same group rather than a second one.
-			cr.Kind, cmd.Conv = parleyv1.ConvKind_CONV_KIND_GROUP, req.Conv
-			if cmd.Conv == "" {
-				cmd.Conv = ksuid.New().String()
-			} else if _, err := ksuid.Parse(cmd.Conv); err != nil {
-				bad("a group's conv, if given, must be a KSUID")
-				return
-			}
-		default:
-			bad(`kind must be "direct" or "group"`)
-			return
-		}
-		cmd.Body = &parleyv1.Command_Create{Create: cr}
-	case "members":
-		if !schema.ValidConvID(req.Conv) {
-			bad("missing or invalid conv")
-			return
-		}
-		if len(req.Add) == 0 && len(req.Remove) == 0 {
-			bad("nothing to add or remove")
-			return
-		}
-		// One command per change, so each yields one event: adds first.
-		for _, ch := range []struct {
-			users []string
-			body  func([]string) *parleyv1.Command
-		}{
-			{req.Add, func(u []string) *parleyv1.Command {
-				return &parleyv1.Command{Conv: req.Conv, From: s.user, Body: &parleyv1.Command_AddMembers{AddMembers: &parleyv1.AddMembers{Users: u}}}
-			}},
-			{req.Remove, func(u []string) *parleyv1.Command {
-				return &parleyv1.Command{Conv: req.Conv, From: s.user, Body: &parleyv1.Command_RemoveMembers{RemoveMembers: &parleyv1.RemoveMembers{Users: u}}}
-			}},
-		} {
-			if len(ch.users) == 0 {
-				continue
-			}
-			if _, err := s.g.cmd.Do(ctx, ch.body(ch.users)); err != nil {
-				s.sendErr(req.ID, err)
-				return
-			}
-		}
-		s.send(reply{Op: "ok", ID: req.ID})
+	cmds, rerr := commandsFor(s.user, req)
+	if rerr != nil {
+		s.send(errorReply(req.ID, rerr.code, rerr.msg))
 		return
 	}
-	if !schema.ValidConvID(cmd.Conv) {
-		bad("missing or invalid conv")
-		return
+	var o *parleyv1.Outcome
+	for _, cmd := range cmds {
+		var err error
+		if o, err = s.g.cmd.Do(ctx, cmd); err != nil {
+			s.sendErr(req.ID, err)
+			return
+		}
 	}
-	o, err := s.g.cmd.Do(ctx, cmd)
-	if err != nil {
-		s.sendErr(req.ID, err)
-		return
-	}
-	switch req.Op {
+	switch cmd := cmds[0]; req.Op {
 	case "create":
 		s.send(reply{Op: "created", ID: req.ID, Conv: cmd.Conv})
-	case "read":
+	case "read", "members":
 		s.send(reply{Op: "ok", ID: req.ID})
 	default:
 		s.send(reply{Op: "ack", ID: req.ID, Conv: cmd.Conv, CMID: cmd.Cmid, MsgID: o.Event.GetMsgId(), Seq: o.Event.GetSeq()})
@@ -377,19 +298,9 @@ type historyReply struct {
 // history serves a page of a conversation the user is, or was, a member
 // of; a removed member sees nothing after their removal.
 func (s *session) history(ctx context.Context, req *request) {
-	limit := req.Limit
-	if limit == 0 {
-		limit = 100
-	}
-	r := store.Range{Limit: limit}
-	if req.After != nil {
-		r.After = *req.After
-	}
-	if req.Before != nil {
-		r.Before = *req.Before
-	}
-	if !schema.ValidConvID(req.Conv) || r.Validate() != nil || (req.After != nil && req.Before != nil) || (req.Before != nil && *req.Before < 1) {
-		s.send(errorReply(req.ID, schema.CodeBadRequest, "history needs a conv, after or before (not both), and a limit of 1 to 1000"))
+	r, rerr := historyRange(req)
+	if rerr != nil {
+		s.send(errorReply(req.ID, rerr.code, rerr.msg))
 		return
 	}
 	m, err := s.g.store.Membership(ctx, req.Conv, s.user)

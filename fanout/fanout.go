@@ -24,10 +24,12 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/valyala/fasthttp"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/parley-im/parley/internal/metrics"
 	"github.com/parley-im/parley/kafka"
 	"github.com/parley-im/parley/schema"
 	parleyv1 "github.com/parley-im/parley/schema/parley/v1"
@@ -63,6 +65,10 @@ type Config struct {
 	TypingTTL time.Duration
 	// Logger; default slog.Default().
 	Logger *slog.Logger
+	// Registerer takes fanout's metrics
+	// (parley_records_skipped_total{role="fanout"}); nil: a private
+	// registry nobody scrapes.
+	Registerer prometheus.Registerer
 	// Now returns the time; default time.Now.
 	Now func() time.Time
 }
@@ -120,6 +126,7 @@ type Fanout struct {
 
 	pushes, failed, notified atomic.Int64
 	notifyFailed, notifyLost atomic.Int64 // this poll's failures; all so far
+	skipped                  *metrics.Skipped
 }
 
 // New returns a Fanout that reads memberships from st; Run starts it.
@@ -137,8 +144,14 @@ func New(cfg Config, st store.Store) (*Fanout, error) {
 	if cfg.MaxBatch < 1 || cfg.CachedConversations < 1 {
 		return nil, errors.New("fanout: MaxBatch and CachedConversations must be positive")
 	}
+	t := cfg.Kafka.Topics()
+	skipped, err := metrics.NewSkipped(cfg.Registerer, "fanout", t.Events, t.Ephemeral, t.Presence)
+	if err != nil {
+		return nil, fmt.Errorf("fanout: metrics: %w", err)
+	}
 	return &Fanout{
 		cfg:     cfg,
+		skipped: skipped,
 		log:     cfg.Logger.With("role", "fanout"),
 		members: newMembers(st, cfg.CachedConversations),
 		http: &fasthttp.Client{
@@ -155,6 +168,10 @@ func New(cfg Config, st store.Store) (*Fanout, error) {
 func (f *Fanout) Stats() Stats {
 	return Stats{Pushes: f.pushes.Load(), Failed: f.failed.Load(), Notifications: f.notified.Load(), NotificationsLost: f.notifyLost.Load()}
 }
+
+// Skipped returns the number of records of topic skipped for reason (one
+// of schema.SkipReasons): parley_records_skipped_total{role="fanout"}.
+func (f *Fanout) Skipped(topic, reason string) int64 { return f.skipped.Count(topic, reason) }
 
 // NodeAlive reports whether fanout currently pushes to the connector node
 // id (false when Run is not running).
@@ -175,7 +192,7 @@ func (f *Fanout) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	view, err := newPresenceView(f.cfg.Kafka.ClientOpts(), t.Presence, f.cfg.Now, f.log)
+	view, err := newPresenceView(f.cfg.Kafka.ClientOpts(), t.Presence, f.cfg.Now, f.log, func(reason string) { f.skipped.Add(t.Presence, reason) })
 	if err != nil {
 		return err
 	}
@@ -278,10 +295,14 @@ func (f *Fanout) handle(ctx context.Context, cl *kgo.Client, view *presenceView,
 		case t.Events:
 			ev, err := schema.DecodeEvent(r.Key, r.Value)
 			if err != nil {
-				f.log.Warn("skipping undecodable event", "partition", r.Partition, "offset", r.Offset, "err", err)
+				f.skip(r, schema.SkipReason(err), err)
 				continue
 			}
 			users, err := f.recipients(ctx, ev, waitUntil)
+			if errors.Is(err, errOutOfSequence) {
+				f.skip(r, schema.SkipOutOfSequence, err)
+				continue
+			}
 			if err != nil {
 				return err
 			}
@@ -300,8 +321,9 @@ func (f *Fanout) handle(ctx context.Context, cl *kgo.Client, view *presenceView,
 				notes = append(notes, &kgo.Record{Topic: t.Notifications, Key: []byte(u), Value: v})
 			}
 		case t.Ephemeral:
-			var ty parleyv1.Typing
-			if err := proto.Unmarshal(r.Value, &ty); err != nil || !schema.ValidConvID(ty.Conv) {
+			ty, err := decodeTyping(r.Key, r.Value)
+			if err != nil {
+				f.skip(r, schema.SkipReason(err), err)
 				continue
 			}
 			if f.cfg.Now().Sub(time.UnixMilli(ty.Ts)) > f.cfg.TypingTTL {
@@ -321,7 +343,7 @@ func (f *Fanout) handle(ctx context.Context, cl *kgo.Client, view *presenceView,
 					others = append(others, u)
 				}
 			}
-			add(&parleyv1.Push{Typing: &ty}, others)
+			add(&parleyv1.Push{Typing: ty}, others)
 		}
 	}
 	for _, n := range notes {
@@ -348,13 +370,34 @@ func (f *Fanout) handle(ctx context.Context, cl *kgo.Client, view *presenceView,
 	return nil
 }
 
+// skip logs and counts a record skipped for reason.
+func (f *Fanout) skip(r *kgo.Record, reason string, err error) {
+	f.skipped.Add(r.Topic, reason)
+	f.log.Warn("skipping a record", "topic", r.Topic, "partition", r.Partition, "offset", r.Offset, "reason", reason, "err", err)
+}
+
+// decodeTyping decodes and checks a record of the ephemeral topic: a
+// Typing signal keyed by its valid conversation, from a valid user. The
+// error wraps schema.ErrUndecodable or schema.ErrMalformed.
+func decodeTyping(key, value []byte) (*parleyv1.Typing, error) {
+	ty := new(parleyv1.Typing)
+	if err := proto.Unmarshal(value, ty); err != nil {
+		return nil, fmt.Errorf("%w: not a parley.v1.Typing: %v", schema.ErrUndecodable, err)
+	}
+	if !schema.ValidConvID(ty.Conv) || string(key) != ty.Conv || !schema.ValidUserID(ty.From) {
+		return nil, fmt.Errorf("%w: typing of %q in %q under key %q", schema.ErrMalformed, schema.Clip(ty.From), schema.Clip(ty.Conv), schema.Clip(string(key)))
+	}
+	return ty, nil
+}
+
 // recipients resolves ev's recipients, retrying store errors with backoff
-// until ctx ends: an event is never skipped for want of its members.
+// until ctx ends: an event is never skipped for want of its members. An
+// event out of sequence gets errOutOfSequence at once.
 func (f *Fanout) recipients(ctx context.Context, ev *parleyv1.Event, waitUntil time.Time) ([]string, error) {
 	backoff := 100 * time.Millisecond
 	for {
 		users, err := f.members.recipients(ctx, ev, waitUntil)
-		if err == nil || ctx.Err() != nil {
+		if err == nil || ctx.Err() != nil || errors.Is(err, errOutOfSequence) {
 			return users, err
 		}
 		f.log.Warn("members unavailable; retrying", "conv", ev.Conv, "err", err, "backoff", backoff)

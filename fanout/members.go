@@ -4,6 +4,7 @@ import (
 	"container/list"
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"time"
 
@@ -35,7 +36,15 @@ type members struct {
 type convMembers struct {
 	conv  string
 	users map[string]int64 // user -> seq of the event that made them a member
+	last  int64            // seq of the last event resolved from this entry
 }
+
+// errOutOfSequence is an event that does not follow the last one fanout
+// resolved of its conversation (a seq jump or repeat, or a second created
+// event): the sequencer writes none, so it is skipped rather than pushed
+// (and its member changes are not applied). Only a cached conversation can
+// tell; see schema.SkipOutOfSequence.
+var errOutOfSequence = errors.New("fanout: event out of sequence")
 
 func newMembers(st store.Store, capacity int) *members {
 	return &members{st: st, capacity: capacity, lru: list.New(), convs: make(map[string]*list.Element)}
@@ -115,8 +124,14 @@ func (m *members) load(ctx context.Context, conv string, atLeast int64, waitUnti
 // membership change to the cache. A conversation not cached is loaded from
 // the store, waiting for the writer until waitUntil; a load from a store
 // still behind serves this event only and is not cached.
+//
+// A cached conversation takes only the event after the last one resolved
+// from it; any other gets errOutOfSequence and changes nothing.
 func (m *members) recipients(ctx context.Context, ev *parleyv1.Event, waitUntil time.Time) ([]string, error) {
 	c := m.get(ev.Conv)
+	if c != nil && ev.Seq != c.last+1 {
+		return nil, fmt.Errorf("%w: seq %d of %s after seq %d", errOutOfSequence, ev.Seq, ev.Conv, c.last)
+	}
 	if ev.Type == parleyv1.EventType_EVENT_TYPE_CREATED {
 		c = &convMembers{conv: ev.Conv, users: make(map[string]int64, len(ev.Members))}
 		for _, u := range ev.Members {
@@ -134,6 +149,7 @@ func (m *members) recipients(ctx context.Context, ev *parleyv1.Event, waitUntil 
 			m.put(c)
 		}
 	}
+	c.last = ev.Seq
 	if ev.Type == parleyv1.EventType_EVENT_TYPE_MEMBER_ADDED {
 		for _, u := range ev.Members {
 			c.users[u] = ev.Seq

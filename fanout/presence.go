@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"strconv"
 	"sync"
 	"time"
 
@@ -34,6 +36,7 @@ type presenceView struct {
 	topic string
 	now   func() time.Time
 	log   *slog.Logger
+	skip  func(reason string) // counts a record skipped
 
 	mu    sync.Mutex
 	nodes map[string]*node
@@ -47,7 +50,7 @@ type node struct {
 	deadline time.Time
 }
 
-func newPresenceView(opts []kgo.Opt, topic string, now func() time.Time, log *slog.Logger) (*presenceView, error) {
+func newPresenceView(opts []kgo.Opt, topic string, now func() time.Time, log *slog.Logger, skip func(reason string)) (*presenceView, error) {
 	cl, err := kgo.NewClient(append(opts,
 		kgo.ConsumeTopics(topic),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
@@ -55,7 +58,7 @@ func newPresenceView(opts []kgo.Opt, topic string, now func() time.Time, log *sl
 	if err != nil {
 		return nil, err
 	}
-	return &presenceView{cl: cl, adm: kadm.NewClient(cl), topic: topic, now: now, log: log,
+	return &presenceView{cl: cl, adm: kadm.NewClient(cl), topic: topic, now: now, log: log, skip: skip,
 		nodes: make(map[string]*node), users: make(map[string]map[string]int), pos: make(map[int32]int64), moved: make(chan struct{})}, nil
 }
 
@@ -90,50 +93,116 @@ func (v *presenceView) run(ctx context.Context) error {
 	}
 }
 
+// maxHeartbeatInterval bounds the heartbeat interval a node may announce:
+// beyond it the record is malformed (and deadAfter intervals could
+// overflow a time.Duration).
+const maxHeartbeatInterval = schema.MaxHeartbeatInterval
+
+// presenceRecord is a record of the presence topic, decoded and checked.
+type presenceRecord struct {
+	user, node string // user is "" for a node's heartbeat
+	gone       bool   // a tombstone, or a user with no device left
+	pushAddr   string
+	interval   time.Duration
+	devices    int
+}
+
+// decodePresence decodes and checks a record of the presence topic
+// (presence.proto): a key "n/<node>" or "u/<user>/<node>" with valid ids;
+// a heartbeat naming its node, a push address host:port and an interval of
+// 1 ms to maxHeartbeatInterval; a user's presence naming its user and node.
+// A nil value is a tombstone. The error wraps schema.ErrUndecodable or
+// schema.ErrMalformed.
+func decodePresence(key, value []byte) (presenceRecord, error) {
+	user, nodeID, ok := schema.ParsePresenceKey(string(key))
+	if !ok || !schema.ValidNodeID(nodeID) || (user != "" && !schema.ValidUserID(user)) {
+		return presenceRecord{}, fmt.Errorf("%w: presence key %q", schema.ErrMalformed, schema.Clip(string(key)))
+	}
+	r := presenceRecord{user: user, node: nodeID, gone: value == nil}
+	if r.gone {
+		return r, nil
+	}
+	if user == "" {
+		var hb parleyv1.NodeHeartbeat
+		if err := proto.Unmarshal(value, &hb); err != nil {
+			return presenceRecord{}, fmt.Errorf("%w: not a parley.v1.NodeHeartbeat: %v", schema.ErrUndecodable, err)
+		}
+		if hb.Node != nodeID {
+			return presenceRecord{}, fmt.Errorf("%w: heartbeat of node %q under the key of %q", schema.ErrMalformed, schema.Clip(hb.Node), nodeID)
+		}
+		if hb.IntervalMs < 1 || hb.IntervalMs > maxHeartbeatInterval.Milliseconds() {
+			return presenceRecord{}, fmt.Errorf("%w: heartbeat interval %d ms, want 1 to %d", schema.ErrMalformed, hb.IntervalMs, maxHeartbeatInterval.Milliseconds())
+		}
+		if !validPushAddr(hb.PushAddr) {
+			return presenceRecord{}, fmt.Errorf("%w: push address %q is not host:port", schema.ErrMalformed, schema.Clip(hb.PushAddr))
+		}
+		r.pushAddr, r.interval = hb.PushAddr, time.Duration(hb.IntervalMs)*time.Millisecond
+		return r, nil
+	}
+	var up parleyv1.UserPresence
+	if err := proto.Unmarshal(value, &up); err != nil {
+		return presenceRecord{}, fmt.Errorf("%w: not a parley.v1.UserPresence: %v", schema.ErrUndecodable, err)
+	}
+	if up.User != user || up.Node != nodeID {
+		return presenceRecord{}, fmt.Errorf("%w: presence of %q on %q under the key of %q on %q", schema.ErrMalformed, schema.Clip(up.User), schema.Clip(up.Node), user, nodeID)
+	}
+	r.devices = len(up.Devices)
+	r.gone = r.devices == 0
+	return r, nil
+}
+
+// validPushAddr reports whether a is host:port with a port number, short
+// enough to be an address.
+func validPushAddr(a string) bool {
+	if len(a) > 255 {
+		return false
+	}
+	host, port, err := net.SplitHostPort(a)
+	if err != nil || host == "" {
+		return false
+	}
+	n, err := strconv.Atoi(port)
+	return err == nil && n > 0 && n < 65536
+}
+
 // apply takes one record into the view; v.mu is held.
 func (v *presenceView) apply(r *kgo.Record) {
 	v.pos[r.Partition] = r.Offset + 1
-	user, nodeID, ok := schema.ParsePresenceKey(string(r.Key))
-	if !ok {
+	rec, err := decodePresence(r.Key, r.Value)
+	if err != nil {
+		reason := schema.SkipReason(err)
+		v.skip(reason)
+		v.log.Warn("skipping a presence record", "partition", r.Partition, "offset", r.Offset, "reason", reason, "err", err)
 		return
 	}
-	if user == "" {
-		if r.Value == nil {
-			delete(v.nodes, nodeID)
+	v.take(rec)
+}
+
+// take applies a decoded record; v.mu is held.
+func (v *presenceView) take(rec presenceRecord) {
+	if rec.user == "" {
+		if rec.gone {
+			delete(v.nodes, rec.node)
 			return
 		}
-		var hb parleyv1.NodeHeartbeat
-		if err := proto.Unmarshal(r.Value, &hb); err != nil || hb.PushAddr == "" || hb.IntervalMs <= 0 {
-			v.log.Warn("bad presence heartbeat", "node", nodeID, "err", err)
-			return
-		}
-		v.nodes[nodeID] = &node{pushAddr: hb.PushAddr, deadline: v.now().Add(deadAfter * time.Duration(hb.IntervalMs) * time.Millisecond)}
+		v.nodes[rec.node] = &node{pushAddr: rec.pushAddr, deadline: v.now().Add(deadAfter * rec.interval)}
 		return
 	}
-	devices := 0
-	if r.Value != nil {
-		var up parleyv1.UserPresence
-		if err := proto.Unmarshal(r.Value, &up); err != nil {
-			v.log.Warn("bad presence record", "key", string(r.Key), "err", err)
-			return
-		}
-		devices = len(up.Devices)
-	}
-	if devices == 0 {
-		if m := v.users[user]; m != nil {
-			delete(m, nodeID)
+	if rec.gone {
+		if m := v.users[rec.user]; m != nil {
+			delete(m, rec.node)
 			if len(m) == 0 {
-				delete(v.users, user)
+				delete(v.users, rec.user)
 			}
 		}
 		return
 	}
-	m := v.users[user]
+	m := v.users[rec.user]
 	if m == nil {
 		m = make(map[string]int, 1)
-		v.users[user] = m
+		v.users[rec.user] = m
 	}
-	m[nodeID] = devices
+	m[rec.node] = rec.devices
 }
 
 // sync returns once the view holds every presence record the log had when

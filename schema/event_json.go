@@ -2,9 +2,6 @@ package schema
 
 import (
 	"encoding/json"
-	"fmt"
-
-	"google.golang.org/protobuf/proto"
 
 	parleyv1 "github.com/parley-im/parley/schema/parley/v1"
 )
@@ -102,18 +99,4 @@ func ToJSON(ev *parleyv1.Event) EventJSON {
 		j.Title = ev.GetTitle()
 	}
 	return j
-}
-
-// DecodeEvent decodes a record of the events topic and checks that it is
-// well-formed: it names a valid conversation, equal to the key, and a
-// positive seq.
-func DecodeEvent(key, value []byte) (*parleyv1.Event, error) {
-	ev := new(parleyv1.Event)
-	if err := proto.Unmarshal(value, ev); err != nil {
-		return nil, err
-	}
-	if !ValidConvID(ev.Conv) || ev.Conv != string(key) || ev.Seq < 1 {
-		return nil, fmt.Errorf("event (conv %q, key %q, seq %d) is not well-formed", ev.Conv, key, ev.Seq)
-	}
-	return ev, nil
 }

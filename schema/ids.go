@@ -10,6 +10,7 @@ const (
 	MaxUserIDLen = 64  // user and device ids
 	MaxConvIDLen = 128 // conversation ids
 	MaxCMIDLen   = 64  // client message ids
+	MaxMsgIDLen  = 64  // msg_id of a command or event (a KSUID is 27)
 	MaxKindLen   = 32  // message kinds
 	MaxTitleLen  = 256 // group titles, in bytes
 	MaxBodyLen   = 64 << 10

@@ -1,6 +1,9 @@
 package schema
 
-import "strings"
+import (
+	"strings"
+	"time"
+)
 
 // DefaultTopicPrefix is prepended to every topic name unless configured
 // otherwise.
@@ -46,6 +49,10 @@ func TopicNames(prefix string) Topics {
 		Notifications:  prefix + "notifications",
 	}
 }
+
+// MaxHeartbeatInterval bounds the heartbeat interval a connector announces
+// in presence; a heartbeat beyond it is malformed.
+const MaxHeartbeatInterval = 24 * time.Hour
 
 // PresenceNodeKey is the presence key of node's heartbeat.
 func PresenceNodeKey(node string) string { return "n/" + node }

@@ -95,6 +95,12 @@ func (r *restorer) add(key string, value []byte) error {
 		if err := proto.Unmarshal(value, h); err != nil {
 			return fmt.Errorf("changelog %q: %w", key, err)
 		}
+		if h.Conv != conv {
+			return fmt.Errorf("changelog %q holds the state of conversation %q", key, clip(h.Conv))
+		}
+		if err := ascending(h.Pending); err != nil {
+			return fmt.Errorf("changelog %q: pending entries: %w", key, err)
+		}
 		r.heads[conv] = h
 	case strings.HasPrefix(rest, "m/"):
 		user := rest[2:]
@@ -110,6 +116,9 @@ func (r *restorer) add(key string, value []byte) error {
 		m := new(parleyv1.MemberState)
 		if err := proto.Unmarshal(value, m); err != nil {
 			return fmt.Errorf("changelog %q: %w", key, err)
+		}
+		if m.User != user {
+			return fmt.Errorf("changelog %q holds the state of member %q", key, clip(m.User))
 		}
 		ms[user] = m
 	case strings.HasPrefix(rest, "k/"):
@@ -133,6 +142,12 @@ func (r *restorer) add(key string, value []byte) error {
 		if len(ch.Entries) == 0 {
 			return fmt.Errorf("changelog %q: empty chunk", key)
 		}
+		if ch.Chunk != n {
+			return fmt.Errorf("changelog %q holds chunk %d", key, ch.Chunk)
+		}
+		if err := ascending(ch.Entries); err != nil {
+			return fmt.Errorf("changelog %q: %w", key, err)
+		}
 		cs[n] = ch
 	default:
 		return fmt.Errorf("changelog key %q has an unknown kind", key)
@@ -140,9 +155,22 @@ func (r *restorer) add(key string, value []byte) error {
 	return nil
 }
 
+// ascending checks that window entries run up in seq, as the sequencer
+// writes them (lookups search them by seq).
+func ascending(es []*parleyv1.MessageEntry) error {
+	for i := 1; i < len(es); i++ {
+		if es[i].Seq <= es[i-1].Seq {
+			return fmt.Errorf("window entries out of order (seq %d after %d)", es[i].Seq, es[i-1].Seq)
+		}
+	}
+	return nil
+}
+
 // partition assembles the restored state. Every chunk the head says is in
-// the window must be present: a missing one means the changelog is not the
-// one this sequencer wrote, and is an error.
+// the window must be present, and the window's entries must run up in seq
+// to no further than the head's last seq: anything else means the
+// changelog is not the one this sequencer wrote, and is an error (going on
+// from it could break the seq and dedup guarantees).
 func (r *restorer) partition(rl rules) (*partition, error) {
 	p := newPartition(rl)
 	for conv, h := range r.heads {
@@ -150,17 +178,26 @@ func (r *restorer) partition(rl rules) (*partition, error) {
 		for u, m := range r.members[conv] {
 			c.members[u] = m
 		}
+		if h.FirstChunk < 0 || h.FirstChunk > h.NextChunk {
+			return nil, fmt.Errorf("changelog of %s: window of chunks %d..%d", conv, h.FirstChunk, h.NextChunk-1)
+		}
+		var window []*parleyv1.MessageEntry
 		for n := h.FirstChunk; n < h.NextChunk; n++ {
 			ch := r.chunks[conv][n]
 			if ch == nil {
 				return nil, fmt.Errorf("changelog of %s lacks chunk %d (window %d..%d)", conv, n, h.FirstChunk, h.NextChunk-1)
 			}
 			c.chunks = append(c.chunks, ch)
-			for _, e := range ch.Entries {
-				c.index(e)
-			}
+			window = append(window, ch.Entries...)
 		}
-		for _, e := range h.Pending {
+		window = append(window, h.Pending...)
+		if err := ascending(window); err != nil {
+			return nil, fmt.Errorf("changelog of %s: %w", conv, err)
+		}
+		if n := len(window); n > 0 && (window[0].Seq < 1 || window[n-1].Seq > h.LastSeq) {
+			return nil, fmt.Errorf("changelog of %s: window seqs %d..%d, last seq %d", conv, window[0].Seq, window[n-1].Seq, h.LastSeq)
+		}
+		for _, e := range window {
 			c.index(e)
 		}
 		p.convs[conv] = c

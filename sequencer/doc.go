@@ -18,7 +18,8 @@
 //
 // Not guaranteed: outcomes are delivered to a connector that is listening
 // (it may have gone); a command whose record is undecodable gets no outcome
-// (there is nowhere to send it) and is skipped with a log line.
+// (there is nowhere to send it) and is skipped with a log line and counted
+// in parley_records_skipped_total (Config.Registerer).
 //
 // The commands topic must never gain partitions: a conversation's partition
 // is its identity for the sequencer, and a command found on the wrong

@@ -12,10 +12,13 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/parley-im/parley/internal/metrics"
 	"github.com/parley-im/parley/kafka"
+	"github.com/parley-im/parley/schema"
 	parleyv1 "github.com/parley-im/parley/schema/parley/v1"
 )
 
@@ -45,6 +48,10 @@ type Config struct {
 	TransactionTimeout time.Duration
 	// Logger; default slog.Default().
 	Logger *slog.Logger
+	// Registerer takes the sequencer's metrics
+	// (parley_records_skipped_total{role="sequencer"}); nil: a private
+	// registry nobody scrapes.
+	Registerer prometheus.Registerer
 	// Now returns the time; default time.Now. For tests.
 	Now func() time.Time
 }
@@ -101,7 +108,8 @@ func (c Config) validate() error {
 }
 
 // Stats counts what a Sequencer has done since it started. Counts cover
-// committed and aborted transactions alike.
+// committed and aborted transactions alike. Undecodable counts the records
+// skipped as undecodable (parley_records_skipped_total).
 type Stats struct {
 	Commands, Events, Duplicates, Unchanged, Rejected, Undecodable int64
 	Committed, Aborted                                             int64
@@ -123,9 +131,10 @@ type Sequencer struct {
 	dropAll   bool
 
 	stats struct {
-		commands, events, duplicates, unchanged, rejected, undecodable atomic.Int64
-		committed, aborted                                             atomic.Int64
+		commands, events, duplicates, unchanged, rejected atomic.Int64
+		committed, aborted                                atomic.Int64
 	}
+	skipped *metrics.Skipped
 }
 
 // New returns a Sequencer; Run starts it.
@@ -134,6 +143,10 @@ func New(cfg Config) (*Sequencer, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
+	skipped, err := metrics.NewSkipped(cfg.Registerer, "sequencer", cfg.Kafka.Topics().Commands)
+	if err != nil {
+		return nil, fmt.Errorf("sequencer: metrics: %w", err)
+	}
 	return &Sequencer{
 		cfg: cfg,
 		rules: rules{
@@ -141,8 +154,9 @@ func New(cfg Config) (*Sequencer, error) {
 			windowMinEntries: cfg.WindowMinEntries,
 			maxMembers:       cfg.MaxMembers,
 		},
-		log:   cfg.Logger.With("role", "sequencer", "node", cfg.NodeID),
-		parts: make(map[int32]*partition),
+		log:     cfg.Logger.With("role", "sequencer", "node", cfg.NodeID),
+		parts:   make(map[int32]*partition),
+		skipped: skipped,
 	}, nil
 }
 
@@ -151,7 +165,7 @@ func (s *Sequencer) Stats() Stats {
 	return Stats{
 		Commands: s.stats.commands.Load(), Events: s.stats.events.Load(),
 		Duplicates: s.stats.duplicates.Load(), Unchanged: s.stats.unchanged.Load(),
-		Rejected: s.stats.rejected.Load(), Undecodable: s.stats.undecodable.Load(),
+		Rejected: s.stats.rejected.Load(), Undecodable: s.skipped.Count(s.cfg.Kafka.Topics().Commands, schema.SkipUndecodable),
 		Committed: s.stats.committed.Load(), Aborted: s.stats.aborted.Load(),
 	}
 }
@@ -359,6 +373,31 @@ type outcomeKey struct {
 	partition int32
 }
 
+// decide is the verdict on one record of the commands topic, found on
+// partition (of nparts) at now (Unix ms), against that partition's state
+// part. A value that is not a Command gets an error wrapping
+// schema.ErrUndecodable and nothing else: no outcome (there is nowhere to
+// send one). Otherwise decide returns the command, its outcome (never nil)
+// and the event to append (nil unless the outcome is SEQUENCED), and part
+// holds the change in memory. A record whose key is not its command's
+// conversation, or that sits on another partition than the key's, is
+// rejected as MALFORMED: it could give one conversation two writers.
+func decide(part *partition, key, value []byte, partition, nparts int32, now int64) (*parleyv1.Command, *parleyv1.Event, *parleyv1.Outcome, error) {
+	cmd := new(parleyv1.Command)
+	if err := proto.Unmarshal(value, cmd); err != nil {
+		return nil, nil, nil, fmt.Errorf("%w: not a parley.v1.Command: %v", schema.ErrUndecodable, err)
+	}
+	switch {
+	case len(key) == 0 || string(key) != cmd.Conv:
+		return cmd, nil, reject(cmd, parleyv1.Reason_REASON_MALFORMED, "record key %q is not the conversation %q", clip(string(key)), clip(cmd.Conv)), nil
+	case kafka.KeyPartition(key, nparts) != partition:
+		return cmd, nil, reject(cmd, parleyv1.Reason_REASON_MALFORMED, "conversation %q belongs on partition %d, not %d (use the murmur2 partitioner)",
+			clip(cmd.Conv), kafka.KeyPartition(key, nparts), partition), nil
+	}
+	ev, out := part.apply(cmd, now)
+	return cmd, ev, out, nil
+}
+
 // process decides every command in fetches and produces the events,
 // changelog records and outcome batches of the transaction.
 func (s *Sequencer) process(fetches kgo.Fetches, produce func(*kgo.Record)) error {
@@ -374,27 +413,21 @@ func (s *Sequencer) process(fetches kgo.Fetches, produce func(*kgo.Record)) erro
 		part := s.parts[fp.Partition]
 		for _, r := range fp.Records {
 			s.stats.commands.Add(1)
-			cmd := new(parleyv1.Command)
-			if uerr := proto.Unmarshal(r.Value, cmd); uerr != nil {
-				s.stats.undecodable.Add(1)
-				s.log.Warn("skipping undecodable command", "partition", r.Partition, "offset", r.Offset, "err", uerr)
+			cmd, ev, out, derr := decide(part, r.Key, r.Value, r.Partition, nparts, now)
+			if derr != nil {
+				s.skipped.Add(t.Commands, schema.SkipUndecodable)
+				s.log.Warn("skipping undecodable command", "partition", r.Partition, "offset", r.Offset, "reason", schema.SkipUndecodable, "err", derr)
 				continue
 			}
-			var ev *parleyv1.Event
-			var out *parleyv1.Outcome
-			switch {
-			case len(r.Key) == 0 || string(r.Key) != cmd.Conv:
-				out = reject(cmd, parleyv1.Reason_REASON_MALFORMED, "record key %q is not the conversation %q", clip(string(r.Key)), clip(cmd.Conv))
-			case kafka.KeyPartition(r.Key, nparts) != r.Partition:
-				out = reject(cmd, parleyv1.Reason_REASON_MALFORMED, "conversation %s belongs on partition %d, not %d (use the murmur2 partitioner)",
-					cmd.Conv, kafka.KeyPartition(r.Key, nparts), r.Partition)
-			default:
-				ev, out = part.apply(cmd, now)
-			}
 			s.count(out)
-			if out.Reason == parleyv1.Reason_REASON_MALFORMED && cmd.GetReplyTo().GetNode() == "" {
-				// Nobody waits for this outcome: the log line is all there is.
-				s.log.Warn("rejected a malformed command", "partition", r.Partition, "offset", r.Offset, "why", out.Message)
+			if out.Reason == parleyv1.Reason_REASON_MALFORMED {
+				s.skipped.Add(t.Commands, schema.SkipMalformed)
+				if cmd.GetReplyTo().GetNode() == "" {
+					// Nobody waits for this outcome: the log line is all there is.
+					s.log.Warn("rejected a malformed command", "partition", r.Partition, "offset", r.Offset, "reason", schema.SkipMalformed, "why", out.Message)
+				} else {
+					s.log.Debug("rejected a malformed command", "partition", r.Partition, "offset", r.Offset, "reason", schema.SkipMalformed, "why", out.Message)
+				}
 			}
 			if ev != nil {
 				v, merr := proto.Marshal(ev)

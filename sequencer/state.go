@@ -7,6 +7,7 @@ import (
 	"sort"
 
 	"github.com/segmentio/ksuid"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/parley-im/parley/schema"
 	parleyv1 "github.com/parley-im/parley/schema/parley/v1"
@@ -195,7 +196,7 @@ func reject(cmd *parleyv1.Command, reason parleyv1.Reason, format string, args .
 }
 
 // maxMsgIDLen bounds a command's msg_id (a KSUID is 27 characters).
-const maxMsgIDLen = 64
+const maxMsgIDLen = schema.MaxMsgIDLen
 
 // clip bounds a piece of client input quoted in a rejection message.
 func clip(s string) string {
@@ -422,8 +423,29 @@ func (p *partition) apply(cmd *parleyv1.Command, now int64) (*parleyv1.Event, *p
 		}
 		ev.Type, ev.Members = parleyv1.EventType_EVENT_TYPE_MEMBER_REMOVED, removed
 	}
+	if o := checkEventSize(cmd, ev); o != nil {
+		return nil, o
+	}
 	p.sequence(c, ev, now)
 	return ev, sequenced(cmd, ev)
+}
+
+// maxEventBytes bounds an event's encoding, so that its record stays below
+// the producer's and the broker's default limits (about 1 MB): a record the
+// log refuses would abort every transaction holding it, and the partition
+// would stop. Within the default limits no command comes near it (a group
+// of 10,000 members of 64-byte ids is about 660 KiB); it matters when
+// MaxMembers is raised.
+const maxEventBytes = 960 << 10
+
+// checkEventSize rejects a command whose event would be over
+// maxEventBytes, before it changes any state.
+func checkEventSize(cmd *parleyv1.Command, ev *parleyv1.Event) *parleyv1.Outcome {
+	// seq and ts are not set yet: allow for their largest varints.
+	if n := proto.Size(ev) + 2*11; n > maxEventBytes {
+		return reject(cmd, parleyv1.Reason_REASON_TOO_LARGE, "the event would be %d bytes, the limit is %d", n, maxEventBytes)
+	}
+	return nil
 }
 
 // checkTarget validates an edit (revoke false) or revoke target.
@@ -486,15 +508,18 @@ func (p *partition) create(cmd *parleyv1.Command, cr *parleyv1.Create, now int64
 		}
 	}
 	members := append([]string{cmd.From}, others...)
+	ev := &parleyv1.Event{
+		Conv: cmd.Conv, Type: parleyv1.EventType_EVENT_TYPE_CREATED, MsgId: cmd.MsgId, Cmid: cmd.Cmid,
+		From: cmd.From, ConvKind: cr.Kind, Title: cr.Title, Members: members,
+	}
+	if o := checkEventSize(cmd, ev); o != nil {
+		return nil, o
+	}
 	c := newConvState(&parleyv1.ConvState{
 		Conv: cmd.Conv, Kind: cr.Kind, Title: cr.Title, Owner: cmd.From,
 		CreatedMsgId: cmd.MsgId, CreatedTs: max(now, 0),
 	})
 	p.convs[cmd.Conv] = c
-	ev := &parleyv1.Event{
-		Conv: cmd.Conv, Type: parleyv1.EventType_EVENT_TYPE_CREATED, MsgId: cmd.MsgId, Cmid: cmd.Cmid,
-		From: cmd.From, ConvKind: cr.Kind, Title: cr.Title, Members: members,
-	}
 	p.sequence(c, ev, now)
 	return ev, sequenced(cmd, ev)
 }

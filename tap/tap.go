@@ -9,11 +9,9 @@ import (
 	"log/slog"
 
 	"github.com/twmb/franz-go/pkg/kgo"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/parley-im/parley/kafka"
 	"github.com/parley-im/parley/schema"
-	parleyv1 "github.com/parley-im/parley/schema/parley/v1"
 )
 
 // Config configures Run.
@@ -27,7 +25,8 @@ type Config struct {
 }
 
 // Run writes every committed event, from the start of the topic, to w.
-// Undecodable records are reported on the logger and skipped.
+// Records that are undecodable or malformed (schema.DecodeEvent) are
+// reported on the logger, with the reason, and skipped.
 func Run(ctx context.Context, cfg Config, w io.Writer) error {
 	cfg.Kafka = cfg.Kafka.WithDefaults()
 	if cfg.Logger == nil {
@@ -35,9 +34,9 @@ func Run(ctx context.Context, cfg Config, w io.Writer) error {
 	}
 	enc := json.NewEncoder(w)
 	print := func(r *kgo.Record) error {
-		ev := new(parleyv1.Event)
-		if err := proto.Unmarshal(r.Value, ev); err != nil {
-			cfg.Logger.Warn("skipping undecodable event", "partition", r.Partition, "offset", r.Offset, "err", err)
+		ev, err := schema.DecodeEvent(r.Key, r.Value)
+		if err != nil {
+			cfg.Logger.Warn("skipping an event record", "partition", r.Partition, "offset", r.Offset, "reason", schema.SkipReason(err), "err", err)
 			return nil
 		}
 		return enc.Encode(schema.ToJSON(ev))

@@ -4,5 +4,12 @@
 // store has it, so a crash replays at most the uncommitted batch, which the
 // store absorbs (writes are idempotent projections keyed by seq).
 //
+// A record that is undecodable, malformed (schema.DecodeEvent) or does not
+// continue its conversation (schema.SkipOutOfSequence) is skipped, logged
+// and counted in parley_records_skipped_total (Config.Registerer): it would
+// fail the same way on every try. Every other event is one the store can
+// hold, so a store error is an outage, retried until the store takes the
+// batch.
+//
 // Rebuild replays the whole events topic into a store without a group.
 package writer

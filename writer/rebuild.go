@@ -7,19 +7,22 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/parley-im/parley/kafka"
-	parleyv1 "github.com/parley-im/parley/schema/parley/v1"
+	"github.com/parley-im/parley/schema"
 	"github.com/parley-im/parley/store"
 )
 
 // RebuildStats reports what Rebuild did.
 type RebuildStats struct {
-	Events      int64
-	Undecodable int64
+	Events int64
+	// Records skipped, as the writer skips them (schema.SkipReasons).
+	Undecodable, Malformed, OutOfSequence int64
 }
 
 // Rebuild replays the events topic from its start up to its end when
 // Rebuild began into st, in batches of batch events. st should be empty;
 // replaying into a store that has data is harmless but proves nothing.
+// Records are skipped exactly as the writer skips them, so a rebuilt store
+// equals the one the writer built.
 func Rebuild(ctx context.Context, kc kafka.Config, st store.Store, batch int, log *slog.Logger) (RebuildStats, error) {
 	kc = kc.WithDefaults()
 	if batch < 1 {
@@ -29,26 +32,36 @@ func Rebuild(ctx context.Context, kc kafka.Config, st store.Store, batch int, lo
 		log = slog.Default()
 	}
 	var stats RebuildStats
-	buf := make([]*parleyv1.Event, 0, batch)
+	skip := func(reason string) {
+		switch reason {
+		case schema.SkipUndecodable:
+			stats.Undecodable++
+		case schema.SkipMalformed:
+			stats.Malformed++
+		case schema.SkipOutOfSequence:
+			stats.OutOfSequence++
+		}
+	}
+	seq := newSequence(defaultTracked)
+	buf := make([]*kgo.Record, 0, batch)
 	flush := func() error {
 		if len(buf) == 0 {
 			return nil
 		}
-		if err := appendWithRetry(ctx, st, buf, log); err != nil {
+		evs, err := takeEvents(ctx, buf, st, seq, log, skip)
+		if err != nil {
 			return err
 		}
-		stats.Events += int64(len(buf))
+		if err := appendWithRetry(ctx, st, evs, log); err != nil {
+			return err
+		}
+		seq.trim()
+		stats.Events += int64(len(evs))
 		buf = buf[:0]
 		return nil
 	}
 	err := kafka.ReadToEnd(ctx, kc.ClientOpts(kgo.FetchMaxBytes(64<<20)), kc.Topics().Events, nil, func(r *kgo.Record) error {
-		ev, err := DecodeEvent(r)
-		if err != nil {
-			stats.Undecodable++
-			log.Warn("skipping undecodable event", "partition", r.Partition, "offset", r.Offset, "err", err)
-			return nil
-		}
-		buf = append(buf, ev)
+		buf = append(buf, r)
 		if len(buf) == batch {
 			return flush()
 		}

@@ -8,11 +8,14 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/parley-im/parley/internal/metrics"
 	"github.com/parley-im/parley/kafka"
 	"github.com/parley-im/parley/schema"
 	parleyv1 "github.com/parley-im/parley/schema/parley/v1"
 	"github.com/parley-im/parley/store"
-	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // Config configures a Writer.
@@ -22,8 +25,17 @@ type Config struct {
 	Group string
 	// MaxBatch caps the events per store batch; default 10,000.
 	MaxBatch int
+	// Tracked bounds the conversations whose last seq the writer keeps in
+	// memory (to tell the events that continue their conversation from
+	// those that do not, see SkipOutOfSequence in package schema); beyond
+	// it, it reads their heads from the store again. Default 100,000.
+	Tracked int
 	// Logger; default slog.Default().
 	Logger *slog.Logger
+	// Registerer takes the writer's metrics
+	// (parley_records_skipped_total{role="writer"}); nil: a private
+	// registry nobody scrapes.
+	Registerer prometheus.Registerer
 }
 
 func (c Config) withDefaults() Config {
@@ -33,6 +45,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxBatch == 0 {
 		c.MaxBatch = 10000
+	}
+	if c.Tracked == 0 {
+		c.Tracked = defaultTracked
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -46,8 +61,10 @@ type Writer struct {
 	store store.Store
 	log   *slog.Logger
 
-	events, undecodable atomic.Int64
-	lastErr             atomic.Pointer[error] // the current batch's last store error; nil once stored
+	events  atomic.Int64
+	skipped *metrics.Skipped
+	seq     *sequence
+	lastErr atomic.Pointer[error] // the current batch's last store error; nil once stored
 }
 
 // New returns a Writer that appends to st; Run starts it.
@@ -62,15 +79,39 @@ func New(cfg Config, st store.Store) (*Writer, error) {
 	if st == nil {
 		return nil, errors.New("writer: no store")
 	}
-	return &Writer{cfg: cfg, store: st, log: cfg.Logger.With("role", "writer")}, nil
+	if cfg.Tracked < 1 {
+		return nil, errors.New("writer: Tracked must be positive")
+	}
+	skipped, err := metrics.NewSkipped(cfg.Registerer, "writer", cfg.Kafka.Topics().Events)
+	if err != nil {
+		return nil, fmt.Errorf("writer: metrics: %w", err)
+	}
+	return &Writer{cfg: cfg, store: st, log: cfg.Logger.With("role", "writer"), skipped: skipped, seq: newSequence(cfg.Tracked)}, nil
 }
 
 // Stored returns the number of events appended to the store so far
-// (replays included) and the number of undecodable records skipped.
-func (w *Writer) Stored() (events, undecodable int64) { return w.events.Load(), w.undecodable.Load() }
+// (replays included) and the number of records skipped (undecodable,
+// malformed or out of sequence; parley_records_skipped_total).
+func (w *Writer) Stored() (events, skipped int64) {
+	t := w.cfg.Kafka.Topics().Events
+	for _, r := range schema.SkipReasons {
+		skipped += w.skipped.Count(t, r)
+	}
+	return w.events.Load(), skipped
+}
 
-// Run writes until ctx ends. Store errors are retried with backoff, never
-// skipped: the writer does not move past a batch the store has not taken.
+// Skipped returns the number of records skipped for reason (one of
+// schema.SkipReasons).
+func (w *Writer) Skipped(reason string) int64 {
+	return w.skipped.Count(w.cfg.Kafka.Topics().Events, reason)
+}
+
+// Run writes until ctx ends. A record that is undecodable, malformed or
+// out of sequence (schema.SkipReasons) is skipped, logged and counted:
+// it is the same bytes on every read, so retrying it would stop the
+// partition for good. Every other event is one the store can hold, so a
+// store error is an outage: it is retried with backoff, never skipped, and
+// the writer does not move past a batch the store has not taken.
 func (w *Writer) Run(ctx context.Context) error {
 	cl, err := kgo.NewClient(w.cfg.Kafka.ClientOpts(
 		kgo.ConsumerGroup(w.cfg.Group),
@@ -79,6 +120,10 @@ func (w *Writer) Run(ctx context.Context) error {
 		kgo.DisableAutoCommit(),
 		// A rebalance waits until the batch in hand is stored and committed.
 		kgo.BlockRebalanceOnPoll(),
+		// Another writer may store more of a partition while this one does
+		// not own it: what it knew of those conversations is stale then.
+		kgo.OnPartitionsRevoked(w.forget),
+		kgo.OnPartitionsLost(w.forget),
 		kgo.SessionTimeout(10*time.Second),
 	)...)
 	if err != nil {
@@ -135,25 +180,70 @@ func commit(ctx context.Context, cl *kgo.Client, recs []*kgo.Record) error {
 	return err
 }
 
-// writeBatch decodes recs and appends them to the store, retrying store
-// errors until ctx ends.
-func (w *Writer) writeBatch(ctx context.Context, recs []*kgo.Record) error {
-	evs := make([]*parleyv1.Event, 0, len(recs))
-	for _, r := range recs {
-		ev, err := DecodeEvent(r)
-		if err != nil {
-			w.undecodable.Add(1)
-			w.log.Warn("skipping undecodable event", "partition", r.Partition, "offset", r.Offset, "err", err)
-			continue
-		}
-		evs = append(evs, ev)
+func (w *Writer) forget(_ context.Context, _ *kgo.Client, lost map[string][]int32) {
+	for _, ps := range lost {
+		w.seq.forget(ps)
 	}
-	err := appendWithRetry(ctx, w.store, evs, w.log, func(err error) { w.lastErr.Store(&err) })
+}
+
+// writeBatch decodes recs, skips the records the store must not take, and
+// appends the rest to the store, retrying store errors until ctx ends.
+func (w *Writer) writeBatch(ctx context.Context, recs []*kgo.Record) error {
+	evs, err := takeEvents(ctx, recs, w.store, w.seq, w.log, func(reason string) { w.skipped.Add(w.cfg.Kafka.Topics().Events, reason) },
+		func(err error) { w.lastErr.Store(&err) })
+	if err != nil {
+		return err
+	}
+	err = appendWithRetry(ctx, w.store, evs, w.log, func(err error) { w.lastErr.Store(&err) })
 	if err == nil {
+		w.seq.trim()
 		w.events.Add(int64(len(evs)))
 		w.lastErr.Store(nil)
 	}
 	return err
+}
+
+// takeEvents decodes recs (records of the events topic, in log order) and
+// returns the events the store may take: well-formed (schema.DecodeEvent)
+// and continuing their conversations (see sequence). Each record left out
+// is logged with its reason and counted through skip. Reading the
+// conversations' heads is retried until ctx ends, like a store append;
+// failed hears of each failure.
+func takeEvents(ctx context.Context, recs []*kgo.Record, st store.Store, seq *sequence, log *slog.Logger, skip func(reason string), failed ...func(error)) ([]*parleyv1.Event, error) {
+	batch := make([]tracked, 0, len(recs))
+	from := make([]*kgo.Record, 0, len(recs))
+	for _, r := range recs {
+		ev, err := DecodeEvent(r)
+		if err != nil {
+			reason := schema.SkipReason(err)
+			skip(reason)
+			log.Warn("skipping an event record", "partition", r.Partition, "offset", r.Offset, "reason", reason, "err", err)
+			continue
+		}
+		batch = append(batch, tracked{partition: r.Partition, ev: ev})
+		from = append(from, r)
+	}
+	var ok []bool
+	var why []string
+	err := retry(ctx, log, "reading conversation heads failed; retrying", func() error {
+		var err error
+		ok, why, err = seq.check(ctx, st, batch)
+		return err
+	}, failed...)
+	if err != nil {
+		return nil, err
+	}
+	evs := make([]*parleyv1.Event, 0, len(batch))
+	for i, t := range batch {
+		if !ok[i] {
+			skip(schema.SkipOutOfSequence)
+			log.Warn("skipping an event record", "partition", from[i].Partition, "offset", from[i].Offset, "reason", schema.SkipOutOfSequence,
+				"err", why[i]+" (the sequencer writes no such event; if the store lost events, rebuild it)")
+			continue
+		}
+		evs = append(evs, t.ev)
+	}
+	return evs, nil
 }
 
 // Check reports whether the writer is making progress: it fails while the
@@ -170,9 +260,18 @@ func (w *Writer) Check(context.Context) error {
 // to 10 s) until st takes them or ctx ends. failed, if given, hears of each
 // failure.
 func appendWithRetry(ctx context.Context, st store.Store, evs []*parleyv1.Event, log *slog.Logger, failed ...func(error)) error {
+	if len(evs) == 0 {
+		return nil
+	}
+	return retry(ctx, log.With("events", len(evs)), "store append failed; retrying", func() error { return st.Append(ctx, evs) }, failed...)
+}
+
+// retry runs op until it succeeds or ctx ends, with backoff (100 ms
+// doubling to 10 s), logging each failure with msg.
+func retry(ctx context.Context, log *slog.Logger, msg string, op func() error, failed ...func(error)) error {
 	backoff := 100 * time.Millisecond
 	for {
-		err := st.Append(ctx, evs)
+		err := op()
 		if err == nil {
 			return nil
 		}
@@ -182,7 +281,7 @@ func appendWithRetry(ctx context.Context, st store.Store, evs []*parleyv1.Event,
 		for _, f := range failed {
 			f(err)
 		}
-		log.Error("store append failed; retrying", "events", len(evs), "err", err, "backoff", backoff)
+		log.Error(msg, "err", err, "backoff", backoff)
 		select {
 		case <-ctx.Done():
 			return ctx.Err()

@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"sync"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/parley-im/parley/admin"
@@ -14,13 +16,21 @@ import (
 )
 
 func adminFlag(fs *flag.FlagSet) *string {
-	return fs.String("admin-listen", "", "address of the admin endpoints /healthz and /readyz (not public; empty: off)")
+	return fs.String("admin-listen", "", "address of the admin endpoints /healthz, /readyz and /metrics (not public; empty: off)")
+}
+
+// newRegistry returns the metrics registry of one process: its roles
+// register their metrics in it, with the Go runtime's and the process's.
+func newRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return reg
 }
 
 // runWithAdmin runs role until ctx ends, with the admin endpoints on addr
 // (if set): /readyz checks the log, the store if it can be pinged, and the
-// role's own checks in more.
-func runWithAdmin(ctx context.Context, addr string, k kafka.Config, st store.Store, log *slog.Logger, role func(context.Context) error, more ...map[string]admin.Check) error {
+// role's own checks in more; /metrics serves reg.
+func runWithAdmin(ctx context.Context, addr string, k kafka.Config, st store.Store, log *slog.Logger, reg prometheus.Gatherer, role func(context.Context) error, more ...map[string]admin.Check) error {
 	if addr == "" {
 		return role(ctx)
 	}
@@ -45,7 +55,7 @@ func runWithAdmin(ctx context.Context, addr string, k kafka.Config, st store.Sto
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		if adminErr = admin.Serve(ctx, addr, checks, log); adminErr != nil {
+		if adminErr = admin.Serve(ctx, addr, checks, reg, log); adminErr != nil {
 			cancel()
 		}
 	}()

@@ -132,8 +132,9 @@ func runDev(ctx context.Context, args []string) error {
 	}
 	var gcfg connector.GatewayConfig
 	limits(&gcfg)
+	reg := newRegistry()
 	node, err := allinone.Start(allinone.Config{
-		Gateway: gcfg,
+		Gateway: gcfg, Registerer: reg,
 		DataDir: *dataDir, BrokerListen: *brokerListen, Partitions: int32(*partitions), Logger: log, Store: st,
 		Listen: *listen, TokenSecret: []byte(*tokenSecret), APIKey: []byte(*apiKey),
 	})
@@ -152,7 +153,7 @@ func runDev(ctx context.Context, args []string) error {
   dev token  %s  (user "dev", 24 h; more with: parley token --data-dir %s --user NAME)
 Stop with Ctrl-C.
 `, node.BrokerAddr(), so.describe(), abs, node.GatewayAddr(), node.GatewayAddr(), *apiKey, token, *dataDir)
-	err = runWithAdmin(ctx, *adminAddr, node.Kafka(), st, log, node.Run)
+	err = runWithAdmin(ctx, *adminAddr, node.Kafka(), st, log, reg, node.Run)
 	log.Info("stopped")
 	return err
 }
@@ -167,11 +168,12 @@ func runSequencer(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	s, err := sequencer.New(sequencer.Config{Kafka: k, NodeID: *nodeID, Group: *group, Logger: log})
+	reg := newRegistry()
+	s, err := sequencer.New(sequencer.Config{Kafka: k, NodeID: *nodeID, Group: *group, Logger: log, Registerer: reg})
 	if err != nil {
 		return err
 	}
-	return runWithAdmin(ctx, *adminAddr, k, nil, log, s.Run)
+	return runWithAdmin(ctx, *adminAddr, k, nil, log, reg, s.Run)
 }
 
 func runWriter(ctx context.Context, args []string) error {
@@ -189,12 +191,13 @@ func runWriter(ctx context.Context, args []string) error {
 		return err
 	}
 	defer st.Close()
-	w, err := writer.New(writer.Config{Kafka: k, Group: *group, Logger: log}, st)
+	reg := newRegistry()
+	w, err := writer.New(writer.Config{Kafka: k, Group: *group, Logger: log, Registerer: reg}, st)
 	if err != nil {
 		return err
 	}
 	log.Info("writer starting", "store", so.describe())
-	return runWithAdmin(ctx, *adminAddr, k, st, log, w.Run, map[string]admin.Check{"writer": w.Check})
+	return runWithAdmin(ctx, *adminAddr, k, st, log, reg, w.Run, map[string]admin.Check{"writer": w.Check})
 }
 
 func runTap(ctx context.Context, args []string) error {
@@ -257,8 +260,8 @@ func runRebuild(ctx context.Context, args []string) error {
 		return err
 	}
 	took := time.Since(start)
-	fmt.Printf("rebuilt %d events into %s in %v (%.0f events/s); %d undecodable records skipped\n",
-		stats.Events, so.describe(), took.Round(time.Millisecond), float64(stats.Events)/took.Seconds(), stats.Undecodable)
+	fmt.Printf("rebuilt %d events into %s in %v (%.0f events/s); records skipped: %d undecodable, %d malformed, %d out of sequence\n",
+		stats.Events, so.describe(), took.Round(time.Millisecond), float64(stats.Events)/took.Seconds(), stats.Undecodable, stats.Malformed, stats.OutOfSequence)
 	return nil
 }
 
@@ -377,7 +380,7 @@ func runConnector(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	return runWithAdmin(ctx, *adminAddr, k, st, log, func(ctx context.Context) error {
+	return runWithAdmin(ctx, *adminAddr, k, st, log, newRegistry(), func(ctx context.Context) error {
 		return connector.Serve(ctx, cmd, g)
 	})
 }
@@ -410,10 +413,11 @@ func runFanout(ctx context.Context, args []string) error {
 		return err
 	}
 	defer st.Close()
-	f, err := fanout.New(fanout.Config{Kafka: k, Group: *group, InstanceID: *instance, PushSecret: []byte(*pushSecret), Logger: log}, st)
+	reg := newRegistry()
+	f, err := fanout.New(fanout.Config{Kafka: k, Group: *group, InstanceID: *instance, PushSecret: []byte(*pushSecret), Logger: log, Registerer: reg}, st)
 	if err != nil {
 		return err
 	}
 	log.Info("fanout starting", "store", so.describe())
-	return runWithAdmin(ctx, *adminAddr, k, st, log, f.Run)
+	return runWithAdmin(ctx, *adminAddr, k, st, log, reg, f.Run)
 }

@@ -281,7 +281,8 @@ func (s *Store) Append(ctx context.Context, events []*parleyv1.Event) error {
 
 // Limits of one batch (of one partition): Cassandra warns about batches over
 // 5 KiB and some versions (2.2, early 3.x) refuse any over 50 KiB, even of
-// one partition. A statement over the byte limit goes alone.
+// one partition. A statement over the byte limit goes alone, and a batch of
+// one statement is sent as that statement (execBatch).
 const (
 	maxBatchStatements = 64
 	maxBatchBytes      = 40 << 10
@@ -341,7 +342,7 @@ func (s *Store) runAll(ctx context.Context, batches []*gocql.Batch) error {
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			if err := b.ExecContext(ctx); err != nil {
+			if err := execBatch(ctx, s.session, b); err != nil {
 				once.Do(func() { first = fmt.Errorf("cassandrastore: write: %w", err); cancel() })
 			}
 		}()
@@ -351,6 +352,20 @@ func (s *Store) runAll(ctx context.Context, batches []*gocql.Batch) error {
 		return first
 	}
 	return ctx.Err()
+}
+
+// execBatch runs b; a batch of one statement runs as that statement. The
+// batch size limit applies to every BATCH request, one of one statement
+// included: Cassandra 2.2 to 3.5 refuse one over batch_size_fail_threshold
+// (50 KiB by default) even within one partition, so an event with a large
+// body, alone in its batch, would be refused on every retry and the writer
+// would never get past it. A plain statement has no such limit.
+func execBatch(ctx context.Context, session *gocql.Session, b *gocql.Batch) error {
+	if len(b.Entries) != 1 {
+		return b.ExecContext(ctx)
+	}
+	e := b.Entries[0]
+	return session.Query(e.Stmt, e.Args...).Consistency(b.Cons).Idempotent(e.Idempotent).ExecContext(ctx)
 }
 
 // Events implements store.Store.

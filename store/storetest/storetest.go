@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"strings"
 	"testing"
 
 	"google.golang.org/protobuf/proto"
@@ -37,6 +38,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"PagingAcrossPartitions", testPaging},
 		{"CountMessages", testCountMessages},
 		{"RevokedBodiesAreNotServed", testRevoke},
+		{"LargestEvents", testLargest},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -464,4 +466,30 @@ func testRevoke(t *testing.T, s store.Store) {
 	check(true)
 	mustAppend(t, s, append(evs, revoke)) // a replay of the whole log
 	check(true)
+}
+
+// testLargest appends events at the limits the events topic allows
+// (schema.CheckEvent): bodies of 64 KiB, alone and in a batch, 256-byte
+// titles, ids of their longest. A store must take every event that passes
+// those checks (the writer retries a refused batch for ever).
+func testLargest(t *testing.T, s store.Store) {
+	const maxBody = 64 << 10
+	body := []byte(`"` + strings.Repeat("b", maxBody-2) + `"`)
+	user := strings.Repeat("u", 64)
+	conv := strings.Repeat("c", 128)
+	evs := []*parleyv1.Event{{Conv: conv, Seq: 1, Type: parleyv1.EventType_EVENT_TYPE_CREATED, MsgId: strings.Repeat("m", 64), From: user,
+		Ts: 1, ConvKind: parleyv1.ConvKind_CONV_KIND_GROUP, Title: strings.Repeat("t", 256), Members: []string{user, "other"}}}
+	for seq := int64(2); seq <= 4; seq++ {
+		evs = append(evs, &parleyv1.Event{Conv: conv, Seq: seq, Type: parleyv1.EventType_EVENT_TYPE_MESSAGE, MsgId: fmt.Sprint("m", seq),
+			Cmid: strings.Repeat("x", 64), From: user, Ts: seq, Kind: strings.Repeat("k", 32), Body: body})
+	}
+	mustAppend(t, s, evs[:2]) // one large event alone
+	mustAppend(t, s, evs)     // and several, replayed
+	got, _, err := s.Events(ctx, conv, store.Range{Limit: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 4 || len(got[3].Body) != maxBody || got[0].Title != evs[0].Title {
+		t.Fatalf("got %d events (last body %d bytes)", len(got), len(got[len(got)-1].Body))
+	}
 }

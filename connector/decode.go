@@ -1,0 +1,360 @@
+package connector
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/segmentio/ksuid"
+	"github.com/valyala/fasthttp"
+
+	"github.com/parley-im/parley/auth"
+	"github.com/parley-im/parley/schema"
+	parleyv1 "github.com/parley-im/parley/schema/parley/v1"
+	"github.com/parley-im/parley/store"
+)
+
+// The decoders of what clients and the backend send: WebSocket frames and
+// HTTP API requests. Each is a pure function of its input (and the time,
+// and the token secret), called by the handler that serves the input and
+// by the fuzz targets in decode_fuzz_test.go, so that what is fuzzed is
+// what runs.
+
+// inputError is an input refused before anything reaches the log: the
+// client error code (schema.Code*) and a message for the client.
+type inputError struct {
+	code, msg string
+}
+
+func badRequest(format string, args ...any) *inputError {
+	return &inputError{code: schema.CodeBadRequest, msg: fmt.Sprintf(format, args...)}
+}
+
+// parseFrame decodes a client frame (PROTOCOL.md §2) that is not the first.
+// A frame that is not a JSON object fitting a request gets an error; req
+// then holds what could be read of it (its id, for the error reply).
+func parseFrame(data []byte) (*request, *inputError) {
+	req := new(request)
+	if err := json.Unmarshal(data, req); err != nil {
+		return req, badRequest("the frame is not a valid request object")
+	}
+	return req, nil
+}
+
+// parseAuth decodes and checks a connection's first frame: an auth frame
+// whose token verifies with secret at now, and a valid device id. It
+// returns the frame and the token's user, or the close a refused
+// connection gets (4002 for anything but an auth frame, 4001 for a bad
+// token or device).
+func parseAuth(data []byte, secret []byte, now time.Time) (*request, string, *CloseError) {
+	var req request
+	if json.Unmarshal(data, &req) != nil || req.Op != "auth" {
+		return nil, "", &CloseError{Code: CloseNoAuth, Reason: "the first frame must be auth"}
+	}
+	user, err := auth.Verify(secret, req.Token, now)
+	if err != nil {
+		return nil, "", &CloseError{Code: CloseBadToken, Reason: "bad or expired token"}
+	}
+	if !schema.ValidUserID(req.Device) {
+		return nil, "", &CloseError{Code: CloseBadToken, Reason: "invalid device id"}
+	}
+	return &req, user, nil
+}
+
+// commandsFor turns a request of user (op send, edit, revoke, read, create
+// or members) into the commands it makes, in the order they are to be
+// sent: one, or for members one per change, the additions first. msg_id,
+// ts and reply_to are left for the commander. A create of a group without
+// conv gets a new KSUID.
+func commandsFor(user string, req *request) ([]*parleyv1.Command, *inputError) {
+	cmd := &parleyv1.Command{Conv: req.Conv, From: user, Cmid: req.CMID}
+	if (req.Op == "send" || req.Op == "edit") && schema.JSONDepth(req.Body) > schema.MaxBodyDepth {
+		return nil, badRequest("the body nests deeper than %d levels", schema.MaxBodyDepth)
+	}
+	switch req.Op {
+	case "send":
+		kind := req.Kind
+		if kind == "" {
+			kind = "text"
+		}
+		cmd.Body = &parleyv1.Command_Send{Send: &parleyv1.Send{Kind: kind, Body: req.Body}}
+	case "edit":
+		cmd.Body = &parleyv1.Command_Edit{Edit: &parleyv1.Edit{Target: req.Target, Body: req.Body}}
+	case "revoke":
+		cmd.Body = &parleyv1.Command_Revoke{Revoke: &parleyv1.Revoke{Target: req.Target}}
+	case "read":
+		cmd.Body = &parleyv1.Command_Read{Read: &parleyv1.Read{Seq: req.Seq}}
+	case "create":
+		cr := &parleyv1.Create{Members: req.Members, Title: req.Title}
+		switch req.Kind {
+		case "direct":
+			if len(req.Members) != 1 || !schema.ValidUserID(req.Members[0]) {
+				return nil, badRequest("a direct conversation has exactly one other member")
+			}
+			cr.Kind, cmd.Conv = parleyv1.ConvKind_CONV_KIND_DIRECT, schema.DirectConvID(user, req.Members[0])
+		case "group":
+			var err *inputError
+			if cmd.Conv, err = groupConv(req.Conv); err != nil {
+				return nil, err
+			}
+			cr.Kind = parleyv1.ConvKind_CONV_KIND_GROUP
+		default:
+			return nil, badRequest(`kind must be "direct" or "group"`)
+		}
+		cmd.Body = &parleyv1.Command_Create{Create: cr}
+	case "members":
+		if !schema.ValidConvID(req.Conv) {
+			return nil, badRequest("missing or invalid conv")
+		}
+		return memberCommands(req.Conv, user, req.Add, req.Remove)
+	default:
+		return nil, badRequest("unknown op")
+	}
+	if !schema.ValidConvID(cmd.Conv) {
+		return nil, badRequest("missing or invalid conv")
+	}
+	return []*parleyv1.Command{cmd}, nil
+}
+
+// memberCommands is one command per change of a members request, the
+// additions first (so that each yields one event).
+func memberCommands(conv, as string, add, remove []string) ([]*parleyv1.Command, *inputError) {
+	if len(add) == 0 && len(remove) == 0 {
+		return nil, badRequest("nothing to add or remove")
+	}
+	var cmds []*parleyv1.Command
+	if len(add) > 0 {
+		cmds = append(cmds, &parleyv1.Command{Conv: conv, From: as, Body: &parleyv1.Command_AddMembers{AddMembers: &parleyv1.AddMembers{Users: add}}})
+	}
+	if len(remove) > 0 {
+		cmds = append(cmds, &parleyv1.Command{Conv: conv, From: as, Body: &parleyv1.Command_RemoveMembers{RemoveMembers: &parleyv1.RemoveMembers{Users: remove}}})
+	}
+	return cmds, nil
+}
+
+// historyRange checks a history request and returns the range it asks
+// for: a conv, after or before (not both; before at least 1), and a limit
+// of 1 to store.MaxRangeLimit (default 100).
+func historyRange(req *request) (store.Range, *inputError) {
+	limit := req.Limit
+	if limit == 0 {
+		limit = 100
+	}
+	r := store.Range{Limit: limit}
+	if req.After != nil {
+		r.After = *req.After
+	}
+	if req.Before != nil {
+		r.Before = *req.Before
+	}
+	if !schema.ValidConvID(req.Conv) || r.Validate() != nil || (req.After != nil && req.Before != nil) || (req.Before != nil && *req.Before < 1) {
+		return store.Range{}, badRequest("history needs a conv, after or before (not both), and a limit of 1 to %d", store.MaxRangeLimit)
+	}
+	return r, nil
+}
+
+// decodeBody reads an HTTP API body, a JSON object, into v.
+func decodeBody(body []byte, v any) *inputError {
+	err := json.Unmarshal(body, v)
+	var typeErr *json.UnmarshalTypeError
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &typeErr) && typeErr.Field != "":
+		return badRequest("%s: a JSON %s where the API wants another type", schema.Clip(typeErr.Field), typeErr.Value)
+	case errors.As(err, &typeErr):
+		return badRequest("the body must be a JSON object")
+	default:
+		return badRequest("the body is not valid JSON")
+	}
+}
+
+// parseTokenRequest reads POST /v1/tokens {"user","ttl_s"}: the user and
+// the token's lifetime (1 s to auth.MaxTTL, default defaultTokenTTL).
+func parseTokenRequest(body []byte) (string, time.Duration, *inputError) {
+	var req struct {
+		User string `json:"user"`
+		TTL  *int64 `json:"ttl_s"`
+	}
+	if e := decodeBody(body, &req); e != nil {
+		return "", 0, e
+	}
+	if !schema.ValidUserID(req.User) {
+		return "", 0, badRequest("user must be 1-64 characters of [A-Za-z0-9_.-]")
+	}
+	ttl := defaultTokenTTL
+	if req.TTL != nil {
+		if *req.TTL < 1 || *req.TTL > int64(auth.MaxTTL/time.Second) {
+			return "", 0, badRequest("ttl_s must be 1 to %d", int64(auth.MaxTTL/time.Second))
+		}
+		ttl = time.Duration(*req.TTL) * time.Second
+	}
+	return req.User, ttl, nil
+}
+
+// parseCreateRequest reads POST /v1/conversations
+// {"kind","members","title","as","conv","cmid"}: the create command, by
+// the rules of the WebSocket create; members may name "as".
+func parseCreateRequest(body []byte) (*parleyv1.Command, *inputError) {
+	var req struct {
+		Kind    string   `json:"kind"`
+		Members []string `json:"members"`
+		Title   string   `json:"title"`
+		As      string   `json:"as"`
+		Conv    string   `json:"conv"`
+		CMID    string   `json:"cmid"`
+	}
+	if e := decodeBody(body, &req); e != nil {
+		return nil, e
+	}
+	if !schema.ValidUserID(req.As) {
+		return nil, badRequest("as (the creator) must be a valid user id")
+	}
+	if req.CMID != "" && !schema.ValidCMID(req.CMID) {
+		return nil, badRequest("invalid cmid")
+	}
+	cr := &parleyv1.Create{Members: req.Members, Title: req.Title}
+	cmd := &parleyv1.Command{From: req.As, Cmid: req.CMID, Body: &parleyv1.Command_Create{Create: cr}}
+	switch req.Kind {
+	case "direct":
+		var others []string
+		for _, m := range req.Members {
+			if m != req.As && !contains(others, m) {
+				others = append(others, m)
+			}
+		}
+		if len(others) != 1 || !schema.ValidUserID(others[0]) {
+			return nil, badRequest("a direct conversation has exactly one member besides as")
+		}
+		cr.Kind, cmd.Conv = parleyv1.ConvKind_CONV_KIND_DIRECT, schema.DirectConvID(req.As, others[0])
+	case "group":
+		var err *inputError
+		if cmd.Conv, err = groupConv(req.Conv); err != nil {
+			return nil, err
+		}
+		cr.Kind = parleyv1.ConvKind_CONV_KIND_GROUP
+	default:
+		return nil, badRequest(`kind must be "direct" or "group"`)
+	}
+	return cmd, nil
+}
+
+// parseMembersRequest reads POST /v1/conversations/{conv}/members
+// {"add","remove","as"}: one command per change, the additions first.
+func parseMembersRequest(conv string, body []byte) ([]*parleyv1.Command, *inputError) {
+	var req struct {
+		Add    []string `json:"add"`
+		Remove []string `json:"remove"`
+		As     string   `json:"as"`
+	}
+	if e := decodeBody(body, &req); e != nil {
+		return nil, e
+	}
+	if !schema.ValidUserID(req.As) {
+		return nil, badRequest("as must be a valid user id")
+	}
+	return memberCommands(conv, req.As, req.Add, req.Remove)
+}
+
+// parseSendRequest reads POST /v1/conversations/{conv}/messages
+// {"from","cmid","kind","body"}: the send command (kind defaults to
+// "text").
+func parseSendRequest(conv string, body []byte) (*parleyv1.Command, *inputError) {
+	var req struct {
+		From string          `json:"from"`
+		CMID string          `json:"cmid"`
+		Kind string          `json:"kind"`
+		Body json.RawMessage `json:"body"`
+	}
+	if e := decodeBody(body, &req); e != nil {
+		return nil, e
+	}
+	switch {
+	case !schema.ValidUserID(req.From):
+		return nil, badRequest("from must be a valid user id")
+	case !schema.ValidCMID(req.CMID):
+		return nil, badRequest("cmid is required: 1-64 printable ASCII characters")
+	case len(req.Body) == 0:
+		return nil, badRequest("body is required (any JSON value)")
+	case len(req.Body) > schema.MaxBodyLen:
+		return nil, &inputError{schema.CodeTooLarge, fmt.Sprintf("body is %d bytes, the limit is %d", len(req.Body), schema.MaxBodyLen)}
+	case schema.JSONDepth(req.Body) > schema.MaxBodyDepth:
+		return nil, badRequest("body nests deeper than %d levels", schema.MaxBodyDepth)
+	}
+	if req.Kind == "" {
+		req.Kind = "text"
+	}
+	return &parleyv1.Command{Conv: conv, From: req.From, Cmid: req.CMID,
+		Body: &parleyv1.Command_Send{Send: &parleyv1.Send{Kind: req.Kind, Body: req.Body}}}, nil
+}
+
+// parseEventsQuery reads the query of GET /v1/conversations/{conv}/events:
+// after (>= 0) or before (>= 1), not both, and a limit of 1 to
+// store.MaxRangeLimit (default defaultEventsLimit).
+func parseEventsQuery(args *fasthttp.Args) (store.Range, *inputError) {
+	num := func(name string, def int64) (int64, bool) {
+		if !args.Has(name) {
+			return def, true
+		}
+		n, err := strconv.ParseInt(string(args.Peek(name)), 10, 64)
+		return n, err == nil && n >= 0
+	}
+	after, okA := num("after", 0)
+	before, okB := num("before", 0)
+	limit, okL := num("limit", defaultEventsLimit)
+	if !okA || !okB || !okL || (args.Has("after") && args.Has("before")) || (args.Has("before") && before < 1) || limit < 1 || limit > store.MaxRangeLimit {
+		return store.Range{}, badRequest("events takes after (>= 0) or before (>= 1), not both, and a limit of 1 to %d", store.MaxRangeLimit)
+	}
+	return store.Range{After: after, Before: before, Limit: int(limit)}, nil
+}
+
+// apiRoute names an endpoint of the HTTP API.
+type apiRoute int
+
+const (
+	routeNone apiRoute = iota
+	routeTokens
+	routeCreate
+	routeMembers
+	routeSend
+	routeEvents
+	routeUserConversations
+)
+
+// parseAPIPath maps a request path under /v1/ to its route, the method it
+// takes and the path's segments after /v1/ (seg[1] is the conversation or
+// user of the routes that name one); routeNone for no such endpoint.
+func parseAPIPath(path string) (apiRoute, string, []string) {
+	seg := strings.Split(strings.TrimPrefix(path, "/v1/"), "/")
+	switch {
+	case len(seg) == 1 && seg[0] == "tokens":
+		return routeTokens, fasthttp.MethodPost, seg
+	case len(seg) == 1 && seg[0] == "conversations":
+		return routeCreate, fasthttp.MethodPost, seg
+	case len(seg) == 3 && seg[0] == "conversations" && seg[2] == "members":
+		return routeMembers, fasthttp.MethodPost, seg
+	case len(seg) == 3 && seg[0] == "conversations" && seg[2] == "messages":
+		return routeSend, fasthttp.MethodPost, seg
+	case len(seg) == 3 && seg[0] == "conversations" && seg[2] == "events":
+		return routeEvents, fasthttp.MethodGet, seg
+	case len(seg) == 3 && seg[0] == "users" && seg[2] == "conversations":
+		return routeUserConversations, fasthttp.MethodGet, seg
+	}
+	return routeNone, "", seg
+}
+
+// groupConv is the id of a group being created: the KSUID the client chose,
+// so that a retry yields the same group rather than a second one, or a new
+// one.
+func groupConv(conv string) (string, *inputError) {
+	if conv == "" {
+		return ksuid.New().String(), nil
+	}
+	if _, err := ksuid.Parse(conv); err != nil {
+		return "", badRequest("a group's conv, if given, must be a KSUID")
+	}
+	return conv, nil
+}

@@ -1,0 +1,65 @@
+// Package metrics holds the Prometheus metrics more than one role keeps.
+// Nothing here is global: a role registers its metrics with the
+// prometheus.Registerer of its Config, and a nil one stands for a private
+// registry that nobody scrapes.
+package metrics
+
+import (
+	"errors"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/parley-im/parley/schema"
+)
+
+// Skipped is parley_records_skipped_total{role, topic, reason}: the
+// records a role consumed without acting on them, because they could not
+// be decoded or broke a rule of their topic (schema.SkipReasons). Methods
+// are safe for concurrent use.
+type Skipped struct {
+	vec *prometheus.CounterVec
+}
+
+// NewSkipped registers the counter of role with reg (nil: a private
+// registry) and starts the series of each topic and reason at zero, so that
+// a scrape shows them before the first skip. Roles of one process may share
+// reg; two instances of one role in one process share the counter.
+func NewSkipped(reg prometheus.Registerer, role string, topics ...string) (*Skipped, error) {
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
+	vec := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "parley_records_skipped_total",
+		Help: "Records consumed and skipped, without acting on them, by topic and reason (undecodable, malformed, out_of_sequence).",
+	}, []string{"topic", "reason"})
+	if err := prometheus.WrapRegistererWith(prometheus.Labels{"role": role}, reg).Register(vec); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if !errors.As(err, &are) {
+			return nil, err
+		}
+		existing, ok := are.ExistingCollector.(*prometheus.CounterVec)
+		if !ok {
+			return nil, err
+		}
+		vec = existing
+	}
+	for _, t := range topics {
+		for _, r := range schema.SkipReasons {
+			vec.WithLabelValues(t, r)
+		}
+	}
+	return &Skipped{vec: vec}, nil
+}
+
+// Add counts one record of topic skipped for reason.
+func (s *Skipped) Add(topic, reason string) { s.vec.WithLabelValues(topic, reason).Inc() }
+
+// Count returns how many records of topic were skipped for reason.
+func (s *Skipped) Count(topic, reason string) int64 {
+	var m dto.Metric
+	if err := s.vec.WithLabelValues(topic, reason).Write(&m); err != nil {
+		return 0
+	}
+	return int64(m.GetCounter().GetValue())
+}

@@ -1,0 +1,111 @@
+package writer
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+	"testing"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/parley-im/parley/schema"
+	parleyv1 "github.com/parley-im/parley/schema/parley/v1"
+	"github.com/parley-im/parley/store/pebblestore"
+)
+
+func event(conv string, seq int64) *parleyv1.Event {
+	ev := &parleyv1.Event{Conv: conv, Seq: seq, MsgId: fmt.Sprintf("m-%s-%d", conv, seq), From: "alice", Ts: seq}
+	if seq == 1 {
+		ev.Type, ev.ConvKind, ev.Members = parleyv1.EventType_EVENT_TYPE_CREATED, parleyv1.ConvKind_CONV_KIND_GROUP, []string{"alice", "bob"}
+	} else {
+		ev.Type, ev.Kind, ev.Body = parleyv1.EventType_EVENT_TYPE_MESSAGE, "text", []byte(fmt.Sprint(seq))
+	}
+	return ev
+}
+
+func record(partition int32, offset int64, ev *parleyv1.Event) *kgo.Record {
+	v, err := proto.Marshal(ev)
+	if err != nil {
+		panic(err)
+	}
+	return &kgo.Record{Topic: "parley.events", Partition: partition, Offset: offset, Key: []byte(ev.Conv), Value: v}
+}
+
+// TestTakeEvents runs the writer's filter over batches of records against
+// a real Pebble store: well-formed events that continue their
+// conversation are taken (replays of stored events included); the rest is
+// skipped with its reason, logged, and counted.
+func TestTakeEvents(t *testing.T) {
+	ctx := context.Background()
+	st, err := pebblestore.Open(t.TempDir(), pebblestore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	var logs bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&logs, nil))
+	skipped := map[string]int{}
+	seq := newSequence(4)
+	take := func(recs ...*kgo.Record) []int64 {
+		t.Helper()
+		evs, err := takeEvents(ctx, recs, st, seq, log, func(r string) { skipped[r]++ })
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := st.Append(ctx, evs); err != nil {
+			t.Fatal(err)
+		}
+		seq.trim()
+		var seqs []int64
+		for _, ev := range evs {
+			seqs = append(seqs, ev.Seq)
+		}
+		return seqs
+	}
+	want := func(got []int64, w ...int64) {
+		t.Helper()
+		if fmt.Sprint(got) != fmt.Sprint(w) {
+			t.Fatalf("took seqs %v, want %v", got, w)
+		}
+	}
+	// A conversation from its start, with a jump, a repeat and garbage in
+	// the middle.
+	a := "conv-a"
+	forged := event(a, 1<<40)
+	seqZero := event(a, 3)
+	seqZero.Seq = 0
+	want(take(record(0, 0, event(a, 1)), record(0, 1, event(a, 2)), record(0, 2, forged), record(0, 3, event(a, 2)),
+		&kgo.Record{Partition: 0, Offset: 4, Key: []byte(a), Value: []byte("\xff garbage")}, record(0, 5, seqZero),
+		record(0, 6, event(a, 3))), 1, 2, 3)
+	if skipped[schema.SkipOutOfSequence] != 2 || skipped[schema.SkipUndecodable] != 1 || skipped[schema.SkipMalformed] != 1 {
+		t.Fatalf("skipped %v", skipped)
+	}
+	for _, s := range []string{"reason=out_of_sequence", "reason=undecodable", "reason=malformed", "jumps past its last seq 2", "was taken already"} {
+		if !strings.Contains(logs.String(), s) {
+			t.Errorf("the log lacks %q:\n%s", s, logs.String())
+		}
+	}
+	// A conversation the store does not hold, that does not start at 1.
+	want(take(record(1, 0, event("conv-b", 5))))
+	if !strings.Contains(logs.String(), "no created event") {
+		t.Errorf("the log does not say the orphan has no created event:\n%s", logs.String())
+	}
+	// After a rebalance, the partition is read again from an earlier
+	// offset: replays of stored events are taken, then the log goes on.
+	seq.forget([]int32{0})
+	want(take(record(0, 1, event(a, 2)), record(0, 6, event(a, 3)), record(0, 7, event(a, 4))), 2, 3, 4)
+	want(take(record(0, 8, event(a, 6))))
+	// Beyond the bound, conversations are forgotten and read from the
+	// store again, still exactly.
+	for i := range 6 {
+		c := fmt.Sprint("conv-", i)
+		want(take(record(2, int64(i), event(c, 1))), 1)
+	}
+	if len(seq.convs) > 4 {
+		t.Fatalf("%d conversations tracked, bound 4", len(seq.convs))
+	}
+	want(take(record(0, 9, event(a, 5)), record(0, 10, event(a, 7))), 5)
+}
