@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/parley-im/parley/client"
 	"github.com/parley-im/parley/internal/testutil"
 	"github.com/parley-im/parley/store/cassandrastore"
 )
@@ -131,6 +132,8 @@ func TestChaos(t *testing.T) {
 			t.Error(err)
 		}
 	}
+	stats := l.stats()
+	l.close()
 
 	rctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
@@ -150,7 +153,7 @@ func TestChaos(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	rep := report(s, ran, l, lv, f, v)
+	rep := report(s, ran, l, stats, lv, f, v)
 	out, _ := json.MarshalIndent(rep, "", "  ")
 	fmt.Printf("chaos report:\n%s\nfault log:\n  %s\nchecker:\n%s", out, strings.Join(f.log, "\n  "), v)
 	if s.report != "" {
@@ -163,7 +166,7 @@ func TestChaos(t *testing.T) {
 	}
 }
 
-func report(s settings, ran time.Duration, l *load, lv *logView, f *faults, v *verdict) Report {
+func report(s settings, ran time.Duration, l *load, stats []client.Stats, lv *logView, f *faults, v *verdict) Report {
 	r := Report{
 		Seed: s.seed, Duration: ran.Round(time.Second).String(), Clients: len(l.devices), Events: lv.events,
 		MemberChanges: l.memberOps.Load(), Faults: f.counts, Violations: map[string]int{},
@@ -192,8 +195,7 @@ func report(s settings, ran time.Duration, l *load, lv *logView, f *faults, v *v
 	for _, rule := range rules {
 		r.Violations[rule] = v.counts[rule]
 	}
-	for _, d := range l.devices {
-		st := d.c.Stats()
+	for _, st := range stats {
 		r.Delivered += st.Delivered
 		r.Client["connects"] += st.Connects
 		r.Client["retries"] += st.Retries

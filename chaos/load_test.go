@@ -125,12 +125,7 @@ func startLoad(t *testing.T, c *cluster, clients int) *load {
 	if dialErr != nil {
 		t.Fatal(dialErr)
 	}
-	t.Cleanup(func() {
-		for _, d := range l.devices {
-			d.c.Close()
-			<-d.done
-		}
-	})
+	t.Cleanup(l.close)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -253,6 +248,15 @@ func (l *load) run(ctx context.Context, seed uint64, rate float64, churnEvery ti
 	wg.Wait()
 }
 
+// close disconnects every device and waits until each has delivered its
+// last event: what they delivered holds still from then on.
+func (l *load) close() {
+	for _, d := range l.devices {
+		d.c.Close()
+		<-d.done
+	}
+}
+
 // catchUp brings every device up to date with what sync reports.
 func (l *load) catchUp(timeout time.Duration) []error {
 	var wg sync.WaitGroup
@@ -273,4 +277,13 @@ func (l *load) catchUp(timeout time.Duration) []error {
 	}
 	wg.Wait()
 	return errs
+}
+
+// stats returns every device's client counters.
+func (l *load) stats() []client.Stats {
+	out := make([]client.Stats, len(l.devices))
+	for i, d := range l.devices {
+		out[i] = d.c.Stats()
+	}
+	return out
 }

@@ -24,8 +24,9 @@ const (
 	SkipUndecodable = "undecodable"
 	SkipMalformed   = "malformed"
 	// SkipOutOfSequence: a well-formed event that does not continue its
-	// conversation: its seq is not the next one (a jump, or a seq seen
-	// already in this run), or the store holds no earlier event of it.
+	// conversation: after the consumer took seq n of it since it was
+	// assigned the partition, anything but n+1 (a jump, or a seq taken
+	// already).
 	// The sequencer never writes one; it comes from another producer.
 	SkipOutOfSequence = "out_of_sequence"
 )

@@ -48,10 +48,7 @@ func Rebuild(ctx context.Context, kc kafka.Config, st store.Store, batch int, lo
 		if len(buf) == 0 {
 			return nil
 		}
-		evs, err := takeEvents(ctx, buf, st, seq, log, skip)
-		if err != nil {
-			return err
-		}
+		evs := takeEvents(buf, seq, log, skip)
 		if err := appendWithRetry(ctx, st, evs, log); err != nil {
 			return err
 		}

@@ -1,42 +1,30 @@
 package writer
 
 import (
-	"context"
-	"errors"
 	"fmt"
 	"sync"
 
 	parleyv1 "github.com/parley-im/parley/schema/parley/v1"
-	"github.com/parley-im/parley/store"
 )
 
 // defaultTracked bounds the conversations whose last seq a writer keeps in
-// memory; beyond it, it reads the others' heads from the store again.
+// memory; beyond it, it forgets some.
 const defaultTracked = 100_000
 
-// headReads bounds the store reads of conversation heads in flight.
-const headReads = 16
-
 // sequence tells the events that continue their conversations from those
-// that do not, so that the store only ever takes a log the sequencer could
-// have written (store.Store.Append's precondition). Within a conversation
+// that do not, from what this writer itself took: within a conversation
 // the events topic holds seqs 1, 2, 3, ... in log order, and one writer
-// reads each partition in order; so an event is taken if its seq is the
-// next one after the conversation's last seq. The last seq is what this
-// writer took from the log since it was assigned the partition, or else
-// the store's head when this writer first met the conversation since the
-// assignment; an event at or below that head is a replay (after a restart
-// or a rebalance) and is written again, idempotently.
+// reads each partition in order, so after an event at seq n it takes only
+// n+1. The first event of a conversation it meets since the partition was
+// assigned is taken as it is (a replay after a restart or a rebalance is
+// written again, idempotently). What follows it out of turn is skipped: a
+// seq far ahead, which would leave the store's head beyond events that
+// will never come, or a seq taken already. The sequencer writes neither; a
+// record that is one comes from another producer (the topic should be
+// writable by the sequencer only).
 //
-// Anything else is skipped: a seq far ahead (it would leave the store's
-// head beyond events that will never come), a conversation without its
-// created event in the store, or a seq already taken in this run. The
-// sequencer writes none of these; a record that is one comes from another
-// producer (the topic should be writable by the sequencer only). If a
-// store has lost events the writer already committed, the conversation's
-// later events are skipped too, and counted, until `parley rebuild`
-// restores the store: the store is then no longer the log's projection,
-// and the count says so.
+// Nothing is skipped on the store's word: a read of the store can be
+// wrong for a moment (a node restarting), and a skip is for good.
 //
 // A sequence is used by one goroutine at a time, except forget.
 type sequence struct {
@@ -57,10 +45,9 @@ func newSequence(max int) *sequence {
 	return &sequence{max: max, convs: make(map[string]*convSeq), part: make(map[int32]map[string]bool)}
 }
 
-// convSeq is what a writer knows of one conversation: the store's last seq
-// when it first met it, and the last seq it has taken since (at least the
-// former).
-type convSeq struct{ head, last int64 }
+// convSeq is what a writer knows of one conversation: the last seq it has
+// taken since the partition was assigned.
+type convSeq struct{ last int64 }
 
 // forget drops what is known of partitions (nil: all) before the next
 // batch: another writer may have stored more of them meanwhile. Safe to
@@ -100,30 +87,15 @@ type tracked struct {
 
 // check returns, for each event of batch (in log order), whether it
 // continues its conversation, and takes those that do as the
-// conversations' new last seqs. Heads of conversations first seen are read
-// from st; an error reading them is returned as is (the store is down, not
-// the record bad) and leaves nothing taken. why explains a refusal.
-func (s *sequence) check(ctx context.Context, st store.Store, batch []tracked) (ok []bool, why []string, err error) {
+// conversations' new last seqs; why explains a refusal.
+func (s *sequence) check(batch []tracked) (ok []bool, why []string) {
 	s.applyForget()
-	var unseen []string
-	seen := make(map[string]bool)
-	for _, t := range batch {
-		c := t.ev.Conv
-		if s.convs[c] == nil && !seen[c] {
-			seen[c] = true
-			unseen = append(unseen, c)
-		}
-	}
-	heads, err := readHeads(ctx, st, unseen)
-	if err != nil {
-		return nil, nil, err
-	}
 	ok, why = make([]bool, len(batch)), make([]string, len(batch))
 	for i, t := range batch {
 		ev := t.ev
 		c := s.convs[ev.Conv]
 		if c == nil {
-			c = &convSeq{head: heads[ev.Conv], last: heads[ev.Conv]}
+			c = &convSeq{last: ev.Seq - 1}
 			s.convs[ev.Conv] = c
 			ps := s.part[t.partition]
 			if ps == nil {
@@ -136,21 +108,17 @@ func (s *sequence) check(ctx context.Context, st store.Store, batch []tracked) (
 		case ev.Seq == c.last+1:
 			c.last = ev.Seq
 			ok[i] = true
-		case ev.Seq <= c.head:
-			ok[i] = true // a replay of an event the store holds
-		case c.last == 0:
-			why[i] = fmt.Sprintf("seq %d of %s, of which the store holds nothing (no created event)", ev.Seq, ev.Conv)
 		case ev.Seq > c.last:
 			why[i] = fmt.Sprintf("seq %d of %s jumps past its last seq %d", ev.Seq, ev.Conv, c.last)
 		default:
-			why[i] = fmt.Sprintf("seq %d of %s was taken already in this run (last seq %d)", ev.Seq, ev.Conv, c.last)
+			why[i] = fmt.Sprintf("seq %d of %s was taken already (last seq %d)", ev.Seq, ev.Conv, c.last)
 		}
 	}
-	return ok, why, nil
+	return ok, why
 }
 
 // trim forgets conversations beyond the bound; call it once the store has
-// everything check took (the store's heads are then exact).
+// everything check took.
 func (s *sequence) trim() {
 	if len(s.convs) <= s.max {
 		return
@@ -167,42 +135,4 @@ func (s *sequence) trim() {
 			delete(s.part, p)
 		}
 	}
-}
-
-// readHeads returns the last seq the store holds of each conversation (0
-// for one it does not know), reading a few at once.
-func readHeads(ctx context.Context, st store.Store, convs []string) (map[string]int64, error) {
-	out := make(map[string]int64, len(convs))
-	if len(convs) == 0 {
-		return out, nil
-	}
-	var (
-		mu    sync.Mutex
-		wg    sync.WaitGroup
-		first error
-		sem   = make(chan struct{}, headReads)
-	)
-	for _, conv := range convs {
-		sem <- struct{}{}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			h, err := st.Conversation(ctx, conv)
-			mu.Lock()
-			defer mu.Unlock()
-			switch {
-			case errors.Is(err, store.ErrNotFound):
-				out[conv] = 0
-			case err != nil:
-				if first == nil {
-					first = fmt.Errorf("read the head of %s: %w", conv, err)
-				}
-			default:
-				out[conv] = h.LastSeq
-			}
-		}()
-	}
-	wg.Wait()
-	return out, first
 }

@@ -28,7 +28,8 @@ type Config struct {
 	// Tracked bounds the conversations whose last seq the writer keeps in
 	// memory (to tell the events that continue their conversation from
 	// those that do not, see SkipOutOfSequence in package schema); beyond
-	// it, it reads their heads from the store again. Default 100,000.
+	// it, it forgets some and takes their next event as it comes. Default
+	// 100,000.
 	Tracked int
 	// Logger; default slog.Default().
 	Logger *slog.Logger
@@ -189,12 +190,8 @@ func (w *Writer) forget(_ context.Context, _ *kgo.Client, lost map[string][]int3
 // writeBatch decodes recs, skips the records the store must not take, and
 // appends the rest to the store, retrying store errors until ctx ends.
 func (w *Writer) writeBatch(ctx context.Context, recs []*kgo.Record) error {
-	evs, err := takeEvents(ctx, recs, w.store, w.seq, w.log, func(reason string) { w.skipped.Add(w.cfg.Kafka.Topics().Events, reason) },
-		func(err error) { w.lastErr.Store(&err) })
-	if err != nil {
-		return err
-	}
-	err = appendWithRetry(ctx, w.store, evs, w.log, func(err error) { w.lastErr.Store(&err) })
+	evs := takeEvents(recs, w.seq, w.log, func(reason string) { w.skipped.Add(w.cfg.Kafka.Topics().Events, reason) })
+	err := appendWithRetry(ctx, w.store, evs, w.log, func(err error) { w.lastErr.Store(&err) })
 	if err == nil {
 		w.seq.trim()
 		w.events.Add(int64(len(evs)))
@@ -206,10 +203,8 @@ func (w *Writer) writeBatch(ctx context.Context, recs []*kgo.Record) error {
 // takeEvents decodes recs (records of the events topic, in log order) and
 // returns the events the store may take: well-formed (schema.DecodeEvent)
 // and continuing their conversations (see sequence). Each record left out
-// is logged with its reason and counted through skip. Reading the
-// conversations' heads is retried until ctx ends, like a store append;
-// failed hears of each failure.
-func takeEvents(ctx context.Context, recs []*kgo.Record, st store.Store, seq *sequence, log *slog.Logger, skip func(reason string), failed ...func(error)) ([]*parleyv1.Event, error) {
+// is logged with its reason and counted through skip.
+func takeEvents(recs []*kgo.Record, seq *sequence, log *slog.Logger, skip func(reason string)) []*parleyv1.Event {
 	batch := make([]tracked, 0, len(recs))
 	from := make([]*kgo.Record, 0, len(recs))
 	for _, r := range recs {
@@ -223,27 +218,18 @@ func takeEvents(ctx context.Context, recs []*kgo.Record, st store.Store, seq *se
 		batch = append(batch, tracked{partition: r.Partition, ev: ev})
 		from = append(from, r)
 	}
-	var ok []bool
-	var why []string
-	err := retry(ctx, log, "reading conversation heads failed; retrying", func() error {
-		var err error
-		ok, why, err = seq.check(ctx, st, batch)
-		return err
-	}, failed...)
-	if err != nil {
-		return nil, err
-	}
+	ok, why := seq.check(batch)
 	evs := make([]*parleyv1.Event, 0, len(batch))
 	for i, t := range batch {
 		if !ok[i] {
 			skip(schema.SkipOutOfSequence)
 			log.Warn("skipping an event record", "partition", from[i].Partition, "offset", from[i].Offset, "reason", schema.SkipOutOfSequence,
-				"err", why[i]+" (the sequencer writes no such event; if the store lost events, rebuild it)")
+				"err", why[i]+" (the sequencer writes no such event)")
 			continue
 		}
 		evs = append(evs, t.ev)
 	}
-	return evs, nil
+	return evs
 }
 
 // Check reports whether the writer is making progress: it fails while the
