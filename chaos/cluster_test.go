@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -32,10 +30,7 @@ func TestMain(m *testing.M) {
 	if err != nil {
 		panic(err)
 	}
-	parleyBin = filepath.Join(dir, "parley")
-	build := exec.Command("go", "build", "-o", parleyBin, "github.com/parley-im/parley/cmd/parley")
-	build.Stdout, build.Stderr = os.Stdout, os.Stderr
-	if err := build.Run(); err != nil {
+	if parleyBin, err = testutil.BuildParley(dir); err != nil {
 		fmt.Fprintln(os.Stderr, "building parley:", err)
 		os.Exit(1)
 	}
@@ -96,10 +91,10 @@ func startCluster(t *testing.T, dir string) *cluster {
 		c.add(fmt.Sprintf("fanout-%d", i), "fanout", append(append([]string{"--push-secret", pushSecret, "--instance-id", fmt.Sprintf("fanout-%d", i)}, common...), cass...))
 	}
 	for i := 1; i <= 2; i++ {
-		public := freeAddr(t)
+		public := testutil.FreeAddr(t)
 		c.public = append(c.public, public)
 		p := c.add(fmt.Sprintf("connector-%d", i), "connector", append(append([]string{
-			"--node-id", fmt.Sprintf("node-%d", i), "--listen", public, "--push-listen", freeAddr(t),
+			"--node-id", fmt.Sprintf("node-%d", i), "--listen", public, "--push-listen", testutil.FreeAddr(t),
 			"--push-secret", pushSecret, "--token-secret", tokenSecret, "--heartbeat", heartbeat.String(),
 			// The clients pace themselves under the announced rate; a
 			// reconnect storm after a kill must not be refused.
@@ -112,7 +107,7 @@ func startCluster(t *testing.T, dir string) *cluster {
 	}
 	for _, p := range c.procs {
 		if p.listen != "" {
-			waitListening(t, p.listen)
+			testutil.WaitListening(t, p.listen)
 		}
 	}
 	t.Cleanup(func() {
@@ -143,28 +138,7 @@ func (c *cluster) add(name, role string, args []string) *proc {
 func (c *cluster) groupCaughtUp(group, topic string) bool {
 	cl := c.client()
 	defer cl.Close()
-	adm := kadm.NewClient(cl)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	ends, err := adm.ListEndOffsets(ctx, topic)
-	if err != nil {
-		return false
-	}
-	committed, err := adm.FetchOffsets(ctx, group)
-	if err != nil {
-		return false
-	}
-	caught := true
-	ends.Each(func(e kadm.ListedOffset) {
-		if e.Offset == 0 {
-			return
-		}
-		o, ok := committed.Lookup(topic, e.Partition)
-		if !ok || o.At < e.Offset-1 {
-			caught = false
-		}
-	})
-	return caught
+	return testutil.GroupCaughtUp(cl, group, topic)
 }
 
 // proc is a role process, started again after each kill.
@@ -244,27 +218,6 @@ func (p *proc) tail(n int64) string {
 		b = b[int64(len(b))-n:]
 	}
 	return string(b)
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
-func waitListening(t *testing.T, addr string) {
-	t.Helper()
-	testutil.WaitFor(t, time.Minute, addr+" to listen", func() bool {
-		c, err := net.DialTimeout("tcp", addr, time.Second)
-		if err == nil {
-			c.Close()
-		}
-		return err == nil
-	})
 }
 
 // quietLogger is for the harness's own Kafka clients: warnings and errors.

@@ -1,7 +1,6 @@
 package connector_test
 
 import (
-	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
@@ -25,6 +24,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/parley-im/parley/connector"
+	"github.com/parley-im/parley/internal/testutil"
 	"github.com/parley-im/parley/schema"
 	parleyv1 "github.com/parley-im/parley/schema/parley/v1"
 	"github.com/parley-im/parley/store/pebblestore"
@@ -34,23 +34,6 @@ import (
 // a real gateway on loopback (sequencer, writer into Pebble, embedded
 // broker): forged tokens, API keys, origins, authorization, slow and
 // flooding clients, deep and huge JSON, and the internal push endpoint.
-
-// hmacJWT signs header.claims with HMAC-SHA256 under key, whatever alg the
-// header names: forgeries a JWT library would not make.
-func hmacJWT(t *testing.T, header, claims map[string]any, key []byte) string {
-	t.Helper()
-	enc := func(v any) string {
-		b, err := json.Marshal(v)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return base64.RawURLEncoding.EncodeToString(b)
-	}
-	input := enc(header) + "." + enc(claims)
-	m := hmac.New(sha256.New, key)
-	m.Write([]byte(input))
-	return input + "." + base64.RawURLEncoding.EncodeToString(m.Sum(nil))
-}
 
 // authAnswer dials, sends auth with tok and device, and returns the first
 // frame's op, or the close code if the server closed instead.
@@ -96,14 +79,14 @@ func TestSecurityTokens(t *testing.T) {
 		}
 		return s
 	}
-	if op, code := g.authAnswer(t, hmacJWT(t, map[string]any{"alg": "HS256", "typ": "JWT"}, good, secret), "phone"); op != "auth_ok" {
+	if op, code := g.authAnswer(t, testutil.RawJWT(t, map[string]any{"alg": "HS256", "typ": "JWT"}, good, sha256.New, secret, ""), "phone"); op != "auth_ok" {
 		t.Fatalf("a well-formed HS256 token by hand: %q, close %d", op, code)
 	}
 	for name, tok := range map[string]string{
 		"alg none":                    signed(jwt.SigningMethodNone, jwt.UnsafeAllowNoneSignatureType, jwt.MapClaims(good)),
-		"alg none, HMAC sig":          hmacJWT(t, map[string]any{"alg": "none"}, good, secret),
-		"RS256 header, HMAC sig":      hmacJWT(t, map[string]any{"alg": "RS256"}, good, secret),
-		"ES256 header, HMAC sig":      hmacJWT(t, map[string]any{"alg": "ES256"}, good, secret),
+		"alg none, HMAC sig":          testutil.RawJWT(t, map[string]any{"alg": "none"}, good, sha256.New, secret, ""),
+		"RS256 header, HMAC sig":      testutil.RawJWT(t, map[string]any{"alg": "RS256"}, good, sha256.New, secret, ""),
+		"ES256 header, HMAC sig":      testutil.RawJWT(t, map[string]any{"alg": "ES256"}, good, sha256.New, secret, ""),
 		"HS512 with the secret":       signed(jwt.SigningMethodHS512, secret, jwt.MapClaims(good)),
 		"HS384 with the secret":       signed(jwt.SigningMethodHS384, secret, jwt.MapClaims(good)),
 		"wrong secret":                signed(jwt.SigningMethodHS256, []byte(strings.Repeat("x", 32)), jwt.MapClaims(good)),
@@ -832,11 +815,13 @@ func TestSecurityDeepAndHugeJSON(t *testing.T) {
 		}
 	}
 
-	// 100,000 '[' is over the frame limit: 1009, and nobody else notices.
+	// 70,000 '[' is over the frame limit: 1009, and nobody else notices.
+	// The server may close before the whole frame is written, so the
+	// write itself may fail (broken pipe); the close code is what counts.
 	victim := g.login(t, "mallory", "1")
-	sendRaw(victim, strings.Repeat("[", 100_000))
+	_ = victim.conn.WriteMessage(websocket.TextMessage, []byte(strings.Repeat("[", 70_000)))
 	if code := closeCode(t, victim.conn); code != connector.CloseTooLarge {
-		t.Fatalf("100,000 '[': close %d, want %d", code, connector.CloseTooLarge)
+		t.Fatalf("70,000 '[': close %d, want %d", code, connector.CloseTooLarge)
 	}
 	// Within the frame limit, nesting past the decoder's 10,000 levels is a
 	// bad frame; so is a frame that never closes its brackets.
@@ -906,7 +891,7 @@ func TestSecurityDeepAndHugeJSON(t *testing.T) {
 	a.want(400, "bad_request", http.MethodPost, msgs, `{"from":"alice","cmid":"h65","body":`+nested(schema.MaxBodyDepth+1)+`}`)
 	a.want(400, "bad_request", http.MethodPost, msgs, `{"from":"alice","cmid":"h9998","body":`+nested(9_998)+`}`)
 	a.want(400, "bad_request", http.MethodPost, msgs, `{"from":"alice","cmid":"h30000","body":`+nested(30_000)+`}`)
-	a.want(413, "too_large", http.MethodPost, msgs, `{"from":"alice","cmid":"big","body":"`+strings.Repeat("x", 2<<20)+`"}`)
+	// (Bodies over the limit get 413 too_large: TestHTTPAPITooLarge.)
 	// A huge but well-formed member list gets an answer, not a stall.
 	var members strings.Builder
 	members.WriteString(`{"kind":"group","as":"alice","members":[`)
@@ -917,7 +902,10 @@ func TestSecurityDeepAndHugeJSON(t *testing.T) {
 		fmt.Fprintf(&members, `"user-%07d"`, i)
 	}
 	members.WriteString(`]}`)
-	status, out := a.do(http.MethodPost, "/v1/conversations", members.String())
+	// Raw, since the server answers before it has read the whole body and a
+	// client still writing it may see the connection reset first.
+	status, out := rawRequest(t, g.addr, fmt.Sprintf("POST /v1/conversations HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nContent-Length: %d\r\n\r\n",
+		apiKey, members.Len()), []byte(members.String()))
 	t.Logf("a create with %d KiB of members: %d %v", members.Len()>>10, status, out)
 	if status != http.StatusRequestEntityTooLarge || out["code"] != "too_large" {
 		t.Errorf("a create with %d KiB of members: %d %v, want 413 too_large", members.Len()>>10, status, out)

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -17,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/parley-im/parley/internal/testutil"
 	"github.com/parley-im/parley/kafka"
 	"github.com/parley-im/parley/schema"
 	parleyv1 "github.com/parley-im/parley/schema/parley/v1"
@@ -71,17 +71,6 @@ func TestWriterOnCassandraKilled(t *testing.T) {
 	w.check(t, c.events(), outs, st)
 }
 
-// freeAddr returns a loopback address with a port free right now.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 // readyz returns the status code of GET /readyz at addr (0 if unreachable).
 func readyz(addr string) int {
 	cl := http.Client{Timeout: 5 * time.Second}
@@ -104,7 +93,7 @@ func TestCassandraOutage(t *testing.T) {
 	w := newWorkload(200, 100, 20_000, retryFrac, 6)
 	outs := c.collectOutcomes(context.Background())
 	runInProcess(t, "sequencer", newSequencer(t, c, "seq-outage").Run)
-	adminAddr := freeAddr(t)
+	adminAddr := testutil.FreeAddr(t)
 	wr := startChild(t, "writer", append([]string{"writer", "--brokers", c.broker.Addr(), "--log-level", "warn",
 		"--migrate", "--admin-listen", adminAddr}, cassandraArgs(cfg)...)...)
 	waitFor(t, time.Minute, "/readyz to answer 200", func() bool { return readyz(adminAddr) == 200 })

@@ -30,10 +30,7 @@ func TestMain(m *testing.M) {
 	if err != nil {
 		panic(err)
 	}
-	parleyBin = filepath.Join(dir, "parley")
-	build := exec.Command("go", "build", "-o", parleyBin, "github.com/parley-im/parley/cmd/parley")
-	build.Stdout, build.Stderr = os.Stdout, os.Stderr
-	if err := build.Run(); err != nil {
+	if parleyBin, err = testutil.BuildParley(dir); err != nil {
 		fmt.Fprintln(os.Stderr, "building parley:", err)
 		os.Exit(1)
 	}
@@ -230,28 +227,7 @@ func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool)
 func (c *cluster) groupCaughtUp(group, topic string) bool {
 	cl := c.client()
 	defer cl.Close()
-	adm := kadm.NewClient(cl)
-	ctx := context.Background()
-	ends, err := adm.ListEndOffsets(ctx, topic)
-	if err != nil {
-		return false
-	}
-	committed, err := adm.FetchOffsets(ctx, group)
-	if err != nil {
-		return false
-	}
-	caught := true
-	ends.Each(func(e kadm.ListedOffset) {
-		if e.Offset == 0 {
-			return
-		}
-		o, ok := committed.Lookup(topic, e.Partition)
-		// The end offset may be a transaction marker past the last record.
-		if !ok || o.At < e.Offset-1 {
-			caught = false
-		}
-	})
-	return caught
+	return testutil.GroupCaughtUp(cl, group, topic)
 }
 
 // child is a parley process started by a test.

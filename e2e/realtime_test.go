@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"net"
 	"os/exec"
 	"slices"
 	"strings"
@@ -14,6 +13,7 @@ import (
 	"github.com/parley-im/parley/auth"
 	"github.com/parley-im/parley/client"
 	"github.com/parley-im/parley/fanout"
+	"github.com/parley-im/parley/internal/testutil"
 	"github.com/parley-im/parley/store/cassandrastore/cstest"
 )
 
@@ -129,18 +129,6 @@ func (d *device) sendAll(conv, prefix string, n int) int64 {
 	return last
 }
 
-// waitListening waits until addr accepts TCP connections.
-func waitListening(t *testing.T, addr string) {
-	t.Helper()
-	waitFor(t, time.Minute, addr+" to listen", func() bool {
-		c, err := net.DialTimeout("tcp", addr, time.Second)
-		if err == nil {
-			c.Close()
-		}
-		return err == nil
-	})
-}
-
 // deliveryScenario is issue 4's delivery walk-through on two connector
 // addresses (the same one twice inside `parley dev`): alice on both, bob on
 // the second; a direct conversation and a 50-member group; every device
@@ -220,12 +208,12 @@ func TestRealtimeCluster(t *testing.T) {
 	}
 	runInProcess(t, "fanout", f.Run)
 	node := func(id string) (*child, string) {
-		addr := freeAddr(t)
+		addr := testutil.FreeAddr(t)
 		args := append([]string{"connector", "--brokers", c.broker.Addr(), "--node-id", id, "--listen", addr,
-			"--push-listen", freeAddr(t), "--push-secret", rtPushSecret, "--token-secret", rtTokenSecret,
+			"--push-listen", testutil.FreeAddr(t), "--push-secret", rtPushSecret, "--token-secret", rtTokenSecret,
 			"--heartbeat", rtHeartbeat.String(), "--log-level", "warn"}, cassandraArgs(cfg)...)
 		ch := startChild(t, id, args...)
-		waitListening(t, addr)
+		testutil.WaitListening(t, addr)
 		return ch, addr
 	}
 	node1, n1 := node("node-1")
