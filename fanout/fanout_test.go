@@ -101,6 +101,9 @@ func (c *cluster) node(id string) (addr string, stop func()) {
 	g, err := connector.NewGateway(connector.GatewayConfig{
 		Listen: "127.0.0.1:0", TokenSecret: tokenSecret, PushListen: "127.0.0.1:0", PushSecret: pushSecret,
 		DrainWindow: 10 * time.Millisecond,
+		// The tests send faster than the product's default frame rate;
+		// what they test is delivery, not the limit.
+		RatePerSecond: 1000, RateBurst: 1000,
 	}, cmd, c.st)
 	if err != nil {
 		c.t.Fatal(err)

@@ -1,0 +1,71 @@
+package schema
+
+import (
+	"bytes"
+	"encoding/json"
+	"testing"
+
+	"google.golang.org/protobuf/proto"
+
+	parleyv1 "github.com/parley-im/parley/schema/parley/v1"
+)
+
+// Benchmarks of what every consumer of the events topic does per record:
+// decode and check it (DecodeEvent: writer, fanout, tap) and render it as
+// the protocol's JSON (ToJSON, then encoding/json: the connector's push
+// and history frames, the HTTP API, the tap). Run with
+// go test -run '^$' -bench . -benchmem ./schema.
+
+// benchBody is a chat message body of about 100 bytes.
+var benchBody = []byte(`{"text":"Are we still on for the design review at 3pm? I moved it to room 4B.","mentions":["bob"]}`)
+
+// benchMessage is a message event as the sequencer writes it.
+func benchMessage() *parleyv1.Event {
+	return &parleyv1.Event{
+		Conv: "2lKGCVZf5PqQ8bW0ZKUVTXh5Qx3", Seq: 48_213, Type: parleyv1.EventType_EVENT_TYPE_MESSAGE,
+		MsgId: "2lKGHwTLl1m0cRCvRz2zQ5CjYV8", Cmid: "5f0c6f43-3e4b-4a43-9a1e-0d7c1b2a9e11",
+		From: "user-000417", Ts: 1_760_000_000_123, Kind: "text", Body: benchBody,
+	}
+}
+
+func BenchmarkDecodeEvent(b *testing.B) {
+	want := benchMessage()
+	value, err := proto.Marshal(want)
+	if err != nil {
+		b.Fatal(err)
+	}
+	key := []byte(want.Conv)
+	b.ReportAllocs()
+	b.SetBytes(int64(len(value)))
+	var ev *parleyv1.Event
+	for b.Loop() {
+		if ev, err = DecodeEvent(key, value); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if !proto.Equal(ev, want) {
+		b.Fatalf("decoded %v, want %v", ev, want)
+	}
+}
+
+// BenchmarkEventJSON renders a message event as the connector does for a
+// push frame's event fields: ToJSON, then json.Marshal.
+func BenchmarkEventJSON(b *testing.B) {
+	ev := benchMessage()
+	b.ReportAllocs()
+	var out []byte
+	for b.Loop() {
+		var err error
+		if out, err = json.Marshal(ToJSON(ev)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.SetBytes(int64(len(out)))
+	var back EventJSON
+	if err := json.Unmarshal(out, &back); err != nil {
+		b.Fatal(err)
+	}
+	if back.Seq != ev.Seq || back.Type != "message" || back.MsgID != ev.MsgId || !bytes.Equal(back.Body, ev.Body) {
+		b.Fatalf("rendered %s", out)
+	}
+}
