@@ -1,7 +1,9 @@
 // Package admin serves a role's operational endpoints: /healthz (the
 // process is up), /readyz (what the role depends on answers: the log, the
 // store) and /metrics (the role's Prometheus metrics, in the text
-// exposition format). It is meant for a listener that is not public.
+// exposition format) and /debug/pprof/ (Go's profiles: CPU, heap,
+// allocations, goroutines…). It is meant for a listener that is not
+// public.
 package admin
 
 import (
@@ -11,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"sort"
 	"sync"
 	"time"
@@ -32,6 +35,11 @@ func Handler(checks map[string]Check, metrics prometheus.Gatherer) http.Handler 
 	if metrics != nil {
 		mux.Handle("GET /metrics", promhttp.HandlerFor(metrics, promhttp.HandlerOpts{}))
 	}
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]any{"ok": true})
 	})

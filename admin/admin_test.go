@@ -80,3 +80,34 @@ func TestMetrics(t *testing.T) {
 		t.Fatalf("/metrics without a registry: %d, want 404", code)
 	}
 }
+
+func TestPprof(t *testing.T) {
+	srv := httptest.NewServer(Handler(nil, nil))
+	defer srv.Close()
+	for path, want := range map[string]string{
+		"/debug/pprof/":                  "goroutine",
+		"/debug/pprof/goroutine?debug=1": "goroutine profile:",
+		"/debug/pprof/heap?debug=1":      "heap profile:",
+		"/debug/pprof/cmdline":           "",
+	} {
+		resp, err := http.Get(srv.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || !strings.Contains(string(b), want) {
+			t.Errorf("GET %s: %d %.80q; want 200 with %q", path, resp.StatusCode, b, want)
+		}
+	}
+	// A CPU profile of one second is a gzipped protobuf.
+	resp, err := http.Get(srv.URL + "/debug/pprof/profile?seconds=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || len(b) < 2 || b[0] != 0x1f || b[1] != 0x8b {
+		t.Errorf("CPU profile: %d, %d bytes starting %x; want a gzip stream", resp.StatusCode, len(b), b[:min(len(b), 2)])
+	}
+}

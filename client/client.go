@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"strconv"
 	"sync"
@@ -28,6 +29,9 @@ type Config struct {
 	Device string
 	// Header holds extra headers for the upgrade request (e.g. Origin).
 	Header http.Header
+	// NetDial, if set, opens the TCP connections (e.g. from a chosen local
+	// address); default: net.Dialer's DialContext.
+	NetDial func(ctx context.Context, network, addr string) (net.Conn, error)
 	// MinBackoff and MaxBackoff bound the jittered exponential backoff of
 	// reconnects and retries; defaults 100ms and 5s.
 	MinBackoff, MaxBackoff time.Duration

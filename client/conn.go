@@ -95,6 +95,7 @@ func (c *Client) connect(ctx context.Context, url string) (*conn, error) {
 		HandshakeTimeout: c.cfg.RequestTimeout,
 		ReadBufferSize:   16 << 10,
 		WriteBufferSize:  8 << 10,
+		NetDialContext:   c.cfg.NetDial,
 	}
 	ws, resp, err := d.DialContext(ctx, url, c.cfg.Header)
 	if err != nil {

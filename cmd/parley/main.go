@@ -28,6 +28,7 @@ commands:
   rebuild    replay the events topic into an empty store
   migrate    create or update the Cassandra keyspace and tables
   token      print a client token for --user
+  bench      the load tool: run a scenario and report throughput and latency
 
 Run 'parley <command> -h' for a command's flags.
 `
@@ -61,6 +62,8 @@ func main() {
 		err = runConnector(ctx, args)
 	case "fanout":
 		err = runFanout(ctx, args)
+	case "bench":
+		err = runBench(ctx, args)
 	case "help", "-h", "--help":
 		fmt.Print(usage)
 		return

@@ -1,0 +1,157 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/parley-im/parley/internal/testutil"
+)
+
+// parleyBin is the binary the scenarios start as `parley dev`, built once.
+var parleyBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "parley-bench-test-")
+	if err != nil {
+		panic(err)
+	}
+	parleyBin, err = testutil.BuildParley(dir)
+	if err != nil {
+		os.RemoveAll(dir)
+		panic(err)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// Every scenario at a small size: each runs against a real `parley dev`
+// (or, for rebuild and sequencer, a real embedded broker), passes its own
+// checks, and counts what it should.
+func TestScenarios(t *testing.T) {
+	for _, tc := range []struct {
+		cfg   Config
+		check func(t *testing.T, res *Result)
+	}{
+		{Config{Scenario: "dm", Clients: 10, Duration: 2 * time.Second}, func(t *testing.T, res *Result) {
+			// Every acked message reaches the pair and the sender's own device.
+			if res.Counts["acked"] == 0 || res.Count != res.Counts["acked"] || res.Counts["deliveries_to_own_device"] != res.Counts["acked"] {
+				t.Errorf("counts %v; want every acked message delivered to the pair and to its sender", res.Counts)
+			}
+			if res.Latency == nil || res.AckLatency == nil || res.Latency.P50 <= 0 {
+				t.Errorf("latency %+v, ack %+v", res.Latency, res.AckLatency)
+			}
+		}},
+		{Config{Scenario: "dm", Clients: 4, Rate: 40, Duration: 2 * time.Second}, func(t *testing.T, res *Result) {
+			// A fixed rate: 40/s for 2 s is 80 messages, give or take the
+			// phase of each sender's schedule.
+			if a := res.Counts["acked"]; a < 76 || a > 80 {
+				t.Errorf("%d messages acked at 40/s for 2s; want about 80", a)
+			}
+		}},
+		{Config{Scenario: "group", Members: 20, Senders: 2, Rate: 20, Duration: 2 * time.Second}, func(t *testing.T, res *Result) {
+			if a := res.Counts["acked"]; a == 0 || res.Count != a*19 {
+				t.Errorf("%d deliveries to others of %d messages; want 19 each", res.Count, a)
+			}
+		}},
+		{Config{Scenario: "idle", Clients: 50, Duration: time.Second}, func(t *testing.T, res *Result) {
+			if res.Count != 50 || res.Figures["server_kib_per_conn"] <= 0 {
+				t.Errorf("count %d, figures %v", res.Count, res.Figures)
+			}
+		}},
+		{Config{Scenario: "catchup", Events: 3000, Convs: 3}, func(t *testing.T, res *Result) {
+			if res.Count != 3000 || res.Counts["history_pages"] < 6 {
+				t.Errorf("count %d, counts %v; want 3,000 events in pages of at most 500", res.Count, res.Counts)
+			}
+		}},
+		{Config{Scenario: "rebuild", Events: 5000, Convs: 50}, func(t *testing.T, res *Result) {
+			if res.Count != 5000 {
+				t.Errorf("rebuilt %d events, want 5,000", res.Count)
+			}
+		}},
+		{Config{Scenario: "sequencer", Events: 5000, Convs: 50}, func(t *testing.T, res *Result) {
+			if res.Count != 5000 || res.Counts["events"] != 5000 || res.Figures["txcopy_records_per_s"] <= 0 {
+				t.Errorf("count %d, counts %v, figures %v", res.Count, res.Counts, res.Figures)
+			}
+		}},
+	} {
+		t.Run(tc.cfg.Scenario, func(t *testing.T) {
+			cfg := tc.cfg
+			cfg.ParleyBin = parleyBin
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+			defer cancel()
+			res, err := Run(ctx, cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var text bytes.Buffer
+			WriteText(&text, res)
+			t.Log(text.String())
+			if !res.OK || res.ErrorCount != 0 {
+				t.Fatalf("the run failed its checks")
+			}
+			if res.Seconds <= 0 || res.Rate <= 0 || res.Unit == "" {
+				t.Errorf("seconds %v, rate %v %q", res.Seconds, res.Rate, res.Unit)
+			}
+			tc.check(t, res)
+		})
+	}
+}
+
+// The command line: a run's text, JSON and plots, and a failing exit
+// status for bad input.
+func TestCommand(t *testing.T) {
+	dir := t.TempDir()
+	js, svg, png := filepath.Join(dir, "r.json"), filepath.Join(dir, "r.svg"), filepath.Join(dir, "r.png")
+	out, err := exec.Command(parleyBin, "bench", "dm", "--clients", "4", "--duration", "2s", "--quiet", "--json", js, "--plot", svg).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "parley bench dm: ok") || !strings.Contains(string(out), "latency   p50") {
+		t.Errorf("output:\n%s", out)
+	}
+	var res Result
+	b, err := os.ReadFile(js)
+	if err == nil {
+		err = json.Unmarshal(b, &res)
+	}
+	if err != nil || !res.OK || res.Scenario != "dm" || res.Latency == nil || len(res.Timeline) == 0 {
+		t.Errorf("JSON result %+v (%v)", res, err)
+	}
+	if b, err := os.ReadFile(svg); err != nil || !bytes.Contains(b, []byte("<svg")) || !bytes.Contains(b, []byte("latency (ms)")) {
+		t.Errorf("plot %s: %v, %.100q", svg, err, b)
+	}
+	if err := Plot(&res, png); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(png); err != nil || !bytes.HasPrefix(b, []byte("\x89PNG")) {
+		t.Errorf("plot %s: %v", png, err)
+	}
+	if err := Plot(&res, filepath.Join(dir, "r.gif")); err == nil {
+		t.Error("a .gif plot: no error")
+	}
+
+	for _, args := range [][]string{
+		{"bench"},
+		{"bench", "chat"},
+		{"bench", "dm", "--clients", "3"},
+		{"bench", "group", "--members", "2", "--senders", "3"},
+		{"bench", "dm", "--rate", "-1"},
+		{"bench", "dm", "--target", "ws://127.0.0.1:1/v1/ws"},
+		{"bench", "rebuild", "--target", "ws://127.0.0.1:1/v1/ws", "--token-secret", "s"},
+		{"bench", "catchup", "--events", "5", "--convs", "10"},
+		{"bench", "dm", "--target", "http://127.0.0.1:1/", "--token-secret", "s"},
+	} {
+		out, err := exec.Command(parleyBin, args...).CombinedOutput()
+		if err == nil || !strings.Contains(string(out), "parley:") {
+			t.Errorf("parley %v: %v\n%s; want a failure with its reason", args, err, out)
+		}
+	}
+}

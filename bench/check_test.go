@@ -1,0 +1,117 @@
+package bench
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/parley-im/parley/client"
+)
+
+// The checks of delivered events, on events made up here: every mistake a
+// server could make must count as an error of the run.
+func TestTrafficChecks(t *testing.T) {
+	now := time.Now()
+	body := func(at time.Time) []byte { return fmt.Appendf(nil, `{"t":%d,"text":"x"}`, at.UnixNano()) }
+	msg := func(seq int64, from string, k int64) client.Event {
+		return client.Event{Conv: "c1", Seq: seq, Type: "message", From: from, CMID: fmt.Sprintf("%x", k), Body: body(now.Add(-5 * time.Millisecond))}
+	}
+	setup := func() (*traffic, *receiver) {
+		tr := newTraffic(Defaults(Config{Scenario: "dm"}), nil)
+		tr.addSender("alice", nil, "c1")
+		tr.addSender("bob", nil, "c1")
+		return tr, tr.newReceiver("bob", nil)
+	}
+	ack := func(tr *traffic, sender int, ks ...int64) {
+		for _, k := range ks {
+			tr.senders[sender].acked.set(k)
+			tr.senders[sender].n++
+		}
+	}
+	sendersOf := func(tr *traffic) func(*receiver) []*sender {
+		return func(*receiver) []*sender { return tr.senders }
+	}
+
+	t.Run("a clean run", func(t *testing.T) {
+		tr, r := setup()
+		tr.deliver(r, client.Event{Conv: "c1", Seq: 1, Type: "created"}, now)
+		tr.deliver(r, msg(2, "alice", 0), now)
+		tr.deliver(r, msg(3, "bob", 0), now)
+		tr.deliver(r, msg(4, "alice", 1), now)
+		ack(tr, 0, 0, 1)
+		ack(tr, 1, 0)
+		tr.check(sendersOf(tr))
+		if first, n := tr.rec.errs.snapshot(); n != 0 {
+			t.Fatalf("errors %v", first)
+		}
+		if got := tr.rec.count.Load(); got != 2 {
+			t.Errorf("%d latencies recorded (deliveries to others), want 2", got)
+		}
+		if h := tr.rec.total(); h.Min() < 4000 || h.Max() > 6000*1000 {
+			t.Errorf("latency %d..%d µs; want about 5 ms", h.Min(), h.Max())
+		}
+		if tr.own.Load() != 1 || r.n.Load() != 3 {
+			t.Errorf("own %d, delivered %d; want 1 and 3", tr.own.Load(), r.n.Load())
+		}
+	})
+
+	for _, tc := range []struct {
+		name string
+		evs  []client.Event
+		acks []int64 // alice's acked messages
+		want string
+	}{
+		{"a gap", []client.Event{{Conv: "c1", Seq: 1, Type: "created"}, msg(3, "alice", 0)}, []int64{0}, "got seq 3 of c1 after 1"},
+		{"a repeat", []client.Event{{Conv: "c1", Seq: 1, Type: "created"}, msg(2, "alice", 0), msg(2, "alice", 0)}, []int64{0}, "got seq 2 of c1 after 2"},
+		{"out of order", []client.Event{msg(2, "alice", 1), {Conv: "c1", Seq: 1, Type: "created"}}, []int64{1}, "got seq 2 of c1 after 0"},
+		{"a message twice", []client.Event{{Conv: "c1", Seq: 1, Type: "created"}, msg(2, "alice", 0), msg(3, "alice", 0)}, []int64{0}, "got message alice/0 twice"},
+		{"a stranger", []client.Event{{Conv: "c1", Seq: 1, Type: "created"}, msg(2, "mallory", 0)}, nil, "that nobody sent"},
+		{"a bad cmid", []client.Event{{Conv: "c1", Seq: 1, Type: "created"}, {Conv: "c1", Seq: 2, Type: "message", From: "alice", CMID: "-1"}}, nil, "that nobody sent"},
+		{"a foreign body", []client.Event{{Conv: "c1", Seq: 1, Type: "created"}, {Conv: "c1", Seq: 2, Type: "message", From: "alice", CMID: "0", Body: []byte(`{"text":"hi"}`)}}, []int64{0}, "not sent by this tool"},
+		{"an acked message lost", []client.Event{{Conv: "c1", Seq: 1, Type: "created"}, msg(2, "alice", 0)}, []int64{0, 1}, "never got 1 acked messages of alice"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tr, r := setup()
+			for _, ev := range tc.evs {
+				tr.deliver(r, ev, now)
+			}
+			ack(tr, 0, tc.acks...)
+			tr.check(sendersOf(tr))
+			first, n := tr.rec.errs.snapshot()
+			if n == 0 || !strings.Contains(strings.Join(first, "\n"), tc.want) {
+				t.Fatalf("errors %v; want one saying %q", first, tc.want)
+			}
+		})
+	}
+}
+
+func TestSentAt(t *testing.T) {
+	for body, want := range map[string]int64{`{"t":123,"text":"x"}`: 123, `{"t":0,"text":""}`: 0} {
+		if got, ok := sentAt([]byte(body)); !ok || got != want {
+			t.Errorf("sentAt(%s) = %d, %v; want %d", body, got, ok, want)
+		}
+	}
+	for _, body := range []string{``, `{}`, `{"t":12}`, `{"text":"x","t":1}`, `{"t":"1","x":1}`, `{"t":1e3,"x":1}`} {
+		if got, ok := sentAt([]byte(body)); ok {
+			t.Errorf("sentAt(%s) = %d; want no time", body, got)
+		}
+	}
+}
+
+func TestBitset(t *testing.T) {
+	var b bitset
+	for _, k := range []int64{0, 63, 64, 1000} {
+		if b.set(k) {
+			t.Errorf("set(%d) reported it was set", k)
+		}
+		if !b.set(k) || !b.has(k) {
+			t.Errorf("set(%d) did not stick", k)
+		}
+	}
+	for _, k := range []int64{1, 62, 65, 999, 100000} {
+		if b.has(k) {
+			t.Errorf("has(%d) without a set", k)
+		}
+	}
+}

@@ -1,0 +1,313 @@
+package bench
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/parley-im/parley/auth"
+	"github.com/parley-im/parley/client"
+)
+
+// rig is what a client scenario runs against: the node's URL, the secret
+// that signs tokens, and the server process when this tool started it.
+type rig struct {
+	cfg    Config
+	url    string
+	secret []byte
+	srv    *server // nil with a target
+	// loopback: the target is on 127.0.0.0/8, so connections may come
+	// from any loopback source address.
+	loopback bool
+}
+
+// newRig starts `parley dev` (unless cfg has a target) and returns the
+// rig; close stops what it started. limits are flags the started server
+// gets before cfg.ServerArgs (which may override them).
+func newRig(ctx context.Context, cfg Config, limits ...string) (*rig, error) {
+	r := &rig{cfg: cfg}
+	if cfg.Target != "" {
+		u, err := url.Parse(cfg.Target)
+		if err != nil || (u.Scheme != "ws" && u.Scheme != "wss") || u.Host == "" {
+			return nil, fmt.Errorf("target %q: want ws://host:port/v1/ws", cfg.Target)
+		}
+		r.url, r.secret = cfg.Target, []byte(cfg.TokenSecret)
+		if ip := net.ParseIP(u.Hostname()); ip != nil && ip.IsLoopback() && ip.To4() != nil {
+			r.loopback = true
+		}
+		return r, nil
+	}
+	secret := make([]byte, 24)
+	_, _ = rand.Read(secret)
+	r.secret = []byte(hex.EncodeToString(secret))
+	args := append([]string{"--partitions", strconv.Itoa(cfg.Partitions)}, limits...)
+	srv, err := startServer(ctx, cfg.ParleyBin, string(r.secret), append(args, cfg.ServerArgs...))
+	if err != nil {
+		return nil, err
+	}
+	r.srv, r.url, r.loopback = srv, "ws://"+srv.public+"/v1/ws", true
+	return r, nil
+}
+
+func (r *rig) close() error {
+	if r.srv == nil {
+		return nil
+	}
+	return r.srv.stop()
+}
+
+// token signs a token for user, valid for the run.
+func (r *rig) token(user string) (string, error) {
+	return auth.Sign(r.secret, user, 6*time.Hour, time.Now())
+}
+
+// portsPerSource is how many connections one loopback source address
+// takes before the next is used: below the kernel's ephemeral port range.
+const portsPerSource = 20_000
+
+// dial connects client number i (it picks the source address) as
+// user/device.
+func (r *rig) dial(ctx context.Context, i int, user, device string, tracked map[string]int64) (*client.Client, error) {
+	cfg := client.Config{
+		URLs:    []string{r.url},
+		Device:  device,
+		Token:   func(context.Context) (string, error) { return r.token(user) },
+		Logger:  r.cfg.Log,
+		Tracked: tracked,
+		NetDial: r.netDial(i),
+		// The run's measures come from the events; reconnects are
+		// errors of the run, not something to wait through slowly.
+		MaxBackoff: time.Second,
+	}
+	return client.Dial(ctx, cfg)
+}
+
+// netDial returns the dial function of client i: from 127.0.0.1 for the
+// first portsPerSource clients, then 127.0.0.2, and so on.
+func (r *rig) netDial(i int) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	k := i / portsPerSource
+	if !r.loopback || k == 0 {
+		return nil
+	}
+	src := &net.TCPAddr{IP: net.IPv4(127, byte(k>>16), byte(k>>8), byte(k)+1)}
+	d := &net.Dialer{LocalAddr: src}
+	return d.DialContext
+}
+
+// server is a `parley dev` child process.
+type server struct {
+	cmd    *exec.Cmd
+	dir    string // its data dir's parent, removed at stop
+	public string // host:port of its public listener
+	done   chan error
+}
+
+// startServer starts `parley dev` on a fresh data dir and waits until it
+// prints its addresses.
+func startServer(ctx context.Context, bin, secret string, extra []string) (*server, error) {
+	if bin == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return nil, err
+		}
+		bin = exe
+	}
+	dir, err := os.MkdirTemp("", "parley-bench-")
+	if err != nil {
+		return nil, err
+	}
+	args := append([]string{"dev", "--data-dir", filepath.Join(dir, "data"), "--broker-listen", "127.0.0.1:0",
+		"--listen", "127.0.0.1:0", "--log-level", "warn", "--token-secret", secret}, extra...)
+	cmd := exec.Command(bin, args...)
+	cmd.Stderr = os.Stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	s := &server{cmd: cmd, dir: dir, done: make(chan error, 1)}
+	found := make(chan string, 1)
+	go func() {
+		var public string
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() { // to the end, so the child never blocks on stdout
+			f := strings.Fields(sc.Text())
+			if len(f) >= 2 && f[0] == "public" {
+				public = strings.TrimSuffix(strings.TrimPrefix(f[1], "ws://"), "/v1/ws")
+			}
+			if strings.HasPrefix(sc.Text(), "Stop with") {
+				found <- public
+			}
+		}
+	}()
+	go func() { s.done <- cmd.Wait() }()
+	select {
+	case s.public = <-found:
+		if s.public == "" {
+			s.kill()
+			return nil, errors.New("parley dev printed no public address")
+		}
+		return s, nil
+	case err := <-s.done:
+		s.done <- err
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("parley dev exited at start: %v", err)
+	case <-time.After(60 * time.Second):
+		s.kill()
+		return nil, errors.New("parley dev printed no addresses within 60s")
+	case <-ctx.Done():
+		s.kill()
+		return nil, ctx.Err()
+	}
+}
+
+func (s *server) pid() int { return s.cmd.Process.Pid }
+
+func (s *server) kill() {
+	_ = s.cmd.Process.Kill()
+	<-s.done
+	os.RemoveAll(s.dir)
+}
+
+// stop ends the server with SIGTERM (SIGKILL after 30s) and removes its
+// data.
+func (s *server) stop() error {
+	defer os.RemoveAll(s.dir)
+	_ = s.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-s.done:
+		if err != nil {
+			return fmt.Errorf("parley dev exited with %v after SIGTERM", err)
+		}
+		return nil
+	case <-time.After(30 * time.Second):
+		_ = s.cmd.Process.Kill()
+		<-s.done
+		return errors.New("parley dev did not stop within 30s of SIGTERM")
+	}
+}
+
+// procCPU returns the CPU time (user + system) process pid has used.
+func procCPU(pid int) (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// After the command name (which may hold spaces) come the state
+	// (field 3) on; utime and stime are fields 14 and 15, in clock ticks
+	// (USER_HZ, 100 on Linux).
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	if len(f) < 13 {
+		return 0, fmt.Errorf("short /proc/%d/stat", pid)
+	}
+	ut, err1 := strconv.ParseInt(f[11], 10, 64)
+	st, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, fmt.Errorf("bad /proc/%d/stat", pid)
+	}
+	return time.Duration(ut+st) * 10 * time.Millisecond, nil
+}
+
+// procRSS returns process pid's resident set size in KiB.
+func procRSS(pid int) (int64, error) {
+	return statusKiB(fmt.Sprintf("/proc/%d/status", pid), "VmRSS")
+}
+
+func meminfoKiB(key string) (int64, bool) {
+	n, err := statusKiB("/proc/meminfo", key)
+	return n, err == nil
+}
+
+// statusKiB reads the "key: N kB" line of a /proc file.
+func statusKiB(path, key string) (int64, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0, err
+	}
+	for line := range strings.SplitSeq(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, key+":"); ok {
+			f := strings.Fields(rest)
+			if len(f) == 2 && f[1] == "kB" {
+				return strconv.ParseInt(f[0], 10, 64)
+			}
+		}
+	}
+	return 0, fmt.Errorf("no %s in %s", key, path)
+}
+
+// selfCPU returns the CPU time this process has used.
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// machineBusy returns the CPU time all cores spent busy (not idle, not
+// waiting for I/O), from /proc/stat.
+func machineBusy() time.Duration {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 9 || f[0] != "cpu" {
+		return 0
+	}
+	var ticks int64
+	for _, i := range []int{1, 2, 3, 6, 7, 8} { // user nice system irq softirq steal
+		n, _ := strconv.ParseInt(f[i], 10, 64)
+		ticks += n
+	}
+	return time.Duration(ticks) * 10 * time.Millisecond
+}
+
+// cpuMeter measures the CPU used between its start and its end.
+type cpuMeter struct {
+	pid             int // the server's, or 0
+	srv, self, busy time.Duration
+	start           time.Time
+}
+
+func startCPU(srv *server) *cpuMeter {
+	m := &cpuMeter{start: time.Now(), self: selfCPU(), busy: machineBusy()}
+	if srv != nil {
+		m.pid = srv.pid()
+		m.srv, _ = procCPU(m.pid)
+	}
+	return m
+}
+
+func (m *cpuMeter) end() *CPU {
+	secs := time.Since(m.start).Seconds()
+	self, busy := selfCPU()-m.self, machineBusy()-m.busy
+	var srv time.Duration
+	if m.pid != 0 {
+		now, _ := procCPU(m.pid)
+		srv = now - m.srv
+	}
+	return &CPU{
+		Server: srv.Seconds() / secs,
+		Bench:  self.Seconds() / secs,
+		Other:  max(busy-srv-self, 0).Seconds() / secs,
+	}
+}

@@ -1,0 +1,105 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"runtime/pprof"
+	"strings"
+
+	"github.com/parley-im/parley/bench"
+)
+
+const benchUsage = `usage: parley bench SCENARIO [flags]
+scenarios:
+  dm         clients in pairs, each pair a direct conversation, every client sending
+  group      one group, every member online, some members sending
+  idle       connections that only authenticate and keep alive; server memory per connection
+  catchup    one device reconnecting to many missed events
+  rebuild    the events topic replayed into an empty Pebble store
+  sequencer  the sequencer against a plain transactional copy through the same broker
+Without --target it starts 'parley dev' (this binary) on a fresh data dir.
+`
+
+// runBench is `parley bench`: the load tool.
+func runBench(ctx context.Context, args []string) error {
+	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
+		fmt.Fprint(os.Stderr, benchUsage)
+		return errors.New("bench needs a scenario")
+	}
+	cfg := bench.Config{Scenario: args[0]}
+	fs := newFlags("bench " + args[0])
+	fs.StringVar(&cfg.Target, "target", "", "WebSocket URL of a running node (default: start parley dev)")
+	fs.StringVar(&cfg.TokenSecret, "token-secret", "", "secret the target verifies tokens with (with --target)")
+	serverArgs := fs.String("server-args", "", "extra flags for the parley dev it starts, space-separated")
+	fs.IntVar(&cfg.Partitions, "partitions", 8, "partitions per topic")
+	fs.IntVar(&cfg.Clients, "clients", 0, "dm: clients, in pairs (default 200); idle: connections (default 10000)")
+	fs.IntVar(&cfg.Members, "members", 0, "group: members, all online (default 200)")
+	fs.IntVar(&cfg.Senders, "senders", 0, "group: members that send (default 4)")
+	fs.Float64Var(&cfg.Rate, "rate", 0, "dm, group: messages per second in all (0: as fast as acks come back)")
+	fs.IntVar(&cfg.Window, "window", 0, "dm, group: sends in flight per sender without --rate (default 4)")
+	fs.DurationVar(&cfg.Duration, "duration", 0, "dm, group: how long to send; idle: how long to hold the connections (default 10s)")
+	fs.IntVar(&cfg.Events, "events", 0, "catchup (default 100000), rebuild and sequencer (default 200000): events to produce")
+	fs.IntVar(&cfg.Convs, "convs", 0, "catchup (default 10), rebuild and sequencer (default 1000): conversations")
+	fs.IntVar(&cfg.BodySize, "body-size", 0, "bytes of text in each message (default 32)")
+	jsonOut := fs.String("json", "", "write the result as JSON to this file ('-': standard output, instead of the text)")
+	plotOut := fs.String("plot", "", "draw the timeline into this .svg or .png file")
+	quiet := fs.Bool("quiet", false, "no progress line")
+	cpuProfile := fs.String("cpuprofile", "", "write this process's CPU profile to this file (the clients; and the broker, sequencer and store of rebuild and sequencer)")
+	logger := logFlags(fs)
+	fs.Lookup("log-level").DefValue = "error"
+	_ = fs.Set("log-level", "error")
+	if err := parse(fs, args[1:]); err != nil {
+		return err
+	}
+	log, err := logger()
+	if err != nil {
+		return err
+	}
+	cfg.Log = log
+	cfg.ServerArgs = strings.Fields(*serverArgs)
+	if !*quiet {
+		cfg.Progress = os.Stderr
+	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
+	res, err := bench.Run(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	if *jsonOut != "-" {
+		bench.WriteText(os.Stdout, res)
+	}
+	if *jsonOut != "" {
+		b, _ := json.MarshalIndent(res, "", "  ")
+		b = append(b, '\n')
+		if *jsonOut == "-" {
+			_, err = os.Stdout.Write(b)
+		} else {
+			err = os.WriteFile(*jsonOut, b, 0o644)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if *plotOut != "" {
+		if err := bench.Plot(res, *plotOut); err != nil {
+			return err
+		}
+	}
+	if !res.OK {
+		return fmt.Errorf("the %s run failed its checks (%d errors)", res.Scenario, res.ErrorCount)
+	}
+	return nil
+}
