@@ -41,9 +41,10 @@ func benchGateway() *Gateway {
 }
 
 // benchSession is an authenticated session as serve builds it, without a
-// connection: the benchmarks play its writer by taking its queue.
+// connection and not started, so no writer runs: the benchmarks play its
+// writer by taking its queue.
 func benchSession(g *Gateway, user, device string) *session {
-	return &session{g: g, user: user, device: device, wake: make(chan struct{}, 1), pongs: make(chan []byte, 1),
+	return &session{g: g, user: user, device: device, finished: make(chan struct{}),
 		done: make(chan struct{}), inFlight: make(chan struct{}, maxInFlight), histories: make(chan struct{}, maxHistoryInFlight)}
 }
 

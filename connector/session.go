@@ -36,10 +36,16 @@ type session struct {
 	conn         *websocket.Conn
 	user, device string
 
-	qmu       sync.Mutex
-	queue     [][]byte      // frames to write, at most QueueFrames; nil while idle
-	wake      chan struct{} // tells the writer the queue has frames
-	pongs     chan []byte   // pong payloads to write
+	// qmu guards the queue, the pong and the writer's state. No goroutine
+	// writes while there is nothing to write: an idle session holds only
+	// its reader.
+	qmu      sync.Mutex
+	queue    [][]byte      // frames to write, at most QueueFrames; nil while idle
+	pong     []byte        // the payload of a pong to write, or nil
+	started  bool          // the writer may run (auth_ok goes first)
+	writing  bool          // a writer goroutine runs
+	finished chan struct{} // closed once the close frame is written
+
 	done      chan struct{}
 	closeOnce sync.Once
 	closeCode int // set before done is closed
@@ -67,7 +73,7 @@ func (g *Gateway) serve(conn *websocket.Conn) {
 	defer conn.Close()
 	conn.SetReadLimit(g.cfg.MaxFrameBytes)
 	_ = conn.SetReadDeadline(time.Now().Add(g.cfg.AuthTimeout))
-	s := &session{g: g, conn: conn, wake: make(chan struct{}, 1), pongs: make(chan []byte, 1), done: make(chan struct{}), inFlight: make(chan struct{}, maxInFlight),
+	s := &session{g: g, conn: conn, finished: make(chan struct{}), done: make(chan struct{}), inFlight: make(chan struct{}, maxInFlight),
 		histories: make(chan struct{}, maxHistoryInFlight)}
 
 	_, data, err := conn.ReadMessage()
@@ -115,16 +121,16 @@ func (g *Gateway) serve(conn *websocket.Conn) {
 		}
 	}
 
-	// From here on the writer goroutine alone writes to the connection (it
-	// batches frames into one write, bypassing the WebSocket library's
-	// writer): the read side's pongs and close answers go through it too.
-	// A WebSocket ping is activity: it extends the idle deadline.
+	// From here on the writer alone writes to the connection (it batches
+	// frames into one write, bypassing the WebSocket library's writer): the
+	// read side's pongs and close answers go through it too. A WebSocket
+	// ping is activity: it extends the idle deadline.
 	conn.SetPingHandler(func(data string) error {
 		_ = conn.SetReadDeadline(time.Now().Add(g.cfg.IdleTimeout))
-		select {
-		case s.pongs <- []byte(data):
-		default: // a pong is still queued: one answers a burst of pings
-		}
+		s.qmu.Lock()
+		s.pong = []byte(data) // one pong answers a burst of pings
+		s.kickLocked()
+		s.qmu.Unlock()
 		return nil
 	})
 	// The client's close frame ends the read loop; the session's own close
@@ -135,12 +141,14 @@ func (g *Gateway) serve(conn *websocket.Conn) {
 		s.refuse(CloseDraining, "server draining: reconnect")
 		return
 	}
-	writerDone := make(chan struct{})
-	go func() { defer close(writerDone); s.writeLoop() }()
+	s.qmu.Lock()
+	s.started = true
+	s.kickLocked() // auth_ok, and what was queued behind it
+	s.qmu.Unlock()
 	s.readLoop()
 	s.requests.Wait()
 	s.close(websocket.CloseNormalClosure, "")
-	<-writerDone
+	<-s.finished
 }
 
 // refuse closes a connection that never became a session.
@@ -404,10 +412,15 @@ func (s *session) enqueue(b []byte) {
 		return
 	}
 	s.queue = append(s.queue, b)
+	s.kickLocked()
 	s.qmu.Unlock()
-	select {
-	case s.wake <- struct{}{}:
-	default: // the writer has been told already
+}
+
+// kickLocked starts the writer if it may run and does not; qmu is held.
+func (s *session) kickLocked() {
+	if s.started && !s.writing {
+		s.writing = true
+		go s.writeLoop()
 	}
 }
 
@@ -415,6 +428,10 @@ func (s *session) enqueue(b []byte) {
 func (s *session) take(batch [][]byte) [][]byte {
 	s.qmu.Lock()
 	defer s.qmu.Unlock()
+	return s.takeLocked(batch)
+}
+
+func (s *session) takeLocked(batch [][]byte) [][]byte {
 	batch, s.queue = s.queue, batch[:0]
 	if len(batch) == 0 {
 		// Nothing was queued: give the spare back rather than keep two.
@@ -423,10 +440,11 @@ func (s *session) take(batch [][]byte) [][]byte {
 	return batch
 }
 
-// writeLoop writes the queued frames until the session closes, every frame
-// queued by then in one write; then it writes what is still queued (unless
-// the client is too slow to take it) and the close frame. An idle session
-// holds no queue memory.
+// writeLoop writes the queued frames, every frame queued by then in one
+// write, until there is nothing more to write; enqueue starts it again. When
+// the session closes it writes what is still queued (unless the client is
+// too slow to take it) and the close frame, and never ends again. Only one
+// runs at a time (kickLocked), so frames keep their order.
 func (s *session) writeLoop() {
 	raw := s.rawConn()
 	var (
@@ -465,30 +483,32 @@ func (s *session) writeLoop() {
 		return err == nil
 	}
 	for {
+		s.qmu.Lock()
+		batch = s.takeLocked(batch)
+		pong := s.pong
+		s.pong = nil
+		closing := false
 		select {
 		case <-s.done:
-			if s.closeCode != CloseSlowConsumer {
-				if batch = s.take(batch); len(batch) > 0 {
-					write(nil)
-				}
+			closing = true
+		default:
+		}
+		if !closing && len(batch) == 0 && pong == nil {
+			s.writing = false
+			s.qmu.Unlock()
+			return
+		}
+		s.qmu.Unlock()
+		if closing {
+			if s.closeCode != CloseSlowConsumer && len(batch) > 0 {
+				write(nil)
 			}
 			s.closeNow(s.closeCode, s.closeWhy)
-			return
-		case p := <-s.pongs:
-			batch = s.take(batch)
-			if !write(p) {
-				s.close(websocket.CloseAbnormalClosure, "write failed")
-			}
-		case <-s.wake:
-			batch = s.take(batch)
-			var pong []byte
-			select {
-			case pong = <-s.pongs:
-			default:
-			}
-			if (len(batch) > 0 || pong != nil) && !write(pong) {
-				s.close(websocket.CloseAbnormalClosure, "write failed")
-			}
+			close(s.finished)
+			return // writing stays true: no writer starts again
+		}
+		if !write(pong) {
+			s.close(websocket.CloseAbnormalClosure, "write failed")
 		}
 	}
 }
@@ -500,6 +520,9 @@ func (s *session) close(code int, reason string) {
 		s.closeCode, s.closeWhy = code, reason
 		s.g.countClose(code)
 		close(s.done)
+		s.qmu.Lock()
+		s.kickLocked()
+		s.qmu.Unlock()
 	})
 }
 
