@@ -21,6 +21,7 @@ import (
 	"sync"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/bloom"
 	"google.golang.org/protobuf/proto"
 
 	parleyv1 "github.com/parley-im/parley/schema/parley/v1"
@@ -41,12 +42,28 @@ type Options struct {
 	// NoSync makes Append return before its batch reaches the disk. For
 	// bulk loads (rebuild) that call Flush at the end.
 	NoSync bool
+	// CacheSize is the block cache's size in bytes; default 64 MiB. Pebble
+	// takes its memtables' memory from the cache, so a cache not much
+	// bigger than them caches nothing and every history page reads the
+	// disk.
+	CacheSize int64
 }
 
 // Open opens (creating if needed) the store in dir. Only one process may
 // have a directory open at a time.
 func Open(dir string, o Options) (*Store, error) {
-	db, err := pebble.Open(dir, &pebble.Options{Logger: quietLogger{}})
+	if o.CacheSize <= 0 {
+		o.CacheSize = 64 << 20
+	}
+	cache := pebble.NewCache(o.CacheSize)
+	defer cache.Unref() // the DB holds its own reference
+	opts := &pebble.Options{Logger: quietLogger{}, Cache: cache, MemTableSize: 16 << 20}
+	// Bloom filters spare the point reads of heads and memberships that
+	// miss a table (most of them) the table's blocks.
+	for i := range opts.Levels {
+		opts.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
+	}
+	db, err := pebble.Open(dir, opts)
 	if err != nil {
 		return nil, fmt.Errorf("pebblestore: open %s: %w", dir, err)
 	}
@@ -214,34 +231,64 @@ func (s *Store) Events(ctx context.Context, conv string, r store.Range) ([]*parl
 			out[i], out[j] = out[j], out[i]
 		}
 	}
-	for _, ev := range out {
-		if err := s.redact(ev); err != nil {
-			return nil, false, err
-		}
+	if err := s.redact(conv, out); err != nil {
+		return nil, false, err
 	}
 	return out, more, nil
 }
 
-// redact applies a revocation to ev, a message or an edit.
-func (s *Store) redact(ev *parleyv1.Event) error {
-	var target int64
+// redactTarget returns the message whose revocation ev (a message or an
+// edit) shows, or 0.
+func redactTarget(ev *parleyv1.Event) int64 {
 	switch ev.Type {
 	case parleyv1.EventType_EVENT_TYPE_MESSAGE:
-		target = ev.Seq
+		return ev.Seq
 	case parleyv1.EventType_EVENT_TYPE_EDIT:
-		target = ev.Target
-	default:
+		return ev.Target
+	}
+	return 0
+}
+
+// redact applies revocations to the messages and edits of evs, events of
+// conv: one scan of the revocation marks between the lowest and highest
+// message they show (revocations are rare, so the scan meets few keys).
+func (s *Store) redact(conv string, evs []*parleyv1.Event) error {
+	lo, hi := int64(0), int64(0)
+	for _, ev := range evs {
+		if t := redactTarget(ev); t > 0 {
+			if lo == 0 || t < lo {
+				lo = t
+			}
+			hi = max(hi, t)
+		}
+	}
+	if hi == 0 {
 		return nil
 	}
-	_, closer, err := s.db.Get(revokedKey(ev.Conv, target))
-	if errors.Is(err, pebble.ErrNotFound) {
-		return nil
-	}
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: revokedKey(conv, lo), UpperBound: revokedKey(conv, hi+1)})
 	if err != nil {
 		return err
 	}
-	closer.Close()
-	store.Redact(ev)
+	defer it.Close()
+	var revoked map[int64]bool
+	for ok := it.First(); ok; ok = it.Next() {
+		k := it.Key()
+		if revoked == nil {
+			revoked = map[int64]bool{}
+		}
+		revoked[int64(binary.BigEndian.Uint64(k[len(k)-8:]))] = true
+	}
+	if err := it.Error(); err != nil {
+		return err
+	}
+	if revoked == nil {
+		return nil
+	}
+	for _, ev := range evs {
+		if t := redactTarget(ev); t > 0 && revoked[t] {
+			store.Redact(ev)
+		}
+	}
 	return nil
 }
 
