@@ -122,6 +122,7 @@ func benchSync(b *testing.B, st store.Store, n int) {
 	}
 	b.StopTimer()
 	slices.Sort(took)
+	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 	b.ReportMetric(ms(took[len(took)/2]), "p50-ms")
 	b.ReportMetric(ms(took[len(took)-1]), "max-ms")
 	b.ReportMetric(0, "ns/op")

@@ -46,6 +46,7 @@ func runBench(ctx context.Context, args []string) error {
 	fs.IntVar(&cfg.BodySize, "body-size", 0, "bytes of text in each message (default 32)")
 	jsonOut := fs.String("json", "", "write the result as JSON to this file ('-': standard output, instead of the text)")
 	plotOut := fs.String("plot", "", "draw the timeline into this .svg or .png file")
+	markdown := fs.String("markdown", "", "append the result as a row of a markdown table to this file (with the table's header if the file is new)")
 	quiet := fs.Bool("quiet", false, "no progress line")
 	cpuProfile := fs.String("cpuprofile", "", "write this process's CPU profile to this file (the clients; and the broker, sequencer and store of rebuild and sequencer)")
 	logger := logFlags(fs)
@@ -98,8 +99,33 @@ func runBench(ctx context.Context, args []string) error {
 			return err
 		}
 	}
+	if *markdown != "" {
+		if err := appendMarkdown(*markdown, res); err != nil {
+			return err
+		}
+	}
 	if !res.OK {
 		return fmt.Errorf("the %s run failed its checks (%d errors)", res.Scenario, res.ErrorCount)
 	}
 	return nil
+}
+
+// appendMarkdown appends res as a table row to path, starting the table
+// if the file is new or empty.
+func appendMarkdown(path string, res *bench.Result) error {
+	f, err := os.OpenFile(path, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+	if err != nil {
+		return err
+	}
+	st, err := f.Stat()
+	if err == nil && st.Size() == 0 {
+		_, err = fmt.Fprintln(f, bench.MarkdownHeader)
+	}
+	if err == nil {
+		_, err = fmt.Fprintln(f, bench.MarkdownRow(res))
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
