@@ -39,21 +39,28 @@ func (p *progress) loop() {
 	defer tick.Stop()
 	var lastCount int64
 	lastT := p.start
+	sample := func(now time.Time) {
+		h := p.rec.interval()
+		n := p.rec.count.Load()
+		secs := now.Sub(lastT).Seconds()
+		pt := Point{T: now.Sub(p.start).Seconds(), Rate: float64(n-lastCount) / secs}
+		if h.TotalCount() > 0 {
+			pt.P50, pt.P99, pt.Max = float64(h.ValueAtQuantile(50))/1000, float64(h.ValueAtQuantile(99))/1000, float64(h.Max())/1000
+		}
+		p.points = append(p.points, pt)
+		lastCount, lastT = n, now
+		p.print(pt, n)
+	}
 	for {
 		select {
 		case <-p.quit:
+			// The last, partial interval, if anything happened in it.
+			if now := time.Now(); p.rec.count.Load() > lastCount && now.Sub(lastT) >= 10*time.Millisecond {
+				sample(now)
+			}
 			return
 		case now := <-tick.C:
-			h := p.rec.interval()
-			n := p.rec.count.Load()
-			secs := now.Sub(lastT).Seconds()
-			pt := Point{T: now.Sub(p.start).Seconds(), Rate: float64(n-lastCount) / secs}
-			if h.TotalCount() > 0 {
-				pt.P50, pt.P99, pt.Max = float64(h.ValueAtQuantile(50))/1000, float64(h.ValueAtQuantile(99))/1000, float64(h.Max())/1000
-			}
-			p.points = append(p.points, pt)
-			lastCount, lastT = n, now
-			p.print(pt, n)
+			sample(now)
 		}
 	}
 }

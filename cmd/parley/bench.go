@@ -94,13 +94,17 @@ func runBench(ctx context.Context, args []string) error {
 			return err
 		}
 	}
-	if *plotOut != "" {
-		if err := bench.Plot(res, *plotOut); err != nil {
+	if *markdown != "" {
+		if err := appendMarkdown(*markdown, res); err != nil {
 			return err
 		}
 	}
-	if *markdown != "" {
-		if err := appendMarkdown(*markdown, res); err != nil {
+	if *plotOut != "" {
+		if len(res.Timeline) == 0 {
+			// rebuild reports no progress while it runs; other runs may be
+			// over within a second.
+			fmt.Fprintf(os.Stderr, "parley bench: no plot: the %s run has no timeline\n", res.Scenario)
+		} else if err := bench.Plot(res, *plotOut); err != nil {
 			return err
 		}
 	}
