@@ -191,11 +191,10 @@ func NewGateway(cfg GatewayConfig, cmd *Commander, st store.Store) (*Gateway, er
 	g := &Gateway{cfg: cfg, log: cfg.Logger.With("role", "connector", "node", cmd.cfg.NodeID), cmd: cmd, store: st, hub: newHub(), api: api,
 		counts: make(chan struct{}, unreadNodeParallelism)}
 	g.up = websocket.FastHTTPUpgrader{
-		// Reads come through the HTTP server's own 4 KiB buffer already;
-		// the session writes its frames itself, so the library writes only
-		// the rare close frame, from a pool.
-		ReadBufferSize:  512,
-		WriteBufferSize: 1024,
+		// The library does the handshake; the session reads and writes the
+		// connection itself, so its buffers are the smallest, unused.
+		ReadBufferSize:  128,
+		WriteBufferSize: 128,
 		WriteBufferPool: new(sync.Pool),
 		CheckOrigin:     g.checkOrigin,
 	}
@@ -281,10 +280,8 @@ func (g *Gateway) handle(ctx *fasthttp.RequestCtx) {
 			ctx.Error("draining", fasthttp.StatusServiceUnavailable)
 			return
 		}
-		err := g.up.Upgrade(ctx, func(conn *websocket.Conn) {
-			defer g.wg.Done()
-			g.serve(conn)
-		})
+		// serve calls g.wg.Done when the session ends.
+		err := g.up.Upgrade(ctx, g.serve)
 		if err != nil {
 			g.wg.Done()
 			g.log.Debug("upgrade refused", "err", err, "origin", string(ctx.Request.Header.Peek("Origin")))
@@ -360,6 +357,9 @@ func (g *Gateway) Run(ctx context.Context) error {
 		WriteTimeout:       g.cfg.WriteTimeout,
 		MaxRequestBodySize: maxRequestBody,
 		NoDefaultDate:      true,
+		// A session outlives the upgrade handler and closes its connection
+		// itself; the server's state for the request is freed meanwhile.
+		KeepHijackedConns: true,
 	}
 	g.log.Info("public listener", "addr", ln.Addr().String())
 	served := make(chan error, 1)

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/fasthttp/websocket"
+	"github.com/gobwas/ws"
 	"github.com/segmentio/ksuid"
 
 	"github.com/parley-im/parley/auth"
@@ -347,6 +348,61 @@ func TestGatewayLiveness(t *testing.T) {
 	}
 	if code := closeCode(t, junk.conn); code != connector.ClosePolicy {
 		t.Fatalf("a flood of junk frames closed with %d, want %d", code, connector.ClosePolicy)
+	}
+}
+
+// TestGatewayWebSocketFrames: the session reads WebSocket frames itself:
+// a request in fragments with a ping between them is one request, and the
+// ping is answered; a frame that breaks the protocol closes with 1002; the
+// client's close frame is answered with 1000.
+func TestGatewayWebSocketFrames(t *testing.T) {
+	g := newGateway(t, connector.GatewayConfig{})
+	raw := func(c *client, masked bool, frames ...ws.Frame) {
+		t.Helper()
+		for _, f := range frames {
+			if masked {
+				f = ws.MaskFrame(f)
+			}
+			if err := ws.WriteFrame(c.conn.UnderlyingConn(), f); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+
+	alice := g.login(t, "alice", "1")
+	pongs := make(chan string, 1)
+	alice.conn.SetPongHandler(func(p string) error { pongs <- p; return nil })
+	raw(alice, true,
+		ws.NewFrame(ws.OpText, false, []byte(`{"op":"ping",`)),
+		ws.NewPingFrame([]byte("between")),
+		ws.NewFrame(ws.OpContinuation, true, []byte(`"id":"frag"}`)))
+	if r := alice.read(); r["op"] != "pong" || r["id"] != "frag" {
+		t.Fatalf("a fragmented request: %v", r)
+	}
+	select {
+	case p := <-pongs:
+		if p != "between" {
+			t.Fatalf("pong %q", p)
+		}
+	default:
+		t.Fatal("the ping between the fragments was not answered before the reply")
+	}
+
+	bob := g.login(t, "bob", "1")
+	raw(bob, false, ws.NewTextFrame([]byte(`{"op":"ping","id":"p"}`)))
+	if code := closeCode(t, bob.conn); code != connector.CloseProtocolError {
+		t.Fatalf("an unmasked frame: close %d, want %d", code, connector.CloseProtocolError)
+	}
+
+	carol := g.login(t, "carol", "1")
+	if err := carol.conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseGoingAway, "bye"), time.Now().Add(time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if code := closeCode(t, carol.conn); code != connector.CloseNormal {
+		t.Fatalf("the answer to the client's close: %d, want %d", code, connector.CloseNormal)
+	}
+	if r := alice.call(map[string]any{"op": "ping", "id": "still"}); r["op"] != "pong" {
+		t.Fatalf("another session after those: %v", r)
 	}
 }
 

@@ -425,6 +425,10 @@ func serverSockets(addr string, peerPort int) (n int, ok bool) {
 	port, _ := strconv.Atoi(p)
 	local := fmt.Sprintf(":%04X", port)
 	remote := fmt.Sprintf(":%04X", peerPort)
+	// The kernel lists the table in pieces, one per read; sockets opened
+	// meanwhile can shift a piece's start and list a socket twice, so each
+	// is counted once.
+	seen := make(map[string]bool)
 	for _, f := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
 		b, err := os.ReadFile(f)
 		if err != nil {
@@ -437,7 +441,8 @@ func serverSockets(addr string, peerPort int) (n int, ok bool) {
 			if len(fs) < 4 || !strings.HasSuffix(fs[1], local) || (peerPort > 0 && !strings.HasSuffix(fs[2], remote)) {
 				continue
 			}
-			if fs[3] == "01" || fs[3] == "08" {
+			if (fs[3] == "01" || fs[3] == "08") && !seen[fs[1]+" "+fs[2]] {
+				seen[fs[1]+" "+fs[2]] = true
 				n++
 			}
 		}

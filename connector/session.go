@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -33,8 +34,12 @@ const (
 // session is one authenticated client connection.
 type session struct {
 	g            *Gateway
-	conn         *websocket.Conn
+	conn         net.Conn // the TCP connection
+	rd           *wsReader
 	user, device string
+	release      func(devices []string) // the hub's presence release; nil without presence
+	limiter      *rate.Limiter          // the client's frame rate
+	strikes      int                    // frames over the rate in a row
 
 	// qmu guards the queue, the pong and the writer's state. No goroutine
 	// writes while there is nothing to write: an idle session holds only
@@ -67,35 +72,65 @@ func (s *session) drain() {
 	}()
 }
 
-// serve runs one connection: auth, then the read loop; a writer goroutine
-// sends the queued frames.
-func (g *Gateway) serve(conn *websocket.Conn) {
-	defer conn.Close()
-	conn.SetReadLimit(g.cfg.MaxFrameBytes)
-	_ = conn.SetReadDeadline(time.Now().Add(g.cfg.AuthTimeout))
+// serve runs one connection from the upgrade: it reads the auth frame,
+// sets the session up, and hands the reading to readLoop. It returns once
+// the session runs, freeing the HTTP server's state for the connection.
+func (g *Gateway) serve(wsConn *websocket.Conn) {
+	// The library's connection did the handshake; the session reads and
+	// writes the TCP connection itself from here on.
+	conn := wsConn.NetConn()
+	if u, ok := conn.(interface{ UnsafeConn() net.Conn }); ok {
+		conn = u.UnsafeConn() // the HTTP server's wrapper reads through its own buffer
+	}
 	s := &session{g: g, conn: conn, finished: make(chan struct{}), done: make(chan struct{}), inFlight: make(chan struct{}, maxInFlight),
 		histories: make(chan struct{}, maxHistoryInFlight)}
+	s.rd = newWSReader(conn, g.cfg.MaxFrameBytes, s.onPing)
+	if !s.start() {
+		s.rd.release()
+		s.hangUp()
+		g.wg.Done()
+		return
+	}
+	go s.readLoop()
+}
 
-	_, data, err := conn.ReadMessage()
-	if err != nil {
+// start authenticates the client and sets the session up; false: the
+// connection was refused (or is gone) and never became a session.
+func (s *session) start() bool {
+	g := s.g
+	_ = s.conn.SetReadDeadline(time.Now().Add(g.cfg.AuthTimeout))
+	data, err := s.rd.next()
+	var pe *protocolError
+	switch {
+	case err == nil:
+	case errors.Is(err, errTooLarge):
+		s.refuse(CloseTooLarge, "message too large")
+		return false
+	case errors.As(err, &pe):
+		s.refuse(CloseProtocolError, pe.reason)
+		return false
+	case errors.Is(err, errClientClosed):
+		s.refuse(CloseNormal, "")
+		return false
+	default:
 		var ne net.Error
 		if errors.As(err, &ne) && ne.Timeout() {
 			s.refuse(CloseNoAuth, "no auth frame in time")
 		}
-		return // too large (the WebSocket layer answered 1009) or gone
+		return false // gone
 	}
 	req, user, cerr := parseAuth(data, g.cfg.TokenSecret, time.Now())
 	if cerr != nil {
 		s.refuse(int(cerr.Code), cerr.Reason)
-		return
+		return false
 	}
 	s.user, s.device = user, req.Device
 	var published chan error
-	var claim, release func([]string)
+	var claim func([]string)
 	if g.presence != nil {
 		published = make(chan error, 1)
 		claim = func(devices []string) { g.presence.publish(user, devices, func(err error) { published <- err }) }
-		release = func(devices []string) { g.presence.publish(user, devices, nil) }
+		s.release = func(devices []string) { g.presence.publish(user, devices, nil) }
 	}
 	// auth_ok is the first frame: queued before the session can get pushes,
 	// written once the writer starts (after the presence record, below).
@@ -103,9 +138,8 @@ func (g *Gateway) serve(conn *websocket.Conn) {
 		Limits: &connLimits{Rate: g.cfg.RatePerSecond, Burst: g.cfg.RateBurst}})
 	if !g.hub.add(s, g.cfg.MaxConnsPerUser, claim) {
 		s.refuse(CloseTooMany, "too many connections for this user")
-		return
+		return false
 	}
-	defer g.hub.remove(s, release)
 	if published != nil {
 		// Once the log has the device, every event sequenced from now on
 		// is pushed here: fanout reads presence up to date before it pushes.
@@ -120,80 +154,141 @@ func (g *Gateway) serve(conn *websocket.Conn) {
 			g.log.Warn("presence not published before auth_ok: timed out", "user", user)
 		}
 	}
-
-	// From here on the writer alone writes to the connection (it batches
-	// frames into one write, bypassing the WebSocket library's writer): the
-	// read side's pongs and close answers go through it too. A WebSocket
-	// ping is activity: it extends the idle deadline.
-	conn.SetPingHandler(func(data string) error {
-		_ = conn.SetReadDeadline(time.Now().Add(g.cfg.IdleTimeout))
-		s.qmu.Lock()
-		s.pong = []byte(data) // one pong answers a burst of pings
-		s.kickLocked()
-		s.qmu.Unlock()
-		return nil
-	})
-	// The client's close frame ends the read loop; the session's own close
-	// frame answers it.
-	conn.SetCloseHandler(func(int, string) error { return nil })
 	// Refuse a session that authenticated after a drain began.
 	if g.isDraining() {
+		g.hub.remove(s, s.release)
 		s.refuse(CloseDraining, "server draining: reconnect")
-		return
+		return false
 	}
+	s.limiter = rate.NewLimiter(rate.Limit(g.cfg.RatePerSecond), g.cfg.RateBurst)
+	// From here on the writer alone writes to the connection, the pongs
+	// and the close frame included.
 	s.qmu.Lock()
 	s.started = true
 	s.kickLocked() // auth_ok, and what was queued behind it
 	s.qmu.Unlock()
-	s.readLoop()
-	s.requests.Wait()
-	s.close(websocket.CloseNormalClosure, "")
-	<-s.finished
+	return true
+}
+
+// onPing answers a WebSocket ping (one pong answers a burst of them); a
+// ping is activity, extending the idle deadline.
+func (s *session) onPing(data []byte) {
+	s.qmu.Lock()
+	s.pong = data
+	if s.started {
+		_ = s.conn.SetReadDeadline(time.Now().Add(s.g.cfg.IdleTimeout))
+		s.kickLocked()
+	}
+	s.qmu.Unlock()
 }
 
 // refuse closes a connection that never became a session.
 func (s *session) refuse(code int, reason string) {
 	s.g.countClose(code)
-	_ = s.conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason), time.Now().Add(time.Second))
+	_ = s.conn.SetWriteDeadline(time.Now().Add(time.Second))
+	_, _ = s.conn.Write(closeFrame(code, reason))
 }
 
-func (s *session) readLoop() {
-	limiter := rate.NewLimiter(rate.Limit(s.g.cfg.RatePerSecond), s.g.cfg.RateBurst)
-	strikes := 0
-	for {
-		select {
-		case <-s.done: // closing: closeNow set a short deadline
-		default:
-			_ = s.conn.SetReadDeadline(time.Now().Add(s.g.cfg.IdleTimeout))
-		}
-		_, data, err := s.conn.ReadMessage()
-		if err != nil {
-			return // closed, idle, or too large (answered 1009 by the WebSocket layer)
-		}
-		select {
-		case <-s.done:
-			continue // closing: drain what the client still sends until it closes too
-		default:
-		}
-		// Every frame counts against the rate, valid or not.
-		allowed := limiter.Allow()
-		req, parseErr := parseFrame(data)
-		if !allowed {
-			strikes++
-			if strikes >= s.g.cfg.MaxStrikes {
-				s.close(ClosePolicy, "flooding")
-				continue // drain until the client answers the close
-			}
-			s.send(errorReply(req.ID, schema.CodeRateLimited, "slow down"))
-			continue
-		}
-		strikes = 0
-		if parseErr != nil {
-			s.send(errorReply(req.ID, parseErr.code, parseErr.msg))
-			continue
-		}
-		s.dispatch(req)
+// hangUp ends a refused connection: the write side shut after the close
+// frame, it reads (and drops) what the client still sends for a moment,
+// so that the client reads the close frame rather than a reset.
+func (s *session) hangUp() {
+	if tc, ok := s.conn.(interface{ CloseWrite() error }); ok {
+		_ = tc.CloseWrite()
+		_ = s.conn.SetReadDeadline(time.Now().Add(closeLinger))
+		_, _ = io.Copy(io.Discard, s.conn)
 	}
+	_ = s.conn.Close()
+}
+
+// readLoop reads and handles the client's frames until none is buffered,
+// then waits for more in a fresh goroutine: a quiet client costs a parked
+// goroutine at the minimum stack and no buffer. When reading ends, so does
+// the session.
+func (s *session) readLoop() {
+	if !s.rd.buffered() {
+		s.rd.release()
+		s.extendIdle()
+		if err := s.rd.wait(); err != nil {
+			s.finish()
+			return
+		}
+	}
+	for {
+		data, err := s.rd.next()
+		var pe *protocolError
+		switch {
+		case err == nil:
+			s.handle(data)
+		case errors.Is(err, errTooLarge):
+			s.close(CloseTooLarge, "message too large")
+			continue // drain (the frame's rest is skipped) until the client closes
+		case errors.As(err, &pe):
+			// The stream cannot be read on: drop what comes until the
+			// client closes or the linger passes.
+			s.close(CloseProtocolError, pe.reason)
+			<-s.finished
+			_, _ = io.Copy(io.Discard, s.conn)
+			s.finish()
+			return
+		default:
+			s.finish() // closed, idle, or gone
+			return
+		}
+		if !s.rd.buffered() {
+			go s.readLoop()
+			return
+		}
+	}
+}
+
+// extendIdle moves the idle deadline, unless the session is closing
+// (closeNow set a short one).
+func (s *session) extendIdle() {
+	select {
+	case <-s.done:
+	default:
+		_ = s.conn.SetReadDeadline(time.Now().Add(s.g.cfg.IdleTimeout))
+	}
+}
+
+// finish ends the session once reading has: the requests in flight
+// answer, the close frame goes, then the connection.
+func (s *session) finish() {
+	s.rd.release()
+	s.requests.Wait()
+	s.close(CloseNormal, "")
+	<-s.finished
+	s.g.hub.remove(s, s.release)
+	_ = s.conn.Close()
+	s.g.wg.Done()
+}
+
+// handle takes one message from the client.
+func (s *session) handle(data []byte) {
+	select {
+	case <-s.done:
+		return // closing: drain what the client still sends until it closes too
+	default:
+	}
+	// Every frame counts against the rate, valid or not.
+	allowed := s.limiter.Allow()
+	req, parseErr := parseFrame(data)
+	if !allowed {
+		s.strikes++
+		if s.strikes >= s.g.cfg.MaxStrikes {
+			s.close(ClosePolicy, "flooding")
+			return // drain until the client answers the close
+		}
+		s.send(errorReply(req.ID, schema.CodeRateLimited, "slow down"))
+		return
+	}
+	s.strikes = 0
+	if parseErr != nil {
+		s.send(errorReply(req.ID, parseErr.code, parseErr.msg))
+		return
+	}
+	s.dispatch(req)
 }
 
 func (s *session) dispatch(req *request) {
@@ -446,7 +541,7 @@ func (s *session) takeLocked(batch [][]byte) [][]byte {
 // too slow to take it) and the close frame, and never ends again. Only one
 // runs at a time (kickLocked), so frames keep their order.
 func (s *session) writeLoop() {
-	raw := s.rawConn()
+	raw := s.conn
 	var (
 		hdrs  []byte
 		iov   net.Buffers // reused; WriteTo consumes a copy
@@ -508,7 +603,7 @@ func (s *session) writeLoop() {
 			return // writing stays true: no writer starts again
 		}
 		if !write(pong) {
-			s.close(websocket.CloseAbnormalClosure, "write failed")
+			s.close(closeAbnormal, "write failed")
 		}
 	}
 }
@@ -530,30 +625,20 @@ func (s *session) close(code int, reason string) {
 // gives the client a moment to answer, so that it reads the close frame
 // rather than a reset.
 func (s *session) closeNow(code int, reason string) {
-	if code != websocket.CloseAbnormalClosure {
-		_ = s.conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason), time.Now().Add(time.Second))
+	if code != closeAbnormal {
+		_ = s.conn.SetWriteDeadline(time.Now().Add(time.Second))
+		_, _ = s.conn.Write(closeFrame(code, reason))
 	}
-	raw := s.rawConn()
-	if tc, ok := raw.(interface{ CloseWrite() error }); ok {
+	if tc, ok := s.conn.(interface{ CloseWrite() error }); ok {
 		_ = tc.CloseWrite()
-		_ = raw.SetReadDeadline(time.Now().Add(closeLinger))
+		_ = s.conn.SetReadDeadline(time.Now().Add(closeLinger))
 		// Whatever the read loop does meanwhile, the connection ends.
-		time.AfterFunc(closeLinger, func() { _ = raw.Close() })
+		time.AfterFunc(closeLinger, func() { _ = s.conn.Close() })
 		return
 	}
-	_ = raw.Close()
+	_ = s.conn.Close()
 }
 
 // closeLinger is how long a closing connection waits for the client's
 // close frame.
 const closeLinger = 2 * time.Second
-
-// rawConn is the TCP connection itself: the HTTP server's hijacked wrapper
-// neither closes (the server does, after the handler) nor half-closes.
-func (s *session) rawConn() net.Conn {
-	c := s.conn.UnderlyingConn()
-	if u, ok := c.(interface{ UnsafeConn() net.Conn }); ok {
-		return u.UnsafeConn()
-	}
-	return c
-}

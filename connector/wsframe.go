@@ -4,8 +4,9 @@ import "encoding/binary"
 
 // WebSocket opcodes the writer sends itself (RFC 6455 §5.2).
 const (
-	opText = 0x1
-	opPong = 0xA
+	opText  = 0x1
+	opClose = 0x8
+	opPong  = 0xA
 )
 
 // appendFrameHeader appends the header of a final, unmasked (server to
