@@ -6,8 +6,10 @@ import (
 	"sync"
 )
 
-// historyPage is the page size of gap fills and catch-ups.
-const historyPage = 500
+// historyPage is the page size of gap fills and catch-ups: the most the
+// server gives (it cuts a page at about 1 MiB). 500 was 5–10% slower to
+// catch up 400,000 events (parley bench catchup).
+const historyPage = 1000
 
 // maxForbidden is how many forbidden answers a gap fill waits out.
 const maxForbidden = 8
