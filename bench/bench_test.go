@@ -67,8 +67,8 @@ func TestScenarios(t *testing.T) {
 			}
 		}},
 		{Config{Scenario: "catchup", Events: 3000, Convs: 3}, func(t *testing.T, res *Result) {
-			if res.Count != 3000 || res.Counts["history_pages"] < 6 {
-				t.Errorf("count %d, counts %v; want 3,000 events in pages of at most 500", res.Count, res.Counts)
+			if res.Count != 3000 || res.Counts["history_pages"] < 3 {
+				t.Errorf("count %d, counts %v; want 3,000 events in pages of at most 1,000", res.Count, res.Counts)
 			}
 		}},
 		{Config{Scenario: "rebuild", Events: 5000, Convs: 50}, func(t *testing.T, res *Result) {
