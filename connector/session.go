@@ -203,16 +203,13 @@ func (s *session) hangUp() {
 
 // readLoop reads and handles the client's frames until none is buffered,
 // then waits for more in a fresh goroutine: a quiet client costs a parked
-// goroutine at the minimum stack and no buffer. When reading ends, so does
-// the session.
+// goroutine at the minimum stack and no buffer. Every message read moves
+// the idle deadline. When reading ends, so does the session.
 func (s *session) readLoop() {
-	if !s.rd.buffered() {
-		s.rd.release()
-		s.extendIdle()
-		if err := s.rd.wait(); err != nil {
-			s.finish()
-			return
-		}
+	s.extendIdle()
+	if err := s.rd.wait(); err != nil { // at once if bytes are buffered
+		s.finish()
+		return
 	}
 	for {
 		data, err := s.rd.next()
@@ -236,9 +233,11 @@ func (s *session) readLoop() {
 			return
 		}
 		if !s.rd.buffered() {
+			s.rd.release()
 			go s.readLoop()
 			return
 		}
+		s.extendIdle()
 	}
 }
 
