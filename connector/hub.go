@@ -88,12 +88,11 @@ func devices(set map[*session]struct{}) []string {
 	return slices.Compact(out)
 }
 
-// sessions returns user's sessions on this node.
-func (h *hub) sessions(user string) []*session {
+// sessions appends user's sessions on this node to out.
+func (h *hub) sessions(user string, out []*session) []*session {
 	sh := h.shard(user)
 	sh.mu.RLock()
 	defer sh.mu.RUnlock()
-	out := make([]*session, 0, len(sh.users[user]))
 	for s := range sh.users[user] {
 		out = append(out, s)
 	}

@@ -58,14 +58,17 @@ func (g *Gateway) handlePush(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	delivered := 0
+	var to []*session // reused: no allocation per user per push
 	for _, f := range frames {
 		for _, u := range f.users {
-			for _, s := range g.hub.sessions(u) {
+			to = g.hub.sessions(u, to[:0])
+			for _, s := range to {
 				s.enqueue(f.frame)
 				delivered++
 			}
 		}
 	}
+	clear(to)
 	ctx.SetContentType("application/json")
 	ctx.SetBodyString(`{"delivered":` + strconv.Itoa(delivered) + `}`)
 }
