@@ -406,6 +406,41 @@ func TestGatewayWebSocketFrames(t *testing.T) {
 	}
 }
 
+// TestGatewayQuietSessionsHoldNoBuffer: a session holds a read buffer
+// only while it reads (here, a frame cut in two); once its client is quiet
+// it holds none.
+func TestGatewayQuietSessionsHoldNoBuffer(t *testing.T) {
+	g := newGateway(t, connector.GatewayConfig{})
+	before := connector.ReadBuffersHeld()
+	var clients []*client
+	for i := range 20 {
+		c := g.login(t, fmt.Sprint("user", i), "1")
+		if r := c.call(map[string]any{"op": "ping", "id": "p"}); r["op"] != "pong" {
+			t.Fatalf("ping: %v", r)
+		}
+		clients = append(clients, c)
+	}
+	eventually(t, "quiet sessions hold no read buffer", func() bool { return connector.ReadBuffersHeld() == before })
+
+	// Half a frame: the session holds a buffer until the rest comes.
+	f, err := ws.CompileFrame(ws.MaskFrame(ws.NewTextFrame([]byte(`{"op":"ping","id":"half"}`))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := clients[0]
+	if _, err := c.conn.UnderlyingConn().Write(f[:5]); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "a buffer for the half frame", func() bool { return connector.ReadBuffersHeld() == before+1 })
+	if _, err := c.conn.UnderlyingConn().Write(f[5:]); err != nil {
+		t.Fatal(err)
+	}
+	if r := c.read(); r["op"] != "pong" || r["id"] != "half" {
+		t.Fatalf("the frame sent in two parts: %v", r)
+	}
+	eventually(t, "quiet again", func() bool { return connector.ReadBuffersHeld() == before })
+}
+
 // eventually polls cond until it holds, failing the test after 30s.
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()

@@ -86,7 +86,7 @@ func (g *Gateway) serve(wsConn *websocket.Conn) {
 		histories: make(chan struct{}, maxHistoryInFlight)}
 	s.rd = newWSReader(conn, g.cfg.MaxFrameBytes, s.onPing)
 	if !s.start() {
-		s.rd.release()
+		s.rd.drop()
 		s.hangUp()
 		g.wg.Done()
 		return
@@ -206,6 +206,7 @@ func (s *session) hangUp() {
 // goroutine at the minimum stack and no buffer. Every message read moves
 // the idle deadline. When reading ends, so does the session.
 func (s *session) readLoop() {
+	s.rd.release() // unless bytes are buffered
 	s.extendIdle()
 	if err := s.rd.wait(); err != nil { // at once if bytes are buffered
 		s.finish()
@@ -233,7 +234,6 @@ func (s *session) readLoop() {
 			return
 		}
 		if !s.rd.buffered() {
-			s.rd.release()
 			go s.readLoop()
 			return
 		}
@@ -254,7 +254,7 @@ func (s *session) extendIdle() {
 // finish ends the session once reading has: the requests in flight
 // answer, the close frame goes, then the connection.
 func (s *session) finish() {
-	s.rd.release()
+	s.rd.drop()
 	s.requests.Wait()
 	s.close(CloseNormal, "")
 	<-s.finished

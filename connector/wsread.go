@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/gobwas/ws"
@@ -25,6 +26,10 @@ import (
 const readBufSize = 4 << 10
 
 var readBufs = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, readBufSize) }}
+
+// readBufsHeld counts the read buffers sessions hold: the sessions reading
+// a burst or a partial frame, never a quiet one.
+var readBufsHeld atomic.Int64
 
 var (
 	// errTooLarge: a message over the limit; its frame's rest is skipped
@@ -80,9 +85,17 @@ func (r *wsReader) buffered() bool { return r.br != nil && r.br.Buffered() > 0 }
 // release gives the buffer back once nothing is buffered.
 func (r *wsReader) release() {
 	if r.br != nil && r.br.Buffered() == 0 {
+		r.drop()
+	}
+}
+
+// drop gives the buffer back, with whatever it holds: the reading is over.
+func (r *wsReader) drop() {
+	if r.br != nil {
 		r.br.Reset(nil)
 		readBufs.Put(r.br)
 		r.br = nil
+		readBufsHeld.Add(-1)
 	}
 }
 
@@ -94,6 +107,7 @@ func (r *wsReader) next() ([]byte, error) {
 	if r.br == nil {
 		r.br = readBufs.Get().(*bufio.Reader)
 		r.br.Reset(r.conn)
+		readBufsHeld.Add(1)
 	}
 	if r.skip > 0 {
 		n, err := io.CopyN(io.Discard, r.br, r.skip)
