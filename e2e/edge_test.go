@@ -353,12 +353,14 @@ func TestKafkaUnreachableAtSend(t *testing.T) {
 	if r.err != nil {
 		t.Fatalf("send after the log came back: %v", r.err)
 	}
-	// Exactly one message carries that cmid.
+	// Exactly one message carries that cmid. Pushes can come before the
+	// writer stores the event: the history is read once it has the seq.
 	alice.upTo(conv, 0, r.ack.Seq)
-	evs, _, err := alice.c.History(ctx, conv, 0, 0, 1000)
-	if err != nil {
-		t.Fatal(err)
-	}
+	var evs []client.Event
+	waitFor(t, time.Minute, "the store to hold the acked seq", func() bool {
+		evs, _, err = alice.c.History(ctx, conv, 0, 0, 1000)
+		return err == nil && len(evs) > 0 && evs[len(evs)-1].Seq >= r.ack.Seq
+	})
 	n := 0
 	for _, ev := range evs {
 		if ev.CMID == "during-outage" {
