@@ -29,12 +29,6 @@ const (
 	pushIdleTimeout = 2 * time.Minute
 )
 
-// eventPush is the protocol's push frame: {"op":"event", <event fields>}.
-type eventPush struct {
-	Op string `json:"op"`
-	schema.EventJSON
-}
-
 // handlePush delivers a PushBatch to the connections of its users on this
 // node, in the batch's order. It answers 200 {"delivered": n} with the
 // number of connections written to, 401 for a wrong secret, 400 for a body
@@ -95,7 +89,9 @@ func pushFrames(body []byte) ([]pushFrame, error) {
 		var err error
 		switch {
 		case p.GetEvent() != nil:
-			frame, err = json.Marshal(eventPush{Op: "event", EventJSON: schema.ToJSON(p.Event)})
+			// {"op":"event", <event fields>}
+			frame = append(make([]byte, 0, 256+len(p.Event.Body)), `{"op":"event",`...)
+			frame = append(schema.AppendEventFields(frame, p.Event), '}')
 		case p.GetTyping() != nil:
 			frame, err = json.Marshal(reply{Op: "typing", Conv: p.Typing.Conv, From: p.Typing.From})
 		default:

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -388,15 +389,6 @@ func (s *session) sendErr(id string, err error) {
 	}
 }
 
-// historyReply is history_ok: events and more are always present.
-type historyReply struct {
-	Op     string             `json:"op"`
-	ID     string             `json:"id,omitempty"`
-	Conv   string             `json:"conv"`
-	Events []schema.EventJSON `json:"events"`
-	More   bool               `json:"more"`
-}
-
 // history serves a page of a conversation the user is, or was, a member
 // of; a removed member sees nothing after their removal.
 func (s *session) history(ctx context.Context, req *request) {
@@ -426,7 +418,6 @@ func (s *session) history(ctx context.Context, req *request) {
 		s.send(errorReply(req.ID, schema.CodeUnavailable, "the store is unavailable"))
 		return
 	}
-	out := historyReply{Op: "history_ok", ID: req.ID, Conv: req.Conv, Events: make([]schema.EventJSON, 0, len(evs)), More: more}
 	if m.RemovedSeq > 0 && r.Before == 0 {
 		// Nothing after the removal: a forward page ends there.
 		for i, ev := range evs {
@@ -436,15 +427,34 @@ func (s *session) history(ctx context.Context, req *request) {
 			}
 		}
 		if len(evs) > 0 && evs[len(evs)-1].Seq >= m.RemovedSeq {
-			out.More = false
+			more = false
 		}
 	}
 	evs, cut := trimPage(evs, r.Before > 0)
-	out.More = out.More || cut
+	s.enqueue(historyFrame(req.ID, req.Conv, evs, more || cut))
+}
+
+// historyFrame is history_ok: {"op":"history_ok","id","conv","events",
+// "more"}, events and more always present.
+func historyFrame(id, conv string, evs []*parleyv1.Event, more bool) []byte {
+	size := 64
 	for _, ev := range evs {
-		out.Events = append(out.Events, schema.ToJSON(ev))
+		size += len(ev.Body) + 256
 	}
-	s.sendValue(out)
+	b := append(make([]byte, 0, size), `{"op":"history_ok"`...)
+	if id != "" {
+		b = schema.AppendJSONString(append(b, `,"id":`...), id)
+	}
+	b = schema.AppendJSONString(append(b, `,"conv":`...), conv)
+	b = append(b, `,"events":[`...)
+	for i, ev := range evs {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = schema.AppendEventJSON(b, ev)
+	}
+	b = strconv.AppendBool(append(b, `],"more":`...), more)
+	return append(b, '}')
 }
 
 // trimPage cuts a page of events to about maxHistoryBytes (at least one

@@ -69,3 +69,22 @@ func BenchmarkEventJSON(b *testing.B) {
 		b.Fatalf("rendered %s", out)
 	}
 }
+
+// BenchmarkAppendEventJSON renders the same event as history pages and
+// pushes do: AppendEventJSON into a reused buffer.
+func BenchmarkAppendEventJSON(b *testing.B) {
+	ev := benchMessage()
+	b.ReportAllocs()
+	var out []byte
+	for b.Loop() {
+		out = AppendEventJSON(out[:0], ev)
+	}
+	b.SetBytes(int64(len(out)))
+	var back EventJSON
+	if err := json.Unmarshal(out, &back); err != nil {
+		b.Fatal(err)
+	}
+	if back.Seq != ev.Seq || back.Type != "message" || back.MsgID != ev.MsgId || !bytes.Equal(back.Body, ev.Body) {
+		b.Fatalf("rendered %s", out)
+	}
+}
