@@ -131,11 +131,17 @@ func (c *Commander) shard(msgID string) *pendingShard {
 // or an error wrapping ErrUnavailable.
 func (c *Commander) Do(ctx context.Context, cmd *parleyv1.Command) (*parleyv1.Outcome, error) {
 	select {
-	case <-c.ready:
-	case <-ctx.Done():
-		return nil, fmt.Errorf("%w: %v", ErrUnavailable, ctx.Err())
-	case <-time.After(c.cfg.ReplyTimeout):
-		return nil, fmt.Errorf("%w: not reading outcomes yet", ErrUnavailable)
+	case <-c.ready: // nearly always: no timer for it
+	default:
+		wait := time.NewTimer(c.cfg.ReplyTimeout)
+		defer wait.Stop()
+		select {
+		case <-c.ready:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w: %v", ErrUnavailable, ctx.Err())
+		case <-wait.C:
+			return nil, fmt.Errorf("%w: not reading outcomes yet", ErrUnavailable)
+		}
 	}
 	cmd.MsgId = ksuid.New().String()
 	cmd.Ts = c.cfg.Now().UnixMilli()
