@@ -62,7 +62,6 @@ func (g *Gateway) handlePush(ctx *fasthttp.RequestCtx) {
 			}
 		}
 	}
-	clear(to)
 	ctx.SetContentType("application/json")
 	ctx.SetBodyString(`{"delivered":` + strconv.Itoa(delivered) + `}`)
 }

@@ -175,3 +175,23 @@ func BenchmarkPushBatch(b *testing.B) {
 		b.Fatalf("batch decodes to %d pushes: %v", len(back.Pushes), err)
 	}
 }
+
+// BenchmarkNotifications writes the notification records of a message for
+// the group's 300 offline members (notification), the event's encoding
+// taken as the events topic holds it.
+func BenchmarkNotifications(b *testing.B) {
+	ev := benchMessage(2)
+	value, err := proto.Marshal(ev)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	n := 0
+	for b.Loop() {
+		n = 0
+		for i := benchOnline; i < benchMembers; i++ {
+			n += len(notification(benchUser(i), value))
+		}
+	}
+	b.SetBytes(int64(n))
+}

@@ -27,7 +27,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/valyala/fasthttp"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/parley-im/parley/internal/metrics"
 	"github.com/parley-im/parley/kafka"
@@ -314,11 +316,7 @@ func (f *Fanout) handle(ctx context.Context, cl *kgo.Client, view *presenceView,
 				if u == ev.From {
 					continue
 				}
-				v, err := proto.Marshal(&parleyv1.Notification{User: u, Event: ev})
-				if err != nil {
-					return err
-				}
-				notes = append(notes, &kgo.Record{Topic: t.Notifications, Key: []byte(u), Value: v})
+				notes = append(notes, &kgo.Record{Topic: t.Notifications, Key: []byte(u), Value: notification(u, r.Value)})
 			}
 		case t.Ephemeral:
 			ty, err := decodeTyping(r.Key, r.Value)
@@ -466,4 +464,25 @@ func (f *Fanout) post(addr string, body []byte) error {
 func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.Is(err, fasthttp.ErrTimeout) || (errors.As(err, &ne) && ne.Timeout())
+}
+
+// The field numbers of a Notification record (presence.proto).
+var (
+	notificationUser  = notificationField("user")
+	notificationEvent = notificationField("event")
+)
+
+func notificationField(name protoreflect.Name) protowire.Number {
+	return (&parleyv1.Notification{}).ProtoReflect().Descriptor().Fields().ByName(name).Number()
+}
+
+// notification is the Notification record value for user: the user field,
+// then the event as the events topic holds it, so that an event is not
+// encoded again for every offline member.
+func notification(user string, event []byte) []byte {
+	b := make([]byte, 0, len(user)+len(event)+24)
+	if user != "" { // proto3 leaves an empty string out
+		b = protowire.AppendString(protowire.AppendTag(b, notificationUser, protowire.BytesType), user)
+	}
+	return protowire.AppendBytes(protowire.AppendTag(b, notificationEvent, protowire.BytesType), event)
 }
