@@ -694,9 +694,10 @@ func TestSecurityConnectionFlood(t *testing.T) {
 
 // TestSecurityConnectionsPerUser: 10,000 connection attempts for one user
 // on one node: the first MaxConnsPerUser (16 by default) get auth_ok, every
-// other one is closed with 4004, the server never holds more connections
-// than the attempts in flight, and other users connect as usual. When one
-// of the user's connections goes, another may take its place.
+// other one is closed with 4004, the server holds no more connections than
+// about the attempts in flight (refused ones do not pile up), and other
+// users connect as usual. When one of the user's connections goes, another
+// may take its place.
 func TestSecurityConnectionsPerUser(t *testing.T) {
 	// Each attempt in flight holds two descriptors here (both ends), so
 	// 64 at once need about 300 with the rest of the test (Go raises the
