@@ -144,6 +144,7 @@ type Gateway struct {
 	draining bool
 	wg       sync.WaitGroup // sessions
 	closes   sync.Map       // close code -> *atomic.Int64
+	conns    atomic.Int64   // WebSocket connections held (Connections)
 }
 
 func (g *Gateway) isDraining() bool {
@@ -164,6 +165,11 @@ func (g *Gateway) Closes(code int) int64 {
 	}
 	return 0
 }
+
+// Connections returns how many WebSocket connections the gateway holds,
+// from the upgrade until the connection is closed: sessions, connections
+// still authenticating, and refused ones waiting for the client's close.
+func (g *Gateway) Connections() int64 { return g.conns.Load() }
 
 // NewGateway returns a gateway that sends commands through cmd and reads
 // history from st; Run serves it.

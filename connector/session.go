@@ -83,12 +83,14 @@ func (g *Gateway) serve(wsConn *websocket.Conn) {
 	if u, ok := conn.(interface{ UnsafeConn() net.Conn }); ok {
 		conn = u.UnsafeConn() // the HTTP server's wrapper reads through its own buffer
 	}
+	g.conns.Add(1)
 	s := &session{g: g, conn: conn, finished: make(chan struct{}), done: make(chan struct{}), inFlight: make(chan struct{}, maxInFlight),
 		histories: make(chan struct{}, maxHistoryInFlight)}
 	s.rd = newWSReader(conn, g.cfg.MaxFrameBytes, s.onPing)
 	if !s.start() {
 		s.rd.drop()
 		s.hangUp()
+		g.conns.Add(-1)
 		g.wg.Done()
 		return
 	}
@@ -261,6 +263,7 @@ func (s *session) finish() {
 	<-s.finished
 	s.g.hub.remove(s, s.release)
 	_ = s.conn.Close()
+	s.g.conns.Add(-1)
 	s.g.wg.Done()
 }
 
