@@ -49,13 +49,13 @@ func (e *protocolError) Error() string { return "websocket protocol error: " + e
 // uses it at a time.
 type wsReader struct {
 	conn   net.Conn
-	raw    syscall.RawConn // nil where the connection has none: wait returns at once
-	peek   func(fd uintptr) bool
-	limit  int64        // the largest message
-	onPing func([]byte) // a ping's payload; the caller answers it
-	br     *bufio.Reader
-	skip   int64 // payload bytes of a too-large frame still to skip
-	one    [1]byte
+	raw    syscall.RawConn       // nil where the connection has none: wait returns at once
+	peek   func(fd uintptr) bool // r.readable, bound once
+	limit  int64                 // the largest message
+	onPing func([]byte)          // a ping's payload; the caller answers it
+	br     *bufio.Reader         // from readBufs, held only while reading
+	skip   int64                 // payload bytes of a too-large frame still to skip
+	one    [1]byte               // the peek's buffer
 }
 
 func newWSReader(conn net.Conn, limit int64, onPing func([]byte)) *wsReader {
