@@ -100,6 +100,31 @@ func TestWSReaderMessages(t *testing.T) {
 	}
 }
 
+// TestWSReaderLargeMessages: messages of many buffers' worth, whole or in
+// fragments, arrive intact (the reader grows them as their bytes come).
+func TestWSReaderLargeMessages(t *testing.T) {
+	r, c, _ := tcpPair(t, 100_000)
+	big := make([]byte, 50_000)
+	for i := range big {
+		big[i] = byte('a' + i%26)
+	}
+	frames := bytes.Join([][]byte{
+		clientFrame(t, ws.OpText, true, big, false),
+		clientFrame(t, ws.OpText, false, big[:30_000], false),
+		clientFrame(t, ws.OpContinuation, true, big[30_000:], false),
+	}, nil)
+	written := make(chan error, 1)
+	go func() { _, err := c.Write(frames); written <- err }()
+	for i := range 2 {
+		if msg, err := r.next(); err != nil || !bytes.Equal(msg, big) {
+			t.Fatalf("message %d: %d bytes, %v", i, len(msg), err)
+		}
+	}
+	if err := <-written; err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestWSReaderWait: wait takes nothing from the socket, returns once
 // there is something to read, and keeps the read deadline.
 func TestWSReaderWait(t *testing.T) {
