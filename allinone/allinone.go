@@ -43,7 +43,8 @@ type Config struct {
 	// Partitions per topic; default 8.
 	Partitions int32
 	// Store is the timeline store; nil means a Pebble store in
-	// DataDir/store. The node closes it when Run returns.
+	// DataDir/store. The node closes it when Run returns, or when Start
+	// fails.
 	Store store.Store
 	// Listen is the public listener of the connector (WebSocket); empty
 	// means no connector.
@@ -117,11 +118,14 @@ func Start(cfg Config) (*Node, error) {
 		// The push endpoint and its secret live only as long as the process:
 		// both ends of it are here.
 		pushSecret := []byte(rand.Text())
-		n.cmd, err = connector.NewCommander(context.Background(), connector.CommanderConfig{Kafka: n.kafka, NodeID: "dev", Logger: cfg.Logger})
+		n.cmd, err = connector.NewCommander(context.Background(), connector.CommanderConfig{Kafka: n.kafka, NodeID: "dev", Logger: cfg.Logger, Registerer: cfg.Registerer})
 		if err == nil {
 			g := cfg.Gateway
 			g.Listen, g.TokenSecret, g.AllowAnyOrigin, g.Logger = cfg.Listen, cfg.TokenSecret, loopbackOnly(cfg.Listen), cfg.Logger
 			g.APIKey = cfg.APIKey
+			if g.Registerer == nil {
+				g.Registerer = cfg.Registerer
+			}
 			g.PushListen, g.PushSecret = "127.0.0.1:0", pushSecret
 			n.gateway, err = connector.NewGateway(g, n.cmd, st)
 		}

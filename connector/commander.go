@@ -10,11 +10,13 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/ksuid"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/parley-im/parley/internal/metrics"
 	"github.com/parley-im/parley/kafka"
 	"github.com/parley-im/parley/schema"
 	parleyv1 "github.com/parley-im/parley/schema/parley/v1"
@@ -33,6 +35,9 @@ type CommanderConfig struct {
 	ReplyTimeout time.Duration
 	// Logger; default slog.Default().
 	Logger *slog.Logger
+	// Registerer takes the metrics of the commander's Kafka clients
+	// (parley_kafka_*{role="connector"}); nil: none.
+	Registerer prometheus.Registerer
 	// Now returns the time; default time.Now.
 	Now func() time.Time
 }
@@ -79,13 +84,13 @@ func NewCommander(ctx context.Context, cfg CommanderConfig) (*Commander, error) 
 	if err := cfg.Kafka.Validate(); err != nil {
 		return nil, err
 	}
-	producer, err := kgo.NewClient(cfg.Kafka.ClientOpts(
+	producer, err := kgo.NewClient(cfg.Kafka.ClientOpts(append(metrics.KafkaClient(cfg.Registerer, "connector", "commands"),
 		kgo.RequiredAcks(kgo.AllISRAcks()),
 		kgo.ProducerLinger(0),
 		// A command that cannot reach the log within the reply timeout
 		// fails, and the client is told so.
 		kgo.RecordDeliveryTimeout(max(cfg.ReplyTimeout, time.Second)),
-	)...)
+	)...)...)
 	if err != nil {
 		return nil, err
 	}
@@ -223,11 +228,11 @@ func (c *Commander) Run(ctx context.Context) error {
 	if !ok {
 		return fmt.Errorf("connector: %s has no partition %d", topic, c.partition)
 	}
-	cl, err := kgo.NewClient(c.cfg.Kafka.ClientOpts(
+	cl, err := kgo.NewClient(c.cfg.Kafka.ClientOpts(append(metrics.KafkaClient(c.cfg.Registerer, "connector", "outcomes"),
 		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: {c.partition: kgo.NewOffset().At(end.Offset)}}),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.FetchMaxWait(200*time.Millisecond),
-	)...)
+	)...)...)
 	if err != nil {
 		return err
 	}

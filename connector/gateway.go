@@ -7,13 +7,18 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/fasthttp/websocket"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/valyala/fasthttp"
+	"github.com/valyala/fasthttp/fasthttpadaptor"
 
+	"github.com/parley-im/parley/internal/metrics"
 	"github.com/parley-im/parley/schema"
 	"github.com/parley-im/parley/store"
 )
@@ -74,6 +79,13 @@ type GatewayConfig struct {
 	APIMaxInFlight int
 	// Logger; default slog.Default().
 	Logger *slog.Logger
+	// Registerer takes the gateway's metrics (parley_connector_*, and
+	// parley_store_* with role="connector"); nil: a private registry
+	// nobody scrapes. Give each gateway of a process its own.
+	Registerer prometheus.Registerer
+	// Metrics is served on the public listener's /metrics (the process's
+	// registry); nil: /metrics is not found.
+	Metrics prometheus.Gatherer
 }
 
 func (c GatewayConfig) withDefaults() GatewayConfig {
@@ -143,8 +155,9 @@ type Gateway struct {
 	addr     net.Addr
 	draining bool
 	wg       sync.WaitGroup // sessions
-	closes   sync.Map       // close code -> *atomic.Int64
 	conns    atomic.Int64   // WebSocket connections held (Connections)
+	m        gatewayMetrics
+	metrics  fasthttp.RequestHandler // /metrics; nil without GatewayConfig.Metrics
 }
 
 func (g *Gateway) isDraining() bool {
@@ -154,16 +167,13 @@ func (g *Gateway) isDraining() bool {
 }
 
 func (g *Gateway) countClose(code int) {
-	v, _ := g.closes.LoadOrStore(code, new(atomic.Int64))
-	v.(*atomic.Int64).Add(1)
+	g.m.closed.WithLabelValues(strconv.Itoa(code)).Inc()
 }
 
-// Closes returns how many connections this gateway closed with code.
+// Closes returns how many connections this gateway closed with code
+// (parley_connector_connections_closed_total).
 func (g *Gateway) Closes(code int) int64 {
-	if v, ok := g.closes.Load(code); ok {
-		return v.(*atomic.Int64).Load()
-	}
-	return 0
+	return counterValue(g.m.closed.WithLabelValues(strconv.Itoa(code)))
 }
 
 // Connections returns how many WebSocket connections the gateway holds,
@@ -194,8 +204,18 @@ func NewGateway(cfg GatewayConfig, cmd *Commander, st store.Store) (*Gateway, er
 	if err != nil {
 		return nil, err
 	}
+	st, err = metrics.InstrumentStore(cfg.Registerer, "connector", st)
+	if err != nil {
+		return nil, fmt.Errorf("connector: metrics: %w", err)
+	}
 	g := &Gateway{cfg: cfg, log: cfg.Logger.With("role", "connector", "node", cmd.cfg.NodeID), cmd: cmd, store: st, hub: newHub(), api: api,
 		counts: make(chan struct{}, unreadNodeParallelism)}
+	if g.m, err = newGatewayMetrics(cfg.Registerer, func() float64 { return float64(g.conns.Load()) }); err != nil {
+		return nil, fmt.Errorf("connector: metrics: %w", err)
+	}
+	if cfg.Metrics != nil {
+		g.metrics = fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(cfg.Metrics, promhttp.HandlerOpts{}))
+	}
 	g.up = websocket.FastHTTPUpgrader{
 		// The library does the handshake; the session reads and writes the
 		// connection itself, so its buffers are the smallest, unused.
@@ -297,6 +317,12 @@ func (g *Gateway) handle(ctx *fasthttp.RequestCtx) {
 		ctx.SetBodyString(`{"ok":true}`)
 	case "/readyz":
 		g.readyz(ctx)
+	case "/metrics":
+		if g.metrics == nil {
+			apiError(ctx, schema.CodeNotFound, "no such endpoint")
+			return
+		}
+		g.metrics(ctx)
 	default:
 		if bytes.HasPrefix(ctx.Path(), []byte("/v1/")) {
 			g.handleAPI(ctx)
@@ -321,7 +347,8 @@ func (g *Gateway) Run(ctx context.Context) error {
 		// minute at most between posts: a peer that trickles a request,
 		// never reads the answer or idles longer is cut off.
 		push := &fasthttp.Server{Handler: g.handlePush, Name: "parley-push", MaxRequestBodySize: 64 << 20, NoDefaultDate: true,
-			ReadTimeout: pushReadTimeout, WriteTimeout: g.cfg.WriteTimeout, IdleTimeout: pushIdleTimeout}
+			ReadTimeout: pushReadTimeout, WriteTimeout: g.cfg.WriteTimeout, IdleTimeout: pushIdleTimeout,
+			Logger: httpLogger{g.log}, SecureErrorLogMessage: true}
 		pushDone := make(chan struct{})
 		go func() { defer close(pushDone); _ = push.Serve(retryListener{pushLn, g.log}) }()
 		defer func() {
@@ -363,6 +390,11 @@ func (g *Gateway) Run(ctx context.Context) error {
 		WriteTimeout:       g.cfg.WriteTimeout,
 		MaxRequestBodySize: maxRequestBody,
 		NoDefaultDate:      true,
+		// The server's own messages (requests it could not read) go to the
+		// log at debug level, without the request's bytes: they may hold
+		// the API key.
+		Logger:                httpLogger{g.log},
+		SecureErrorLogMessage: true,
 		// A session outlives the upgrade handler and closes its connection
 		// itself; the server's state for the request is freed meanwhile.
 		KeepHijackedConns: true,
@@ -418,4 +450,14 @@ func Serve(ctx context.Context, cmd *Commander, g *Gateway) error {
 		err = errors.Join(err, fmt.Errorf("outcome reader: %w", cerr))
 	}
 	return err
+}
+
+// httpLogger takes the HTTP servers' own messages into the log at debug
+// level.
+type httpLogger struct{ log *slog.Logger }
+
+func (l httpLogger) Printf(format string, args ...any) {
+	if l.log.Enabled(context.Background(), slog.LevelDebug) {
+		l.log.Debug("http server", "msg", fmt.Sprintf(format, args...))
+	}
 }

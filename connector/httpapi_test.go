@@ -8,9 +8,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -497,4 +499,52 @@ func runGateway(t *testing.T, e *env, cfg connector.GatewayConfig, c *connector.
 	}
 	e.run(g.Run)
 	return g
+}
+
+// syncBuffer is a bytes.Buffer safe for a logger's concurrent writes.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestHTTPMalformedRequestLog: a request the server cannot read is
+// answered 400 and logged (at debug level) without its bytes, which may
+// hold the API key.
+func TestHTTPMalformedRequestLog(t *testing.T) {
+	var logs syncBuffer
+	g := newGateway(t, connector.GatewayConfig{APIKey: apiKey,
+		Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	conn, err := net.Dial("tcp", g.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	const secretKey = "the-api-key-in-a-bad-request"
+	if _, err := io.WriteString(conn, "POST /v1/tokens HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "+secretKey+"\r\na header line without a colon\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest {
+		t.Fatalf("a malformed request got %d, want 400", resp.StatusCode)
+	}
+	eventually(t, "the server's log line", func() bool { return strings.Contains(logs.String(), "error when reading request headers") })
+	if strings.Contains(logs.String(), secretKey) {
+		t.Fatalf("the log holds the request's key:\n%s", logs.String())
+	}
 }

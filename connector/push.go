@@ -54,6 +54,11 @@ func (g *Gateway) handlePush(ctx *fasthttp.RequestCtx) {
 	delivered := 0
 	var to []*session // reused: no allocation per user per push
 	for _, f := range frames {
+		if f.typing {
+			g.m.pushedTyping.Inc()
+		} else {
+			g.m.pushedEvents.Inc()
+		}
 		for _, u := range f.users {
 			to = g.hub.sessions(u, to[:0])
 			for _, s := range to {
@@ -68,8 +73,9 @@ func (g *Gateway) handlePush(ctx *fasthttp.RequestCtx) {
 
 // pushFrame is one push of a batch as the client frame its users get.
 type pushFrame struct {
-	frame []byte
-	users []string
+	frame  []byte
+	users  []string
+	typing bool // a typing signal, not an event
 }
 
 // pushFrames decodes a PushBatch (push.proto) into the frames to write, in
@@ -99,7 +105,7 @@ func pushFrames(body []byte) ([]pushFrame, error) {
 		if err != nil {
 			return nil, fmt.Errorf("connector: encode a push: %w", err)
 		}
-		frames = append(frames, pushFrame{frame: frame, users: p.Users})
+		frames = append(frames, pushFrame{frame: frame, users: p.Users, typing: p.GetEvent() == nil})
 	}
 	return frames, nil
 }

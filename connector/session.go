@@ -84,6 +84,7 @@ func (g *Gateway) serve(wsConn *websocket.Conn) {
 		conn = u.UnsafeConn() // the HTTP server's wrapper reads through its own buffer
 	}
 	g.conns.Add(1)
+	g.m.opened.Inc()
 	s := &session{g: g, conn: conn, finished: make(chan struct{}), done: make(chan struct{}), inFlight: make(chan struct{}, maxInFlight),
 		histories: make(chan struct{}, maxHistoryInFlight)}
 	s.rd = newWSReader(conn, g.cfg.MaxFrameBytes, s.onPing)
@@ -106,10 +107,13 @@ func (s *session) start() bool {
 	var pe *protocolError
 	switch {
 	case err == nil:
+		g.m.framesIn.Inc()
 	case errors.Is(err, errTooLarge):
+		g.m.authFailures.WithLabelValues(authProtocol).Inc()
 		s.refuse(CloseTooLarge, "message too large")
 		return false
 	case errors.As(err, &pe):
+		g.m.authFailures.WithLabelValues(authProtocol).Inc()
 		s.refuse(CloseProtocolError, pe.reason)
 		return false
 	case errors.Is(err, errClientClosed):
@@ -118,12 +122,18 @@ func (s *session) start() bool {
 	default:
 		var ne net.Error
 		if errors.As(err, &ne) && ne.Timeout() {
+			g.m.authFailures.WithLabelValues(authNoAuth).Inc()
 			s.refuse(CloseNoAuth, "no auth frame in time")
 		}
 		return false // gone
 	}
 	req, user, cerr := parseAuth(data, g.cfg.TokenSecret, time.Now())
 	if cerr != nil {
+		reason := authBadToken
+		if cerr.Code == CloseNoAuth {
+			reason = authNoAuth
+		}
+		g.m.authFailures.WithLabelValues(reason).Inc()
 		s.refuse(int(cerr.Code), cerr.Reason)
 		return false
 	}
@@ -140,6 +150,7 @@ func (s *session) start() bool {
 	s.send(reply{Op: "auth_ok", ID: req.ID, User: user, Device: s.device, Node: g.cmd.cfg.NodeID,
 		Limits: &connLimits{Rate: g.cfg.RatePerSecond, Burst: g.cfg.RateBurst}})
 	if !g.hub.add(s, g.cfg.MaxConnsPerUser, claim) {
+		g.m.authFailures.WithLabelValues(authTooMany).Inc()
 		s.refuse(CloseTooMany, "too many connections for this user")
 		return false
 	}
@@ -220,6 +231,7 @@ func (s *session) readLoop() {
 		var pe *protocolError
 		switch {
 		case err == nil:
+			s.g.m.framesIn.Inc()
 			s.handle(data)
 		case errors.Is(err, errTooLarge):
 			s.close(CloseTooLarge, "message too large")
@@ -356,8 +368,17 @@ func (s *session) dispatch(req *request) {
 
 // command turns a request into one or two commands and answers it.
 func (s *session) command(ctx context.Context, req *request) {
+	start := time.Now()
+	status := "ok"
+	defer func() {
+		s.g.m.commands.WithLabelValues(req.Op, status).Inc()
+		if req.Op == "send" {
+			s.g.m.sendAck.Observe(time.Since(start).Seconds())
+		}
+	}()
 	cmds, rerr := commandsFor(s.user, req)
 	if rerr != nil {
+		status = rerr.code
 		s.send(errorReply(req.ID, rerr.code, rerr.msg))
 		return
 	}
@@ -365,7 +386,7 @@ func (s *session) command(ctx context.Context, req *request) {
 	for _, cmd := range cmds {
 		var err error
 		if o, err = s.g.cmd.Do(ctx, cmd); err != nil {
-			s.sendErr(req.ID, err)
+			status = s.sendErr(req.ID, err)
 			return
 		}
 	}
@@ -379,16 +400,21 @@ func (s *session) command(ctx context.Context, req *request) {
 	}
 }
 
-func (s *session) sendErr(id string, err error) {
+// sendErr answers a command that failed with err, and returns the error
+// code it answered.
+func (s *session) sendErr(id string, err error) string {
 	var rej *RejectedError
 	switch {
 	case errors.As(err, &rej):
 		s.send(errorReply(id, rej.Code(), rej.Message))
+		return rej.Code()
 	case errors.Is(err, ErrUnavailable):
 		s.send(errorReply(id, schema.CodeUnavailable, "try again later with the same cmid"))
+		return schema.CodeUnavailable
 	default:
 		s.g.log.Warn("request failed", "user", s.user, "err", err)
 		s.send(errorReply(id, schema.CodeInternal, "internal error"))
+		return schema.CodeInternal
 	}
 }
 
@@ -581,6 +607,7 @@ func (s *session) writeLoop() {
 			frame(opText, b)
 			n += len(b)
 		}
+		s.g.m.framesOut.Add(float64(len(batch)))
 		iov = bufs[:0]
 		_ = raw.SetWriteDeadline(time.Now().Add(s.g.cfg.WriteTimeout))
 		_, err := bufs.WriteTo(raw) // sets what it wrote to nil

@@ -67,9 +67,10 @@ type Config struct {
 	TypingTTL time.Duration
 	// Logger; default slog.Default().
 	Logger *slog.Logger
-	// Registerer takes fanout's metrics
-	// (parley_records_skipped_total{role="fanout"}); nil: a private
-	// registry nobody scrapes.
+	// Registerer takes fanout's metrics (parley_fanout_*, and
+	// parley_store_*, parley_consumer_lag and parley_records_skipped_total
+	// with role="fanout", and its Kafka clients'); nil: a private registry
+	// nobody scrapes.
 	Registerer prometheus.Registerer
 	// Now returns the time; default time.Now.
 	Now func() time.Time
@@ -129,6 +130,43 @@ type Fanout struct {
 	pushes, failed, notified atomic.Int64
 	notifyFailed, notifyLost atomic.Int64 // this poll's failures; all so far
 	skipped                  *metrics.Skipped
+	m                        fanoutMetrics
+}
+
+// fanoutMetrics are fanout's Prometheus metrics; the counters above count
+// the same for Stats.
+type fanoutMetrics struct {
+	events, notified, notifyLost prometheus.Counter
+	pushes, failures             *prometheus.CounterVec // by node
+	lag                          *metrics.Lag
+}
+
+func newFanoutMetrics(reg prometheus.Registerer, group string) (m fanoutMetrics, err error) {
+	counter := func(name, help string) prometheus.Counter {
+		if err != nil {
+			return nil
+		}
+		var c prometheus.Counter
+		c, err = metrics.Register(reg, prometheus.NewCounter(prometheus.CounterOpts{Name: name, Help: help}))
+		return c
+	}
+	byNode := func(name, help string) *prometheus.CounterVec {
+		if err != nil {
+			return nil
+		}
+		var c *prometheus.CounterVec
+		c, err = metrics.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, []string{"node"}))
+		return c
+	}
+	m.events = counter("parley_fanout_events_total", "Events read from the events topic and routed to their recipients.")
+	m.notified = counter("parley_fanout_notifications_total", "Notifications written for offline recipients.")
+	m.notifyLost = counter("parley_fanout_notifications_lost_total", "Notifications the log did not take, dropped.")
+	m.pushes = byNode("parley_fanout_pushes_total", "Events and typing signals pushed to a connector node, by node.")
+	m.failures = byNode("parley_fanout_push_failures_total", "Events and typing signals whose push to a connector node failed and were dropped, by node (the devices recover them through history).")
+	if err == nil {
+		m.lag, err = metrics.NewLag(reg, "fanout", group)
+	}
+	return m, err
 }
 
 // New returns a Fanout that reads memberships from st; Run starts it.
@@ -151,9 +189,17 @@ func New(cfg Config, st store.Store) (*Fanout, error) {
 	if err != nil {
 		return nil, fmt.Errorf("fanout: metrics: %w", err)
 	}
+	m, err := newFanoutMetrics(cfg.Registerer, cfg.Group)
+	if err == nil {
+		st, err = metrics.InstrumentStore(cfg.Registerer, "fanout", st)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("fanout: metrics: %w", err)
+	}
 	return &Fanout{
 		cfg:     cfg,
 		skipped: skipped,
+		m:       m,
 		log:     cfg.Logger.With("role", "fanout"),
 		members: newMembers(st, cfg.CachedConversations),
 		http: &fasthttp.Client{
@@ -194,7 +240,7 @@ func (f *Fanout) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	view, err := newPresenceView(f.cfg.Kafka.ClientOpts(), t.Presence, f.cfg.Now, f.log, func(reason string) { f.skipped.Add(t.Presence, reason) })
+	view, err := newPresenceView(f.cfg.Kafka.ClientOpts(metrics.KafkaClient(f.cfg.Registerer, "fanout", "presence")...), t.Presence, f.cfg.Now, f.log, func(reason string) { f.skipped.Add(t.Presence, reason) })
 	if err != nil {
 		return err
 	}
@@ -206,7 +252,7 @@ func (f *Fanout) Run(ctx context.Context) error {
 	go func() { viewDone <- view.run(vctx) }()
 	defer func() { stopView(); <-viewDone }()
 
-	cl, err := kgo.NewClient(f.cfg.Kafka.ClientOpts(
+	cl, err := kgo.NewClient(f.cfg.Kafka.ClientOpts(append(metrics.KafkaClient(f.cfg.Registerer, "fanout", "events"),
 		kgo.ConsumerGroup(f.cfg.Group),
 		kgo.ConsumeTopics(t.Events, t.Ephemeral),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
@@ -220,11 +266,13 @@ func (f *Fanout) Run(ctx context.Context) error {
 		// The notifications producer.
 		kgo.RequiredAcks(kgo.AllISRAcks()),
 		kgo.RecordDeliveryTimeout(10*time.Second),
-	)...)
+	)...)...)
 	if err != nil {
 		return err
 	}
 	defer cl.Close()
+	f.m.lag.Watch(cl)
+	defer f.m.lag.Watch(nil)
 
 	for {
 		fetches := cl.PollRecords(ctx, f.cfg.MaxBatch)
@@ -300,6 +348,7 @@ func (f *Fanout) handle(ctx context.Context, cl *kgo.Client, view *presenceView,
 				f.skip(r, schema.SkipReason(err), err)
 				continue
 			}
+			f.m.events.Inc()
 			users, err := f.recipients(ctx, ev, waitUntil)
 			if errors.Is(err, errOutOfSequence) {
 				f.skip(r, schema.SkipOutOfSequence, err)
@@ -351,6 +400,7 @@ func (f *Fanout) handle(ctx context.Context, cl *kgo.Client, view *presenceView,
 				return
 			}
 			f.notified.Add(1)
+			f.m.notified.Inc()
 		})
 	}
 	f.push(ctx, view, batches)
@@ -363,6 +413,7 @@ func (f *Fanout) handle(ctx context.Context, cl *kgo.Client, view *presenceView,
 		if failed := f.notifyFailed.Swap(0); failed > 0 {
 			f.log.Warn("notifications not written", "records", failed)
 			f.notifyLost.Add(failed)
+			f.m.notifyLost.Add(float64(failed))
 		}
 	}
 	return nil
@@ -420,12 +471,14 @@ func (f *Fanout) push(ctx context.Context, view *presenceView, batches map[strin
 				f.log.Error("encode push", "err", err)
 				return
 			}
+			pushed, failed := f.m.pushes.WithLabelValues(nodeID), f.m.failures.WithLabelValues(nodeID)
 			// One retry, for a connection that broke under the request;
 			// a node that timed out is not asked again.
 			for try := 0; ; try++ {
 				err = f.post(b.addr, body)
 				if err == nil {
 					f.pushes.Add(int64(len(b.pushes)))
+					pushed.Add(float64(len(b.pushes)))
 					return
 				}
 				if try == 1 || ctx.Err() != nil || isTimeout(err) {
@@ -433,6 +486,7 @@ func (f *Fanout) push(ctx context.Context, view *presenceView, batches map[strin
 				}
 			}
 			f.failed.Add(int64(len(b.pushes)))
+			failed.Add(float64(len(b.pushes)))
 			view.suspend(nodeID)
 			f.log.Warn("push failed; dropped, and the node skipped until its next heartbeat", "node", nodeID, "addr", b.addr, "pushes", len(b.pushes), "err", err)
 		}()

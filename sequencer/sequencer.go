@@ -48,9 +48,10 @@ type Config struct {
 	TransactionTimeout time.Duration
 	// Logger; default slog.Default().
 	Logger *slog.Logger
-	// Registerer takes the sequencer's metrics
-	// (parley_records_skipped_total{role="sequencer"}); nil: a private
-	// registry nobody scrapes.
+	// Registerer takes the sequencer's metrics (parley_sequencer_*,
+	// parley_consumer_lag and parley_records_skipped_total with
+	// role="sequencer", and its Kafka client's); nil: a private registry
+	// nobody scrapes.
 	Registerer prometheus.Registerer
 	// Now returns the time; default time.Now. For tests.
 	Now func() time.Time
@@ -135,6 +136,65 @@ type Sequencer struct {
 		committed, aborted                                atomic.Int64
 	}
 	skipped *metrics.Skipped
+	m       seqMetrics
+}
+
+// seqMetrics are the sequencer's Prometheus metrics; the stats above
+// count the same for Stats.
+type seqMetrics struct {
+	reg                                       prometheus.Registerer
+	sequenced, duplicate, unchanged, rejected prometheus.Counter // parley_sequencer_commands_total{status}
+	events                                    prometheus.Counter
+	txSeconds                                 prometheus.Observer
+	committed, aborted                        prometheus.Counter // parley_sequencer_transactions_total{result}
+	lag                                       *metrics.Lag
+}
+
+func newSeqMetrics(reg prometheus.Registerer, group string) (seqMetrics, error) {
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
+	commands, err := metrics.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "parley_sequencer_commands_total",
+		Help: "Commands decided, by outcome status (sequenced, duplicate, unchanged, rejected), in committed and aborted transactions alike.",
+	}, []string{"status"}))
+	if err != nil {
+		return seqMetrics{}, err
+	}
+	events, err := metrics.Register(reg, prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "parley_sequencer_events_total",
+		Help: "Events appended to the events topic, in committed and aborted transactions alike.",
+	}))
+	if err != nil {
+		return seqMetrics{}, err
+	}
+	txSeconds, err := metrics.Register(reg, prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "parley_sequencer_transaction_seconds",
+		Help:    "Time from the start of a transaction to its end (commit or abort), producing its records included.",
+		Buckets: prometheus.ExponentialBuckets(0.001, 2, 14), // 1 ms to 8 s
+	}))
+	if err != nil {
+		return seqMetrics{}, err
+	}
+	txs, err := metrics.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "parley_sequencer_transactions_total",
+		Help: "Transactions ended, by result (committed, aborted).",
+	}, []string{"result"}))
+	if err != nil {
+		return seqMetrics{}, err
+	}
+	lag, err := metrics.NewLag(reg, "sequencer", group)
+	if err != nil {
+		return seqMetrics{}, err
+	}
+	return seqMetrics{
+		reg:       reg,
+		sequenced: commands.WithLabelValues("sequenced"), duplicate: commands.WithLabelValues("duplicate"),
+		unchanged: commands.WithLabelValues("unchanged"), rejected: commands.WithLabelValues("rejected"),
+		events: events, txSeconds: txSeconds,
+		committed: txs.WithLabelValues("committed"), aborted: txs.WithLabelValues("aborted"),
+		lag: lag,
+	}, nil
 }
 
 // New returns a Sequencer; Run starts it.
@@ -147,7 +207,12 @@ func New(cfg Config) (*Sequencer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("sequencer: metrics: %w", err)
 	}
+	m, err := newSeqMetrics(cfg.Registerer, cfg.Group)
+	if err != nil {
+		return nil, fmt.Errorf("sequencer: metrics: %w", err)
+	}
 	return &Sequencer{
+		m:   m,
 		cfg: cfg,
 		rules: rules{
 			windowMinAgeMs:   cfg.WindowMinAge.Milliseconds(),
@@ -231,7 +296,7 @@ func (s *Sequencer) forgetRevoked() {
 
 func (s *Sequencer) session(ctx context.Context) error {
 	t := s.cfg.Kafka.Topics()
-	sess, err := kgo.NewGroupTransactSession(s.cfg.Kafka.ClientOpts(
+	opts := s.cfg.Kafka.ClientOpts(append(metrics.KafkaClient(s.m.reg, "sequencer", "transactions"),
 		kgo.TransactionalID("parley-sequencer-"+s.cfg.NodeID),
 		kgo.TransactionTimeout(s.cfg.TransactionTimeout),
 		kgo.ConsumerGroup(s.cfg.Group),
@@ -243,10 +308,13 @@ func (s *Sequencer) session(ctx context.Context) error {
 		kgo.ProducerLinger(0),
 		kgo.RecordRetries(10),
 	)...)
+	sess, err := kgo.NewGroupTransactSession(opts...)
 	if err != nil {
 		return err
 	}
 	defer sess.Close()
+	s.m.lag.Watch(sess.Client())
+	defer s.m.lag.Watch(nil)
 	// A new session starts from the committed offsets: no state carries over.
 	clear(s.parts)
 
@@ -278,6 +346,7 @@ func (s *Sequencer) session(ctx context.Context) error {
 		if err := sess.Begin(); err != nil {
 			return fmt.Errorf("begin transaction: %w", err)
 		}
+		began := time.Now()
 		// The transaction is finished even when ctx ends meanwhile: records
 		// are produced and the transaction ended under endCtx. A record
 		// failed by a cancelled context could otherwise be missing from a
@@ -307,17 +376,20 @@ func (s *Sequencer) session(ctx context.Context) error {
 		}
 		committed, err := sess.End(endCtx, end)
 		cancel()
+		s.m.txSeconds.Observe(time.Since(began).Seconds())
 		if s.log.Enabled(ctx, slog.LevelDebug) {
 			s.log.Debug("transaction ended", "committed", committed, "err", err, "records", describe(fetches))
 		}
 		if !committed {
 			s.stats.aborted.Add(1)
+			s.m.aborted.Inc()
 			s.dropAllState()
 			if e := produceErr.Load(); e != nil {
 				s.log.Warn("transaction aborted", "err", *e)
 			}
 		} else {
 			s.stats.committed.Add(1)
+			s.m.committed.Inc()
 		}
 		if err != nil {
 			return fmt.Errorf("end transaction: %w", err)
@@ -481,12 +553,17 @@ func (s *Sequencer) count(o *parleyv1.Outcome) {
 	switch o.Status {
 	case parleyv1.OutcomeStatus_OUTCOME_STATUS_SEQUENCED:
 		s.stats.events.Add(1)
+		s.m.sequenced.Inc()
+		s.m.events.Inc()
 	case parleyv1.OutcomeStatus_OUTCOME_STATUS_DUPLICATE:
 		s.stats.duplicates.Add(1)
+		s.m.duplicate.Inc()
 	case parleyv1.OutcomeStatus_OUTCOME_STATUS_UNCHANGED:
 		s.stats.unchanged.Add(1)
+		s.m.unchanged.Inc()
 	case parleyv1.OutcomeStatus_OUTCOME_STATUS_REJECTED:
 		s.stats.rejected.Add(1)
+		s.m.rejected.Inc()
 	}
 }
 

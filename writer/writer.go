@@ -33,9 +33,10 @@ type Config struct {
 	Tracked int
 	// Logger; default slog.Default().
 	Logger *slog.Logger
-	// Registerer takes the writer's metrics
-	// (parley_records_skipped_total{role="writer"}); nil: a private
-	// registry nobody scrapes.
+	// Registerer takes the writer's metrics (parley_writer_events_total,
+	// and parley_store_*, parley_consumer_lag and
+	// parley_records_skipped_total with role="writer", and its Kafka
+	// client's); nil: a private registry nobody scrapes.
 	Registerer prometheus.Registerer
 }
 
@@ -64,6 +65,8 @@ type Writer struct {
 
 	events  atomic.Int64
 	skipped *metrics.Skipped
+	stored  prometheus.Counter // parley_writer_events_total
+	lag     *metrics.Lag
 	seq     *sequence
 	lastErr atomic.Pointer[error] // the current batch's last store error; nil once stored
 }
@@ -87,7 +90,21 @@ func New(cfg Config, st store.Store) (*Writer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("writer: metrics: %w", err)
 	}
-	return &Writer{cfg: cfg, store: st, log: cfg.Logger.With("role", "writer"), skipped: skipped, seq: newSequence(cfg.Tracked)}, nil
+	stored, err := metrics.Register(cfg.Registerer, prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "parley_writer_events_total",
+		Help: "Events appended to the timeline store (replays included).",
+	}))
+	if err != nil {
+		return nil, fmt.Errorf("writer: metrics: %w", err)
+	}
+	lag, err := metrics.NewLag(cfg.Registerer, "writer", cfg.Group)
+	if err != nil {
+		return nil, fmt.Errorf("writer: metrics: %w", err)
+	}
+	if st, err = metrics.InstrumentStore(cfg.Registerer, "writer", st); err != nil {
+		return nil, fmt.Errorf("writer: metrics: %w", err)
+	}
+	return &Writer{cfg: cfg, store: st, log: cfg.Logger.With("role", "writer"), skipped: skipped, stored: stored, lag: lag, seq: newSequence(cfg.Tracked)}, nil
 }
 
 // Stored returns the number of events appended to the store so far
@@ -114,7 +131,7 @@ func (w *Writer) Skipped(reason string) int64 {
 // store error is an outage: it is retried with backoff, never skipped, and
 // the writer does not move past a batch the store has not taken.
 func (w *Writer) Run(ctx context.Context) error {
-	cl, err := kgo.NewClient(w.cfg.Kafka.ClientOpts(
+	cl, err := kgo.NewClient(w.cfg.Kafka.ClientOpts(append(metrics.KafkaClient(w.cfg.Registerer, "writer", "events"),
 		kgo.ConsumerGroup(w.cfg.Group),
 		kgo.ConsumeTopics(w.cfg.Kafka.Topics().Events),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
@@ -126,11 +143,13 @@ func (w *Writer) Run(ctx context.Context) error {
 		kgo.OnPartitionsRevoked(w.forget),
 		kgo.OnPartitionsLost(w.forget),
 		kgo.SessionTimeout(10*time.Second),
-	)...)
+	)...)...)
 	if err != nil {
 		return err
 	}
 	defer cl.Close()
+	w.lag.Watch(cl)
+	defer w.lag.Watch(nil)
 
 	for {
 		fetches := cl.PollRecords(ctx, w.cfg.MaxBatch)
@@ -195,6 +214,7 @@ func (w *Writer) writeBatch(ctx context.Context, recs []*kgo.Record) error {
 	if err == nil {
 		w.seq.trim()
 		w.events.Add(int64(len(evs)))
+		w.stored.Add(float64(len(evs)))
 		w.lastErr.Store(nil)
 	}
 	return err

@@ -133,14 +133,14 @@ func runDev(ctx context.Context, args []string) error {
 	var gcfg connector.GatewayConfig
 	limits(&gcfg)
 	reg := newRegistry()
+	gcfg.Metrics = reg
 	node, err := allinone.Start(allinone.Config{
 		Gateway: gcfg, Registerer: reg,
 		DataDir: *dataDir, BrokerListen: *brokerListen, Partitions: int32(*partitions), Logger: log, Store: st,
 		Listen: *listen, TokenSecret: []byte(*tokenSecret), APIKey: []byte(*apiKey),
 	})
 	if err != nil {
-		st.Close()
-		return err
+		return err // Start closed the store
 	}
 	abs, _ := filepath.Abs(*dataDir)
 	fmt.Printf(`Parley is running (all in one process).
@@ -360,7 +360,8 @@ func runConnector(ctx context.Context, args []string) error {
 		return err
 	}
 	defer st.Close()
-	cmd, err := connector.NewCommander(ctx, connector.CommanderConfig{Kafka: k, NodeID: *nodeID, Logger: log})
+	reg := newRegistry()
+	cmd, err := connector.NewCommander(ctx, connector.CommanderConfig{Kafka: k, NodeID: *nodeID, Logger: log, Registerer: reg})
 	if err != nil {
 		return err
 	}
@@ -374,13 +375,14 @@ func runConnector(ctx context.Context, args []string) error {
 	gcfg := connector.GatewayConfig{
 		Listen: *listen, TokenSecret: []byte(*tokenSecret), APIKey: []byte(*apiKey), AllowedOrigins: allowed, Logger: log,
 		PushListen: *pushListen, PushSecret: []byte(*pushSecret), PushAdvertise: *pushAdvertise, HeartbeatInterval: *heartbeat,
+		Registerer: reg, Metrics: reg,
 	}
 	limits(&gcfg)
 	g, err := connector.NewGateway(gcfg, cmd, st)
 	if err != nil {
 		return err
 	}
-	return runWithAdmin(ctx, *adminAddr, k, st, log, newRegistry(), func(ctx context.Context) error {
+	return runWithAdmin(ctx, *adminAddr, k, st, log, reg, func(ctx context.Context) error {
 		return connector.Serve(ctx, cmd, g)
 	})
 }

@@ -5,8 +5,6 @@
 package metrics
 
 import (
-	"errors"
-
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
@@ -29,20 +27,12 @@ func NewSkipped(reg prometheus.Registerer, role string, topics ...string) (*Skip
 	if reg == nil {
 		reg = prometheus.NewRegistry()
 	}
-	vec := prometheus.NewCounterVec(prometheus.CounterOpts{
+	vec, err := Register(prometheus.WrapRegistererWith(prometheus.Labels{"role": role}, reg), prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "parley_records_skipped_total",
 		Help: "Records consumed and skipped, without acting on them, by topic and reason (undecodable, malformed, out_of_sequence).",
-	}, []string{"topic", "reason"})
-	if err := prometheus.WrapRegistererWith(prometheus.Labels{"role": role}, reg).Register(vec); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if !errors.As(err, &are) {
-			return nil, err
-		}
-		existing, ok := are.ExistingCollector.(*prometheus.CounterVec)
-		if !ok {
-			return nil, err
-		}
-		vec = existing
+	}, []string{"topic", "reason"}))
+	if err != nil {
+		return nil, err
 	}
 	for _, t := range topics {
 		for _, r := range schema.SkipReasons {
