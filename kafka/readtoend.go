@@ -24,6 +24,20 @@ import (
 // other producers. The wait is bounded by the producers' transaction
 // timeout, and by ctx.
 func ReadToEnd(ctx context.Context, opts []kgo.Opt, topic string, partitions []int32, fn func(*kgo.Record) error) error {
+	var from map[int32]int64
+	if partitions != nil {
+		from = make(map[int32]int64, len(partitions))
+		for _, p := range partitions {
+			from[p] = 0 // below the start: the start
+		}
+	}
+	return ReadFrom(ctx, opts, topic, from, fn)
+}
+
+// ReadFrom is ReadToEnd from a given offset of each partition: from maps
+// the partitions to read to the offset to start at (below a partition's
+// start: its start); nil means every partition from its start.
+func ReadFrom(ctx context.Context, opts []kgo.Opt, topic string, from map[int32]int64, fn func(*kgo.Record) error) error {
 	admCl, err := kgo.NewClient(opts...)
 	if err != nil {
 		return err
@@ -38,12 +52,12 @@ func ReadToEnd(ctx context.Context, opts []kgo.Opt, topic string, partitions []i
 		return fmt.Errorf("kafka: list start offsets of %s: %w", topic, err)
 	}
 	want := make(map[int32]bool)
-	if partitions == nil {
+	if from == nil {
 		for p := range starts[topic] {
 			want[p] = true
 		}
 	} else {
-		for _, p := range partitions {
+		for p := range from {
 			if _, ok := starts.Lookup(topic, p); !ok {
 				admCl.Close()
 				return fmt.Errorf("kafka: %s has no partition %d", topic, p)
@@ -62,9 +76,10 @@ func ReadToEnd(ctx context.Context, opts []kgo.Opt, topic string, partitions []i
 	consume := make(map[int32]kgo.Offset)
 	for p := range want {
 		start, _ := starts.Lookup(topic, p)
-		if end := ends[p]; end > start.Offset {
+		at := max(start.Offset, from[p])
+		if end := ends[p]; end > at {
 			remaining[p] = end - 1
-			consume[p] = kgo.NewOffset().AtStart()
+			consume[p] = kgo.NewOffset().At(at)
 		}
 	}
 	if len(remaining) == 0 {

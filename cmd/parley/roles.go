@@ -204,11 +204,37 @@ func runTap(ctx context.Context, args []string) error {
 	rf := newRoleFlags("tap")
 	fs := rf.fs
 	follow := fs.Bool("follow", true, "keep printing new events; false stops at the end")
+	var convs, types, offsets []string
+	list := func(dst *[]string) func(string) error {
+		return func(s string) error { *dst = append(*dst, s); return nil }
+	}
+	fs.Func("conv", "only events of this conversation, read from its partition only (repeatable, or comma-separated)", list(&convs))
+	fs.Func("type", "only events of this type: "+strings.Join(tap.TypeNames(), ", ")+" (repeatable, or comma-separated)", list(&types))
+	fs.Func("from-offset", "start at offset N of every partition (N), or of partition P (P:N); other partitions start at their beginning (repeatable, or comma-separated)", list(&offsets))
+	since := fs.String("since", "", "only events written at or after this time, RFC 3339 (2026-11-21T09:30:00Z), or this long ago (90m)")
 	log, k, err := rf.parse(args)
 	if err != nil {
 		return err
 	}
-	return tap.Run(ctx, tap.Config{Kafka: k, Follow: *follow, Logger: log}, os.Stdout)
+	cfg := tap.Config{Kafka: k, Follow: *follow, Logger: log}
+	if cfg.Convs, err = tap.ParseConvs(convs...); err != nil {
+		return fmt.Errorf("--conv: %w", err)
+	}
+	if cfg.Types, err = tap.ParseTypes(types...); err != nil {
+		return fmt.Errorf("--type: %w", err)
+	}
+	if cfg.Offsets, err = tap.ParseOffsets(offsets...); err != nil {
+		return fmt.Errorf("--from-offset: %w", err)
+	}
+	if *since != "" {
+		if cfg.Offsets != nil {
+			return errors.New("--since and --from-offset both say where to start: give one")
+		}
+		if cfg.Since, err = tap.ParseSince(*since, time.Now()); err != nil {
+			return fmt.Errorf("--since: %w", err)
+		}
+	}
+	return tap.Run(ctx, cfg, os.Stdout)
 }
 
 func runRebuild(ctx context.Context, args []string) error {
@@ -249,7 +275,9 @@ func runRebuild(ctx context.Context, args []string) error {
 		}
 	}
 	start := time.Now()
-	stats, err := writer.Rebuild(ctx, k, st, 10000, log)
+	stats, err := writer.RebuildWith(ctx, writer.RebuildConfig{Kafka: k, Batch: 10000, Logger: log, Progress: func(p writer.RebuildProgress) {
+		fmt.Fprintln(os.Stderr, rebuildProgressLine(p))
+	}}, st)
 	if f, ok := st.(interface{ Flush() error }); ok && err == nil {
 		err = f.Flush()
 	}
@@ -263,6 +291,41 @@ func runRebuild(ctx context.Context, args []string) error {
 	fmt.Printf("rebuilt %d events into %s in %v (%.0f events/s); records skipped: %d undecodable, %d malformed, %d out of sequence\n",
 		stats.Events, so.describe(), took.Round(time.Millisecond), float64(stats.Events)/took.Seconds(), stats.Undecodable, stats.Malformed, stats.OutOfSequence)
 	return nil
+}
+
+// rebuildProgressLine is a progress report of parley rebuild, for stderr.
+func rebuildProgressLine(p writer.RebuildProgress) string {
+	var b strings.Builder
+	b.WriteString("rebuild: ")
+	if p.Done {
+		b.WriteString("done: ")
+	}
+	fmt.Fprintf(&b, "%d", p.Read)
+	if p.Total > 0 {
+		fmt.Fprintf(&b, " of %d records (%.1f%%)", p.Total, 100*float64(p.Read)/float64(p.Total))
+	} else {
+		b.WriteString(" records")
+	}
+	fmt.Fprintf(&b, ", %d events stored", p.Stats.Events)
+	if skipped := p.Stats.Undecodable + p.Stats.Malformed + p.Stats.OutOfSequence; skipped > 0 {
+		fmt.Fprintf(&b, ", %d skipped", skipped)
+	}
+	if s := p.Elapsed.Seconds(); s > 0 && p.Read > 0 {
+		fmt.Fprintf(&b, ", %.0f records/s", float64(p.Read)/s)
+	}
+	fmt.Fprintf(&b, ", %v elapsed", p.Elapsed.Round(100*time.Millisecond))
+	return b.String()
+}
+
+// migrateStepLine is a step of parley migrate, for stderr.
+func migrateStepLine(s cassandrastore.MigrateStep) string {
+	switch {
+	case s.Migration == "":
+		return "migrate: " + s.What
+	case s.Statement == 0:
+		return fmt.Sprintf("migrate: %s: %s", s.Migration, s.What)
+	}
+	return fmt.Sprintf("migrate: %s (%d/%d): %s", s.Migration, s.Statement, s.Statements, s.What)
 }
 
 func runMigrate(ctx context.Context, args []string) error {
@@ -286,7 +349,9 @@ func runMigrate(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	applied, err := cassandrastore.Migrate(ctx, cfg, *replication)
+	applied, err := cassandrastore.MigrateWith(ctx, cfg, cassandrastore.MigrateOptions{Replication: *replication, Progress: func(s cassandrastore.MigrateStep) {
+		fmt.Fprintln(os.Stderr, migrateStepLine(s))
+	}})
 	if err != nil {
 		return err
 	}
