@@ -123,6 +123,9 @@ func Start(cfg Config) (*Node, error) {
 			g := cfg.Gateway
 			g.Listen, g.TokenSecret, g.AllowAnyOrigin, g.Logger = cfg.Listen, cfg.TokenSecret, loopbackOnly(cfg.Listen), cfg.Logger
 			g.APIKey = cfg.APIKey
+			// The web client's sign-in by name (a token for anyone): `parley dev`
+			// only, and only while no other machine can reach it.
+			g.DevLogin = loopbackOnly(cfg.Listen)
 			if g.Registerer == nil {
 				g.Registerer = cfg.Registerer
 			}

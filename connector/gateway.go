@@ -77,6 +77,10 @@ type GatewayConfig struct {
 	// APIMaxInFlight bounds the API requests served at once; beyond it a
 	// request gets 429 rate_limited. Default 1024.
 	APIMaxInFlight int
+	// DevLogin enables /dev/token, which mints a token for any user
+	// without the API key (devlogin.go): for `parley dev` only, which
+	// alone sets it.
+	DevLogin bool
 	// Logger; default slog.Default().
 	Logger *slog.Logger
 	// Registerer takes the gateway's metrics (parley_connector_*, and
@@ -317,6 +321,10 @@ func (g *Gateway) handle(ctx *fasthttp.RequestCtx) {
 		ctx.SetBodyString(`{"ok":true}`)
 	case "/readyz":
 		g.readyz(ctx)
+	case "/", "/app.css", "/app.js": // the web client (webclient.go)
+		g.serveWeb(ctx)
+	case "/dev/token": // 404 unless DevLogin (devlogin.go)
+		g.devToken(ctx)
 	case "/metrics":
 		if g.metrics == nil {
 			apiError(ctx, schema.CodeNotFound, "no such endpoint")

@@ -147,12 +147,13 @@ func runDev(ctx context.Context, args []string) error {
   broker     %s
   store      %s
   data dir   %s
+  web client http://%s/
   public     ws://%s/v1/ws (WebSocket client protocol)
   HTTP API   http://%s/v1/ (Authorization: Bearer <API key>)
   API key    %s
   dev token  %s  (user "dev", 24 h; more with: parley token --data-dir %s --user NAME)
 Stop with Ctrl-C.
-`, node.BrokerAddr(), so.describe(), abs, node.GatewayAddr(), node.GatewayAddr(), *apiKey, token, *dataDir)
+`, node.BrokerAddr(), so.describe(), abs, node.GatewayAddr(), node.GatewayAddr(), node.GatewayAddr(), *apiKey, token, *dataDir)
 	err = runWithAdmin(ctx, *adminAddr, node.Kafka(), st, log, reg, node.Run)
 	log.Info("stopped")
 	return err
