@@ -86,7 +86,9 @@ func (o *storeOptions) open(ctx context.Context, log *slog.Logger, pebbleOpts pe
 	}
 	if *o.migrate {
 		mctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-		applied, err := cassandrastore.Migrate(mctx, cfg, *o.replication)
+		applied, err := cassandrastore.MigrateWith(mctx, cfg, cassandrastore.MigrateOptions{Replication: *o.replication, Progress: func(s cassandrastore.MigrateStep) {
+			log.Info("cassandra migration", "step", strings.TrimPrefix(migrateStepLine(s), "migrate: "))
+		}})
 		cancel()
 		if err != nil {
 			return nil, err
