@@ -30,6 +30,9 @@ func KafkaClient(reg prometheus.Registerer, role, client string) []kgo.Opt {
 		kprom.Registerer(replacing{reg}),
 		kprom.WithStaticLabel(prometheus.Labels{"role": role, "client": client}),
 		kprom.FetchAndProduceDetail(kprom.ByNode, kprom.ByTopic, kprom.Records, kprom.Batches, kprom.UncompressedBytes),
+		// The time from writing a request to a broker to reading its
+		// response: the log's latency as each role sees it.
+		kprom.Histograms(kprom.RequestDurationE2E),
 	)
 	return []kgo.Opt{kgo.WithHooks(m)}
 }
