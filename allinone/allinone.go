@@ -97,6 +97,9 @@ func Start(cfg Config) (*Node, error) {
 		Listen: cfg.BrokerListen, DataDir: filepath.Join(cfg.DataDir, "broker"), Logger: cfg.Logger,
 	})
 	if err != nil {
+		if cfg.Store != nil {
+			cfg.Store.Close()
+		}
 		return nil, err
 	}
 	st := cfg.Store

@@ -218,7 +218,11 @@ func NewGateway(cfg GatewayConfig, cmd *Commander, st store.Store) (*Gateway, er
 		return nil, fmt.Errorf("connector: metrics: %w", err)
 	}
 	if cfg.Metrics != nil {
-		g.metrics = fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(cfg.Metrics, promhttp.HandlerOpts{}))
+		// Anyone who reaches the public listener may scrape: two scrapes
+		// at a time, each bounded.
+		g.metrics = fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(cfg.Metrics, promhttp.HandlerOpts{
+			MaxRequestsInFlight: 2, Timeout: 10 * time.Second,
+		}))
 	}
 	g.up = websocket.FastHTTPUpgrader{
 		// The library does the handshake; the session reads and writes the

@@ -37,21 +37,30 @@ func KafkaClient(reg prometheus.Registerer, role, client string) []kgo.Opt {
 	return []kgo.Opt{kgo.WithHooks(m)}
 }
 
-// lagTimeout bounds the broker requests of one scrape of the lag.
-const lagTimeout = 3 * time.Second
+// lagTimeout bounds the broker requests of one measurement of the lag;
+// lagMaxAge is how long a measurement answers scrapes, so that scrapes
+// however frequent cost the broker a few requests every lagMaxAge at most.
+const (
+	lagTimeout = 3 * time.Second
+	lagMaxAge  = 5 * time.Second
+)
 
 // Lag is parley_consumer_lag{role, group, topic, partition}: how many
 // records of each partition a consumer group has not committed yet,
 // measured from the group's committed offsets and the partitions' end
-// offsets when the metrics are scraped. On a topic written in transactions
+// offsets when the metrics are scraped (or up to lagMaxAge before). On a
+// topic written in transactions
 // a group at rest may read 1: the end is the transaction's commit marker,
 // one past the last record.
 type Lag struct {
 	desc  *prometheus.Desc
 	group string
 
-	mu  sync.Mutex
-	adm *kadm.Client
+	// mu is held through a measurement: concurrent scrapes share it.
+	mu       sync.Mutex
+	adm      *kadm.Client
+	measured time.Time           // of lags; zero: none
+	lags     []prometheus.Metric // the last measurement
 }
 
 // NewLag registers the lag of group, consumed by role, with reg (nil: a
@@ -71,6 +80,7 @@ func NewLag(reg prometheus.Registerer, role, group string) (*Lag, error) {
 func (l *Lag) Watch(cl *kgo.Client) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	l.measured, l.lags = time.Time{}, nil
 	if cl == nil {
 		l.adm = nil
 		return
@@ -85,25 +95,37 @@ func (l *Lag) Describe(ch chan<- *prometheus.Desc) { ch <- l.desc }
 // lag is known.
 func (l *Lag) Collect(ch chan<- prometheus.Metric) {
 	l.mu.Lock()
-	adm := l.adm
-	l.mu.Unlock()
-	if adm == nil {
+	defer l.mu.Unlock()
+	if l.adm == nil {
 		return
 	}
+	if time.Since(l.measured) > lagMaxAge {
+		l.lags = l.measure()
+		l.measured = time.Now()
+	}
+	for _, m := range l.lags {
+		ch <- m
+	}
+}
+
+// measure asks the broker for the group's lag; mu is held.
+func (l *Lag) measure() []prometheus.Metric {
 	ctx, cancel := context.WithTimeout(context.Background(), lagTimeout)
 	defer cancel()
-	lags, err := adm.Lag(ctx, l.group)
+	lags, err := l.adm.Lag(ctx, l.group)
 	if err != nil {
-		return
+		return nil
 	}
+	var out []prometheus.Metric
 	for _, g := range lags {
 		for topic, parts := range g.Lag {
 			for p, ml := range parts {
 				if ml.Err != nil || ml.Lag < 0 {
 					continue
 				}
-				ch <- prometheus.MustNewConstMetric(l.desc, prometheus.GaugeValue, float64(ml.Lag), topic, strconv.Itoa(int(p)))
+				out = append(out, prometheus.MustNewConstMetric(l.desc, prometheus.GaugeValue, float64(ml.Lag), topic, strconv.Itoa(int(p))))
 			}
 		}
 	}
+	return out
 }
