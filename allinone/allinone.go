@@ -126,9 +126,12 @@ func Start(cfg Config) (*Node, error) {
 			g := cfg.Gateway
 			g.Listen, g.TokenSecret, g.AllowAnyOrigin, g.Logger = cfg.Listen, cfg.TokenSecret, loopbackOnly(cfg.Listen), cfg.Logger
 			g.APIKey = cfg.APIKey
-			// The web client's sign-in by name (a token for anyone): `parley dev`
-			// only, and only while no other machine can reach it.
-			g.DevLogin = loopbackOnly(cfg.Listen)
+			// The web client's sign-in by name (a token for anyone who has
+			// the code): `parley dev` only, and only while no other machine
+			// can reach it.
+			if loopbackOnly(cfg.Listen) {
+				g.DevLoginCode = rand.Text()
+			}
 			if g.Registerer == nil {
 				g.Registerer = cfg.Registerer
 			}
@@ -170,6 +173,15 @@ func (n *Node) GatewayAddr() net.Addr {
 		return nil
 	}
 	return n.gateway.Addr()
+}
+
+// DevLoginCode is the code the web client's sign-in by name asks for (in
+// its address: http://host:port/#code=CODE), or "" if the node has none.
+func (n *Node) DevLoginCode() string {
+	if n.gateway == nil {
+		return ""
+	}
+	return n.gateway.DevLoginCode()
 }
 
 // BrokerAddr is the embedded broker's host:port.

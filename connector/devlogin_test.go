@@ -63,12 +63,14 @@ func wantJSON(t *testing.T, what string, status int, h http.Header, raw []byte, 
 	return out
 }
 
-// TestDevLogin: with DevLogin, /dev/token mints a token for any user
-// without the API key, the token authenticates a WebSocket session, bad
-// input gets the API's JSON errors, and requests from another site's page
-// or addressed to a DNS name are refused.
+// TestDevLogin: with a dev sign-in code, /dev/token mints a token for any
+// user without the API key to whoever presents the code, the token
+// authenticates a WebSocket session, bad input gets the API's JSON errors,
+// and requests without the code, from another site's page or addressed to
+// a DNS name are refused.
 func TestDevLogin(t *testing.T) {
-	g := newGateway(t, connector.GatewayConfig{DevLogin: true, APIKey: apiKey})
+	const code = "the-sign-in-code"
+	g := newGateway(t, connector.GatewayConfig{DevLoginCode: code, APIKey: apiKey})
 	url := "http://" + g.addr + "/dev/token"
 	call := func(method, body string, header map[string]string) (int, http.Header, []byte) {
 		return httpCall(t, method, url, "", body, header)
@@ -82,7 +84,7 @@ func TestDevLogin(t *testing.T) {
 		t.Fatalf("HEAD answered %d %q", st, raw)
 	}
 
-	st, h, raw = call(http.MethodPost, `{"user":"alice"}`, map[string]string{"Content-Type": "application/json"})
+	st, h, raw = call(http.MethodPost, `{"user":"alice","code":"`+code+`"}`, map[string]string{"Content-Type": "application/json"})
 	out := wantJSON(t, "POST alice", st, h, raw, 200, "")
 	tok, _ := out["token"].(string)
 	if user, err := auth.Verify(secret, tok, time.Now()); err != nil || user != "alice" || out["user"] != "alice" {
@@ -102,8 +104,16 @@ func TestDevLogin(t *testing.T) {
 		t.Fatalf("auth with the dev token answered %v", r)
 	}
 	// A lifetime, as POST /v1/tokens takes it.
-	st, h, raw = call(http.MethodPost, `{"user":"bob.b-1_x","ttl_s":60}`, nil)
+	st, h, raw = call(http.MethodPost, `{"user":"bob.b-1_x","ttl_s":60,"code":"`+code+`"}`, nil)
 	wantJSON(t, "POST with ttl_s", st, h, raw, 200, "")
+	// No code, a wrong one, a prefix of it: no token.
+	for _, body := range []string{`{"user":"alice"}`, `{"user":"alice","code":""}`, `{"user":"alice","code":"the-sign-in-cod"}`,
+		`{"user":"alice","code":"the-sign-in-code-and-more"}`, `{"user":"alice","code":7}`} {
+		st, h, raw := call(http.MethodPost, body, nil)
+		if out := wantJSON(t, "POST "+body, st, h, raw, 403, "forbidden"); out["token"] != nil {
+			t.Fatalf("a token without the code: %v", out)
+		}
+	}
 
 	for _, body := range []string{
 		`{"user":"al ice"}`, `{"user":""}`, `{}`, `{"user":"` + strings.Repeat("a", 65) + `"}`, `{"user":"alice","ttl_s":0}`,
@@ -127,7 +137,7 @@ func TestDevLogin(t *testing.T) {
 		"null":                       403,
 		"http://localhost:1":         403,
 	} {
-		st, h, raw := call(http.MethodPost, `{"user":"alice"}`, map[string]string{"Origin": origin})
+		st, h, raw := call(http.MethodPost, `{"user":"alice","code":"`+code+`"}`, map[string]string{"Origin": origin})
 		code := ""
 		if want == 403 {
 			code = "forbidden"
@@ -146,7 +156,7 @@ func TestDevLogin(t *testing.T) {
 		"[::1]:" + port:         200,
 	} {
 		for _, method := range []string{http.MethodGet, http.MethodPost} {
-			st, h, raw := httpCall(t, method, url, host, `{"user":"alice"}`, nil)
+			st, h, raw := httpCall(t, method, url, host, `{"user":"alice","code":"`+code+`"}`, nil)
 			code := ""
 			if want == 403 {
 				code = "forbidden"
@@ -156,7 +166,7 @@ func TestDevLogin(t *testing.T) {
 	}
 }
 
-// TestDevLoginOff: without DevLogin (every role but `parley dev`),
+// TestDevLoginOff: without a dev sign-in code (every role but `parley dev`),
 // /dev/token is an unknown endpoint, whatever the method, and the API key
 // still guards /v1/tokens.
 func TestDevLoginOff(t *testing.T) {

@@ -77,10 +77,11 @@ type GatewayConfig struct {
 	// APIMaxInFlight bounds the API requests served at once; beyond it a
 	// request gets 429 rate_limited. Default 1024.
 	APIMaxInFlight int
-	// DevLogin enables /dev/token, which mints a token for any user
-	// without the API key (devlogin.go): for `parley dev` only, which
-	// alone sets it.
-	DevLogin bool
+	// DevLoginCode, if set, enables /dev/token, which mints a token for
+	// any user without the API key to whoever presents this code
+	// (devlogin.go): for `parley dev` only, which alone sets it, and prints
+	// the web client's address with the code.
+	DevLoginCode string
 	// Logger; default slog.Default().
 	Logger *slog.Logger
 	// Registerer takes the gateway's metrics (parley_connector_*, and
@@ -327,7 +328,7 @@ func (g *Gateway) handle(ctx *fasthttp.RequestCtx) {
 		g.readyz(ctx)
 	case "/", "/app.css", "/app.js": // the web client (webclient.go)
 		g.serveWeb(ctx)
-	case "/dev/token": // 404 unless DevLogin (devlogin.go)
+	case "/dev/token": // 404 unless DevLoginCode (devlogin.go)
 		g.devToken(ctx)
 	case "/metrics":
 		if g.metrics == nil {

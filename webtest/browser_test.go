@@ -108,7 +108,12 @@ func startNode(t *testing.T) string {
 		resp.Body.Close()
 		return resp.StatusCode == http.StatusOK
 	})
-	return base + "/"
+	code := n.DevLoginCode()
+	if code == "" {
+		t.Fatal("the all-in-one node on loopback has no dev sign-in code")
+	}
+	// The address parley dev prints: the code rides in the fragment.
+	return base + "/#code=" + code
 }
 
 // tWriter sends the node's log lines to the test's log.

@@ -195,8 +195,19 @@ async function scenario(browser) {
   await signIn(alice, 'alice');
   await signIn(bob, 'bob');
 
+  begin('without the sign-in code from parley dev\'s address, no sign-in by name');
+  const ctxM = await browser.newContext({ viewport });
+  const mallory = await ctxM.newPage();
+  await mallory.goto(new URL('/', base).href);
+  await mallory.getByText('sign-in code', { exact: false }).first().waitFor({ timeout: WAIT });
+  await mallory.getByLabel('User name', { exact: true }).fill('alice');
+  await mallory.getByRole('button', { name: 'Sign in', exact: true }).click();
+  await waitText(mallory, '#signin-error', 'Sign-in failed: the sign-in code is missing or wrong: open the web client\'s address as parley dev printed it');
+  await ctxM.close();
+
   begin('carol signs in with a pasted token and stays signed in across a reload');
-  const res = await fetch(new URL('/dev/token', base), { method: 'POST', body: JSON.stringify({ user: 'carol' }) });
+  const code = new URLSearchParams(new URL(base).hash.slice(1)).get('code');
+  const res = await fetch(new URL('/dev/token', base), { method: 'POST', body: JSON.stringify({ user: 'carol', code }) });
   if (!res.ok) throw new Error(`POST /dev/token answered ${res.status}`);
   const { token } = await res.json();
   const ctxC = await browser.newContext({ viewport });

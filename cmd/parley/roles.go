@@ -147,16 +147,25 @@ func runDev(ctx context.Context, args []string) error {
   broker     %s
   store      %s
   data dir   %s
-  web client http://%s/
+  web client http://%s/%s
   public     ws://%s/v1/ws (WebSocket client protocol)
   HTTP API   http://%s/v1/ (Authorization: Bearer <API key>)
   API key    %s
   dev token  %s  (user "dev", 24 h; more with: parley token --data-dir %s --user NAME)
 Stop with Ctrl-C.
-`, node.BrokerAddr(), so.describe(), abs, node.GatewayAddr(), node.GatewayAddr(), node.GatewayAddr(), *apiKey, token, *dataDir)
+`, node.BrokerAddr(), so.describe(), abs, node.GatewayAddr(), devLoginFragment(node.DevLoginCode()), node.GatewayAddr(), node.GatewayAddr(), *apiKey, token, *dataDir)
 	err = runWithAdmin(ctx, *adminAddr, node.Kafka(), st, log, reg, node.Run)
 	log.Info("stopped")
 	return err
+}
+
+// devLoginFragment is the part of the web client's address that carries
+// the dev sign-in code ("" without one).
+func devLoginFragment(code string) string {
+	if code == "" {
+		return ""
+	}
+	return "#code=" + code
 }
 
 func runSequencer(ctx context.Context, args []string) error {

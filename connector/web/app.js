@@ -396,6 +396,7 @@ const state = {
   convs: new Map(), // conv id -> conversation
   open: null, // the open conversation's id
   devLogin: false,
+  devCode: '', // the dev sign-in code, where the browser keeps no storage
   pairs: loadPairs(), // direct conversation id -> its two members
   syncing: false,
 };
@@ -1222,11 +1223,36 @@ function loadSession() {
   }
 }
 
+// The dev sign-in code: parley dev prints the web client's address with
+// it in the fragment (#code=…); it is kept for this browser, and taken out
+// of the address bar.
+const DEV_CODE_KEY = 'parley.devCode';
+
+function takeDevCode() {
+  const code = new URLSearchParams(location.hash.slice(1)).get('code');
+  if (code) {
+    try {
+      localStorage.setItem(DEV_CODE_KEY, code);
+    } catch {
+      state.devCode = code;
+    }
+    history.replaceState(null, '', location.pathname + location.search);
+  }
+}
+
+function devCode() {
+  try {
+    return localStorage.getItem(DEV_CODE_KEY) || state.devCode || '';
+  } catch {
+    return state.devCode || '';
+  }
+}
+
 async function devToken(user) {
   const res = await fetch('/dev/token', {
     method: 'POST',
     headers: { 'Content-Type': 'application/json' },
-    body: JSON.stringify({ user }),
+    body: JSON.stringify({ user, code: devCode() }),
   });
   const out = await res.json().catch(() => ({}));
   if (!res.ok) throw new Error(out.message || `the server answered ${res.status}`);
@@ -1238,6 +1264,7 @@ function showSignIn(error = '') {
   $('me').hidden = true;
   $('signin').hidden = false;
   $('dev-form').hidden = !state.devLogin;
+  $('dev-nocode').hidden = !state.devLogin || devCode() !== '';
   $('or').hidden = !state.devLogin;
   $('signin-error').textContent = error;
   setConnState('signed-out');
@@ -1400,6 +1427,7 @@ function wire() {
 
 async function main() {
   wire();
+  takeDevCode();
   try {
     const res = await fetch('/dev/token', { method: 'GET' });
     state.devLogin = res.ok;
