@@ -18,6 +18,7 @@ import (
 	"github.com/parley-im/parley/auth"
 	"github.com/parley-im/parley/client"
 	"github.com/parley-im/parley/connector"
+	"github.com/parley-im/parley/internal/allinonetest"
 	"github.com/parley-im/parley/internal/testutil"
 )
 
@@ -29,24 +30,14 @@ import (
 func TestMetricsUnderTraffic(t *testing.T) {
 	secret := []byte(strings.Repeat("s", 32))
 	reg := prometheus.NewRegistry()
-	n, err := allinone.Start(allinone.Config{
+	n := allinonetest.Run(t, allinone.Config{
 		DataDir: t.TempDir(), BrokerListen: "127.0.0.1:0", Partitions: 4, Listen: "127.0.0.1:0",
 		TokenSecret: secret, APIKey: []byte(strings.Repeat("k", 16)),
 		Logger:     slog.New(slog.NewTextHandler(io.Discard, nil)),
 		Registerer: reg, Gateway: connector.GatewayConfig{Metrics: reg},
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- n.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	})
+	defer cancel()
 	url := "ws://" + n.GatewayAddr().String() + "/v1/ws"
 	dial := func(user, token string) (*client.Client, error) {
 		return client.Dial(ctx, client.Config{

@@ -12,7 +12,6 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -22,6 +21,7 @@ import (
 
 	"github.com/parley-im/parley/auth"
 	"github.com/parley-im/parley/connector"
+	"github.com/parley-im/parley/internal/testutil"
 	"github.com/parley-im/parley/schema"
 	"github.com/parley-im/parley/store"
 	"github.com/parley-im/parley/store/pebblestore"
@@ -501,29 +501,11 @@ func runGateway(t *testing.T, e *env, cfg connector.GatewayConfig, c *connector.
 	return g
 }
 
-// syncBuffer is a bytes.Buffer safe for a logger's concurrent writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestHTTPMalformedRequestLog: a request the server cannot read is
 // answered 400 and logged (at debug level) without its bytes, which may
 // hold the API key.
 func TestHTTPMalformedRequestLog(t *testing.T) {
-	var logs syncBuffer
+	var logs testutil.SyncBuffer
 	g := newGateway(t, connector.GatewayConfig{APIKey: apiKey,
 		Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 	conn, err := net.Dial("tcp", g.addr)

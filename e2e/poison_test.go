@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,30 +17,13 @@ import (
 
 	"github.com/parley-im/parley/connector"
 	"github.com/parley-im/parley/fanout"
+	"github.com/parley-im/parley/internal/testutil"
 	"github.com/parley-im/parley/schema"
 	parleyv1 "github.com/parley-im/parley/schema/parley/v1"
 	"github.com/parley-im/parley/sequencer"
 	"github.com/parley-im/parley/store"
 	"github.com/parley-im/parley/writer"
 )
-
-// syncBuffer is a log sink shared by the roles' goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) lines() []string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return strings.Split(s.b.String(), "\n")
-}
 
 // skippedCount reads parley_records_skipped_total{role, topic, reason}
 // from reg, as a scrape of /metrics would.
@@ -81,7 +63,7 @@ func skippedCount(t *testing.T, reg prometheus.Gatherer, role, topic, reason str
 // and nothing else.
 func TestPoisonedRecords(t *testing.T) {
 	c := newCluster(t)
-	var logs syncBuffer
+	var logs testutil.SyncBuffer
 	log := slog.New(slog.NewTextHandler(io.MultiWriter(tWriter{t}, &logs), &slog.HandlerOptions{Level: slog.LevelWarn}))
 	reg := prometheus.NewRegistry() // one process: the roles share it, as in parley dev
 	st := openStore(t, t.TempDir())
@@ -254,7 +236,7 @@ func TestPoisonedRecords(t *testing.T) {
 	for k, n := range want {
 		role, reason := k[0], k[2]
 		got := 0
-		for _, l := range logs.lines() {
+		for _, l := range logs.Lines() {
 			if strings.Contains(l, "role="+role) && strings.Contains(l, "reason="+reason) {
 				got++
 			}

@@ -12,7 +12,6 @@ import (
 	"slices"
 	"sort"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -364,24 +363,6 @@ func TestFilters(t *testing.T) {
 	})
 }
 
-// lockedLines collects what a following tap writes, line by line.
-type lockedLines struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *lockedLines) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *lockedLines) lines(t *testing.T) []schema.EventJSON {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return parseLines(t, l.buf.Bytes())
-}
-
 // TestFollowFiltered follows conversation a from an hour ago: it prints
 // a's recent events, then a's new one, and never b's, written just before
 // it on the same partition.
@@ -389,14 +370,14 @@ func TestFollowFiltered(t *testing.T) {
 	f := newFixture(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	out := new(lockedLines)
+	out := new(testutil.SyncBuffer)
 	done := make(chan error, 1)
 	go func() {
 		done <- tap.Run(ctx, tap.Config{Kafka: f.kc, Logger: quietLogger(), Follow: true, Convs: []string{f.a}, Since: f.newSince}, out)
 	}()
 	seqs := func() []int64 {
 		var s []int64
-		for _, j := range out.lines(t) {
+		for _, j := range parseLines(t, []byte(out.String())) {
 			if j.Conv != f.a {
 				t.Fatalf("following a, the tap printed an event of %s", j.Conv)
 			}

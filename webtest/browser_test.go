@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/parley-im/parley/allinone"
+	"github.com/parley-im/parley/internal/allinonetest"
 	"github.com/parley-im/parley/internal/testutil"
 )
 
@@ -81,22 +82,10 @@ func startNode(t *testing.T) string {
 	secret, apiKey := make([]byte, 32), make([]byte, 24)
 	rand.Read(secret)
 	rand.Read(apiKey)
-	n, err := allinone.Start(allinone.Config{
+	n := allinonetest.Run(t, allinone.Config{
 		DataDir: dir, BrokerListen: "127.0.0.1:0", Listen: "127.0.0.1:0", Partitions: 2,
 		TokenSecret: secret, APIKey: apiKey,
 		Logger: slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn})),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- n.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("all-in-one node: %v", err)
-		}
 	})
 	base := "http://" + n.GatewayAddr().String()
 	hc := &http.Client{Timeout: 5 * time.Second}
