@@ -234,7 +234,7 @@ func (cn *conn) readLoop() error {
 		}
 		cn.lastRead.Store(time.Now().UnixNano())
 		var f frame
-		if err := json.Unmarshal(data, &f); err != nil {
+		if err := decodeFrame(data, &f); err != nil {
 			c.log.Warn("undecodable frame", "err", err)
 			continue
 		}
