@@ -7,7 +7,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/segmentio/ksuid"
+	"github.com/parley-im/parley/schema"
 )
 
 // retryMode says when a request may be tried again.
@@ -24,7 +24,7 @@ const (
 
 // Send sends a message with a fresh cmid (a KSUID); see SendCMID.
 func (c *Client) Send(ctx context.Context, conv, kind string, body any) (Ack, error) {
-	return c.SendCMID(ctx, conv, ksuid.New().String(), kind, body)
+	return c.SendCMID(ctx, conv, schema.NewID(), kind, body)
 }
 
 // SendCMID sends a message with the given client message id. It retries
@@ -53,7 +53,7 @@ func (c *Client) SendCMID(ctx context.Context, conv, cmid, kind string, body any
 // takes a fresh one. Retried like SendCMID.
 func (c *Client) Edit(ctx context.Context, conv, cmid string, target int64, body any) (Ack, error) {
 	if cmid == "" {
-		cmid = ksuid.New().String()
+		cmid = schema.NewID()
 	}
 	raw, err := encodeBody(body)
 	if err != nil {
@@ -70,7 +70,7 @@ func (c *Client) Edit(ctx context.Context, conv, cmid string, target int64, body
 // like SendCMID.
 func (c *Client) Revoke(ctx context.Context, conv, cmid string, target int64) (Ack, error) {
 	if cmid == "" {
-		cmid = ksuid.New().String()
+		cmid = schema.NewID()
 	}
 	f, err := c.do(ctx, &request{Op: "revoke", Conv: conv, CMID: cmid, Target: target}, retryIdempotent)
 	if err != nil {
@@ -88,7 +88,7 @@ func (c *Client) Revoke(ctx context.Context, conv, cmid string, target int64) (A
 func (c *Client) Create(ctx context.Context, kind string, members []string, title string) (string, error) {
 	req := &request{Op: "create", Kind: kind, Members: members, Title: title}
 	if kind == "group" {
-		req.Conv, req.CMID = ksuid.New().String(), ksuid.New().String()
+		req.Conv, req.CMID = schema.NewID(), schema.NewID()
 	}
 	f, err := c.do(ctx, req, retryIdempotent)
 	if err != nil {

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/segmentio/ksuid"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/protobuf/proto"
@@ -148,7 +147,7 @@ func (c *Commander) Do(ctx context.Context, cmd *parleyv1.Command) (*parleyv1.Ou
 			return nil, fmt.Errorf("%w: not reading outcomes yet", ErrUnavailable)
 		}
 	}
-	cmd.MsgId = ksuid.New().String()
+	cmd.MsgId = schema.NewID()
 	cmd.Ts = c.cfg.Now().UnixMilli()
 	cmd.ReplyTo = &parleyv1.ReplyTo{Node: c.cfg.NodeID, Partition: c.partition}
 	v, err := proto.Marshal(cmd)

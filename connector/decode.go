@@ -351,7 +351,7 @@ func parseAPIPath(path string) (apiRoute, string, []string) {
 // one.
 func groupConv(conv string) (string, *inputError) {
 	if conv == "" {
-		return ksuid.New().String(), nil
+		return schema.NewID(), nil
 	}
 	if _, err := ksuid.Parse(conv); err != nil {
 		return "", badRequest("a group's conv, if given, must be a KSUID")

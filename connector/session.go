@@ -338,8 +338,15 @@ func (s *session) dispatch(req *request) {
 			if read {
 				defer func() { <-s.histories }()
 			}
-			ctx, cancel := context.WithTimeout(context.Background(), s.g.cmd.cfg.ReplyTimeout+5*time.Second)
-			defer cancel()
+			// A command is bounded by the commander (each Do waits for its
+			// outcome for the reply timeout at most); a read by this
+			// deadline. Commands go without one: a timer per message.
+			ctx := context.Background()
+			if read {
+				var cancel context.CancelFunc
+				ctx, cancel = context.WithTimeout(ctx, s.g.cmd.cfg.ReplyTimeout+5*time.Second)
+				defer cancel()
+			}
 			switch req.Op {
 			case "history":
 				s.history(ctx, req)
