@@ -244,6 +244,12 @@ func (f *Fanout) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// A node that shut down cleanly takes its push series with it: node
+	// ids change with restarts, and the series would pile up.
+	view.gone = func(node string) {
+		f.m.pushes.DeleteLabelValues(node)
+		f.m.failures.DeleteLabelValues(node)
+	}
 	defer view.close()
 	f.view.Store(view)
 	defer f.view.Store(nil)

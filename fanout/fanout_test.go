@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/fasthttp/websocket"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/valyala/fasthttp"
 	"google.golang.org/protobuf/proto"
@@ -37,10 +38,11 @@ var (
 // cluster is a sequencer, a writer into Pebble and a fanout over one
 // embedded broker; nodes are added with node.
 type cluster struct {
-	t  *testing.T
-	kc kafka.Config
-	st store.Store
-	f  *fanout.Fanout
+	t   *testing.T
+	kc  kafka.Config
+	st  store.Store
+	f   *fanout.Fanout
+	reg *prometheus.Registry // fanout's metrics
 }
 
 func run(t *testing.T, fn func(context.Context) error) context.CancelFunc {
@@ -66,7 +68,7 @@ func newCluster(t *testing.T) *cluster {
 		t.Fatal(err)
 	}
 	t.Cleanup(b.Close)
-	c := &cluster{t: t, kc: kafka.Config{Brokers: []string{b.Addr()}, Partitions: 4}.WithDefaults()}
+	c := &cluster{t: t, kc: kafka.Config{Brokers: []string{b.Addr()}, Partitions: 4}.WithDefaults(), reg: prometheus.NewRegistry()}
 	st, err := pebblestore.Open(t.TempDir(), pebblestore.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -83,7 +85,7 @@ func newCluster(t *testing.T) *cluster {
 		t.Fatal(err)
 	}
 	run(t, w.Run)
-	c.f, err = fanout.New(fanout.Config{Kafka: c.kc, PushSecret: pushSecret}, st)
+	c.f, err = fanout.New(fanout.Config{Kafka: c.kc, PushSecret: pushSecret, Registerer: c.reg}, st)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -387,4 +389,36 @@ func TestDeadNodeStopsGettingPushes(t *testing.T) {
 	if got := ghostPushes.Load(); got != before {
 		t.Fatalf("the dead node got %d more pushes", got-before)
 	}
+
+	// Its push series last until it shuts down cleanly (its heartbeat
+	// deleted): then they go, as node ids change with restarts.
+	if !c.hasNodeSeries("ghost") {
+		t.Fatal("no push series for the ghost")
+	}
+	if err := cl.ProduceSync(context.Background(), &kgo.Record{Topic: topic, Key: []byte(schema.PresenceNodeKey("ghost"))}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, 10*time.Second, "the ghost's push series to go", func() bool { return !c.hasNodeSeries("ghost") })
+}
+
+// hasNodeSeries reports whether fanout's push metrics have a series for
+// node.
+func (c *cluster) hasNodeSeries(node string) bool {
+	fams, err := c.reg.Gather()
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	for _, f := range fams {
+		if f.GetName() != "parley_fanout_pushes_total" && f.GetName() != "parley_fanout_push_failures_total" {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "node" && l.GetValue() == node {
+					return true
+				}
+			}
+		}
+	}
+	return false
 }

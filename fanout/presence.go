@@ -37,6 +37,9 @@ type presenceView struct {
 	now   func() time.Time
 	log   *slog.Logger
 	skip  func(reason string) // counts a record skipped
+	// gone, if set, is told of a node that shut down cleanly (its
+	// heartbeat deleted); v.mu is held.
+	gone func(node string)
 
 	mu    sync.Mutex
 	nodes map[string]*node
@@ -183,6 +186,9 @@ func (v *presenceView) take(rec presenceRecord) {
 	if rec.user == "" {
 		if rec.gone {
 			delete(v.nodes, rec.node)
+			if v.gone != nil {
+				v.gone(rec.node)
+			}
 			return
 		}
 		v.nodes[rec.node] = &node{pushAddr: rec.pushAddr, deadline: v.now().Add(deadAfter * rec.interval)}
