@@ -20,7 +20,8 @@ const KafkaNamespace = "parley_kafka"
 // metrics to reg under KafkaNamespace, labelled with role and client (what
 // the client is for); nil reg: no option. A client created again under
 // the same labels (a new transaction session) replaces the metrics of the
-// one before it. Short-lived clients (a restore, an admin call) are left
+// one before it, which must be closed first: its close unregisters the
+// collectors of those labels, the new client's then. Short-lived clients (a restore, an admin call) are left
 // out: their series would come and go.
 func KafkaClient(reg prometheus.Registerer, role, client string) []kgo.Opt {
 	if reg == nil {
@@ -49,9 +50,8 @@ const (
 // records of each partition a consumer group has not committed yet,
 // measured from the group's committed offsets and the partitions' end
 // offsets when the metrics are scraped (or up to lagMaxAge before). On a
-// topic written in transactions
-// a group at rest may read 1: the end is the transaction's commit marker,
-// one past the last record.
+// topic written in transactions a group at rest may read 1: the end is the
+// transaction's commit marker, one past the last record.
 type Lag struct {
 	desc  *prometheus.Desc
 	group string
@@ -68,7 +68,7 @@ type Lag struct {
 func NewLag(reg prometheus.Registerer, role, group string) (*Lag, error) {
 	l := &Lag{
 		desc: prometheus.NewDesc("parley_consumer_lag",
-			"Records of a partition that the consumer group has not committed yet (end offset minus committed offset), measured at scrape time.",
+			"Records of a partition that the consumer group has not committed yet (end offset minus committed offset), measured at most 5 s before the scrape.",
 			[]string{"topic", "partition"}, prometheus.Labels{"role": role, "group": group}),
 		group: group,
 	}
