@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"net"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/fasthttp/websocket"
 
+	"github.com/parley-im/parley/internal/testutil"
 	"github.com/parley-im/parley/kafka"
 	parleyv1 "github.com/parley-im/parley/schema/parley/v1"
 )
@@ -54,31 +54,8 @@ func startPrintingBoth(t *testing.T, cmd *exec.Cmd) (broker, public string) {
 			_ = cmd.Wait()
 		}
 	})
-	type addrs struct{ broker, public string }
-	found := make(chan addrs, 1)
-	go func() {
-		var a addrs
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			f := strings.Fields(sc.Text())
-			if len(f) >= 2 && f[0] == "broker" {
-				a.broker = f[1]
-			}
-			if len(f) >= 2 && f[0] == "public" {
-				a.public = strings.TrimSuffix(strings.TrimPrefix(f[1], "ws://"), "/v1/ws")
-			}
-			if strings.HasPrefix(sc.Text(), "Stop with") {
-				found <- a
-			}
-		}
-	}()
-	select {
-	case a := <-found:
-		return a.broker, a.public
-	case <-time.After(60 * time.Second):
-		t.Fatal("parley dev printed no addresses within 60s")
-	}
-	return "", ""
+	b := testutil.ReadDevBanner(t, stdout, 60*time.Second)
+	return b.Broker, b.Public
 }
 
 // TestDevBinary runs the real binary with no arguments: it serves commands,

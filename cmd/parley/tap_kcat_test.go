@@ -77,34 +77,11 @@ func startDevBinary(t *testing.T) (devProcess, string) {
 			t.Errorf("parley dev did not stop within 30s of SIGTERM")
 		}
 	})
-	found := make(chan devProcess, 1)
-	go func() {
-		var d devProcess
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() { // to the end, so the child never blocks on its stdout
-			f := strings.Fields(sc.Text())
-			switch {
-			case len(f) >= 2 && f[0] == "broker":
-				d.broker = f[1]
-			case len(f) >= 3 && f[0] == "HTTP" && f[1] == "API":
-				d.api = strings.TrimSuffix(f[2], "/")
-			case len(f) >= 3 && f[0] == "API" && f[1] == "key":
-				d.apiKey = f[2]
-			case strings.HasPrefix(sc.Text(), "Stop with"):
-				found <- d
-			}
-		}
-	}()
-	select {
-	case d := <-found:
-		if d.broker == "" || d.api == "" || d.apiKey == "" {
-			t.Fatalf("parley dev printed broker %q, HTTP API %q, API key %q", d.broker, d.api, d.apiKey)
-		}
-		return d, bin
-	case <-time.After(60 * time.Second):
-		t.Fatal("parley dev printed no addresses within 60s")
+	b := testutil.ReadDevBanner(t, stdout, 60*time.Second)
+	if b.Broker == "" || b.API == "" || b.APIKey == "" {
+		t.Fatalf("parley dev printed broker %q, HTTP API %q, API key %q", b.Broker, b.API, b.APIKey)
 	}
-	return devProcess{}, ""
+	return devProcess{broker: b.Broker, api: b.API, apiKey: b.APIKey}, bin
 }
 
 // call makes an HTTP API call and decodes its 200 answer into out.
