@@ -38,14 +38,18 @@ type Config struct {
 	// RequestTimeout bounds one request attempt (and the connect and
 	// authentication); default 15s.
 	RequestTimeout time.Duration
-	// EventBuffer is the capacity of the Events channel; default 4096.
+	// EventBuffer is the capacity of the Events channel; default 256.
+	// The channel's memory is allocated up front and cycled through (about
+	// 200 bytes an event), so a larger buffer costs memory and cache for
+	// little: pushes that arrive while the application is busy wait in the
+	// client's queue (4×max(EventBuffer, 1024) pushes) anyway.
 	EventBuffer int
 	// Logger; default slog.Default().
 	Logger *slog.Logger
 
 	// PingInterval: a ping is sent when nothing was sent or received for
 	// this long, and a connection that received nothing for three
-	// intervals is given up; default 20s.
+	// intervals (up to a quarter interval more) is given up; default 20s.
 	PingInterval time.Duration
 	// MaxFrameBytes is the largest request frame the server accepts;
 	// a larger request fails with a too_large *Error without being sent
@@ -83,7 +87,7 @@ func (c Config) withDefaults() (Config, error) {
 		c.RequestTimeout = 15 * time.Second
 	}
 	if c.EventBuffer <= 0 {
-		c.EventBuffer = 4096
+		c.EventBuffer = 256
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()

@@ -58,7 +58,8 @@ func BenchmarkDecodeEventPush(b *testing.B) {
 }
 
 // FuzzDecodeFrame: decodeFrame gives the frame encoding/json gives, for
-// whatever encoding/json accepts.
+// whatever encoding/json accepts, and the frame keeps nothing of its input
+// (the read loop reuses its buffer).
 func FuzzDecodeFrame(f *testing.F) {
 	f.Add(historyPageFrame(3))
 	f.Add([]byte(`{"op":"event","conv":"c1","seq":5,"type":"message","msg_id":"m","cmid":"x","from":"a","kind":"text","body":{"a":[1,2,{"b":null}]},"ts":7}`))
@@ -80,6 +81,13 @@ func FuzzDecodeFrame(f *testing.F) {
 		g, _ := json.Marshal(got)
 		if string(w) != string(g) {
 			t.Fatalf("decoded %q:\nencoding/json %s\ndecodeFrame   %s", data, w, g)
+		}
+		in := string(data)
+		for i := range data {
+			data[i] = 'x'
+		}
+		if after, _ := json.Marshal(got); string(after) != string(g) {
+			t.Fatalf("decoded %q, then overwrote the input: the frame changed from\n%s\nto\n%s", in, g, after)
 		}
 	})
 }

@@ -45,7 +45,8 @@ type seqRange struct{ lo, hi int64 }
 // history.
 type queue struct {
 	mu       sync.Mutex
-	items    []item
+	items    []item // items[head:] wait; the array is reused, not regrown
+	head     int
 	max      int
 	wake     chan struct{}
 	overflow map[string]seqRange
@@ -67,16 +68,28 @@ func (q *queue) signal() {
 // add queues a marker (markers are never dropped).
 func (q *queue) add(it item) {
 	q.mu.Lock()
-	q.items = append(q.items, it)
+	q.appendLocked(it)
 	q.mu.Unlock()
 	q.signal()
+}
+
+// appendLocked queues it, first moving the waiting items to the front of
+// the array when it is full and take has consumed some of it, so that a
+// queue that never empties does not keep allocating new arrays.
+func (q *queue) appendLocked(it item) {
+	if len(q.items) == cap(q.items) && q.head > 0 {
+		n := copy(q.items, q.items[q.head:])
+		clear(q.items[n:])
+		q.items, q.head = q.items[:n], 0
+	}
+	q.items = append(q.items, it)
 }
 
 // addEvent queues a push, or records it as dropped when the queue is full.
 func (q *queue) addEvent(ev Event) {
 	q.mu.Lock()
-	if len(q.items) < q.max {
-		q.items = append(q.items, item{kind: itemEvent, ev: ev})
+	if len(q.items)-q.head < q.max {
+		q.appendLocked(item{kind: itemEvent, ev: ev})
 	} else {
 		q.dropped++
 		r, ok := q.overflow[ev.Conv]
@@ -86,7 +99,7 @@ func (q *queue) addEvent(ev Event) {
 		r.lo, r.hi = min(r.lo, ev.Seq), max(r.hi, ev.Seq)
 		q.overflow[ev.Conv] = r
 		if !q.marked {
-			q.items = append(q.items, item{kind: itemOverflow})
+			q.appendLocked(item{kind: itemOverflow})
 			q.marked = true
 		}
 	}
@@ -99,10 +112,12 @@ func (q *queue) addEvent(ev Event) {
 func (q *queue) take(ctx context.Context) (item, map[string]seqRange, bool) {
 	for {
 		q.mu.Lock()
-		if len(q.items) > 0 {
-			it := q.items[0]
-			q.items[0] = item{}
-			q.items = q.items[1:]
+		if q.head < len(q.items) {
+			it := q.items[q.head]
+			q.items[q.head] = item{}
+			if q.head++; q.head == len(q.items) {
+				q.items, q.head = q.items[:0], 0
+			}
 			var over map[string]seqRange
 			if it.kind == itemOverflow {
 				over, q.overflow, q.marked = q.overflow, make(map[string]seqRange), false
