@@ -47,7 +47,8 @@ func runIdle(ctx context.Context, cfg Config, res *Result) error {
 		if err != nil {
 			return err
 		}
-		rec.record(i, time.Since(t0))
+		now := time.Now()
+		rec.record(i, now, now.Sub(t0))
 		clients[i] = c
 		open.Add(1)
 		return nil

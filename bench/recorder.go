@@ -45,8 +45,9 @@ func newRecorder() *recorder {
 	return r
 }
 
-// record adds one latency to shard (any int; taken modulo the shards).
-func (r *recorder) record(shard int, d time.Duration) {
+// record adds one latency d, measured at now, to shard (any int; taken
+// modulo the shards).
+func (r *recorder) record(shard int, now time.Time, d time.Duration) {
 	us := max(int64(d/time.Microsecond), histMin)
 	s := &r.shards[uint(shard)%recShards]
 	s.mu.Lock()
@@ -56,7 +57,7 @@ func (r *recorder) record(shard int, d time.Duration) {
 	_ = s.cur.RecordValue(min(us, histMax))
 	s.mu.Unlock()
 	r.count.Add(1)
-	r.last.Store(time.Now().UnixNano())
+	r.last.Store(now.UnixNano())
 }
 
 // lastAt returns when the last value was recorded (zero if none was).

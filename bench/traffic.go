@@ -144,7 +144,7 @@ func (t *traffic) deliver(r *receiver, ev client.Event, now time.Time) {
 		t.rec.errs.add(fmt.Sprintf("%s: message %s/%s has a body not sent by this tool: %.60s", r.user, ev.From, ev.CMID, ev.Body))
 		return
 	}
-	t.rec.record(r.idx, now.Sub(time.Unix(0, sent)))
+	t.rec.record(r.idx, now, now.Sub(time.Unix(0, sent)))
 }
 
 // sentAt reads the send time from a body {"t":N,...}.
@@ -227,7 +227,8 @@ func (t *traffic) send(ctx context.Context, s *sender, k int64, at time.Time) {
 		}
 		return
 	}
-	t.acks.record(s.idx, time.Since(at))
+	now := time.Now()
+	t.acks.record(s.idx, now, now.Sub(at))
 	s.mu.Lock()
 	s.acked.set(k)
 	s.n++
