@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
 	"google.golang.org/protobuf/proto"
 
@@ -32,12 +33,17 @@ const benchBody = `{"text":"Are we still on for the design review at 3pm? I move
 
 // benchGateway is a gateway with only what the push and reply paths touch:
 // its limits, a hub and a logger.
-func benchGateway() *Gateway {
-	return &Gateway{
+func benchGateway(b *testing.B) *Gateway {
+	g := &Gateway{
 		cfg: GatewayConfig{PushSecret: []byte(strings.Repeat("p", 16))}.withDefaults(),
 		log: slog.New(slog.NewTextHandler(io.Discard, nil)),
 		hub: newHub(),
 	}
+	var err error
+	if g.m, err = newGatewayMetrics(prometheus.NewRegistry(), func() float64 { return 0 }); err != nil {
+		b.Fatal(err)
+	}
+	return g
 }
 
 // benchSession is an authenticated session as serve builds it, without a
@@ -89,7 +95,7 @@ func BenchmarkDecodeSendFrame(b *testing.B) {
 // (session.send), then takes it off the queue with its WebSocket frame
 // header, as the writer does before its writev.
 func BenchmarkSendAck(b *testing.B) {
-	g := benchGateway()
+	g := benchGateway(b)
 	s := benchSession(g, benchUser, "phone")
 	ack := reply{Op: "ack", ID: "r1842", Conv: benchConv, CMID: benchCMID, MsgID: "2lKGHwTLl1m0cRCvRz2zQ5CjYV8", Seq: 48_213}
 	var (
@@ -175,7 +181,7 @@ func BenchmarkPushFrames(b *testing.B) {
 func BenchmarkHandlePush(b *testing.B) {
 	const events = 100
 	body, users := benchPushBatch(b, events)
-	g := benchGateway()
+	g := benchGateway(b)
 	sessions := make([]*session, len(users))
 	for i, u := range users {
 		sessions[i] = benchSession(g, u, "phone")

@@ -14,14 +14,16 @@ type hub struct {
 }
 
 type hubShard struct {
-	mu    sync.RWMutex
-	users map[string]map[*session]struct{}
+	mu sync.RWMutex
+	// users holds each user's sessions here, in no order: a slice, as a
+	// user has a few, and a push walks them for every recipient.
+	users map[string][]*session
 }
 
 func newHub() *hub {
 	h := &hub{seed: maphash.MakeSeed()}
 	for i := range h.shards {
-		h.shards[i].users = make(map[string]map[*session]struct{})
+		h.shards[i].users = make(map[string][]*session)
 	}
 	return h
 }
@@ -30,9 +32,10 @@ func (h *hub) shard(user string) *hubShard {
 	return &h.shards[maphash.String(h.seed, user)%uint64(len(h.shards))]
 }
 
-// add registers s unless its user already has max sessions here. changed,
-// if not nil, gets the user's devices here afterwards, under the user's
-// lock (so that successive calls for one user see successive states).
+// add registers s (not registered yet) unless its user already has max
+// sessions here. changed, if not nil, gets the user's devices here
+// afterwards, under the user's lock (so that successive calls for one user
+// see successive states).
 func (h *hub) add(s *session, max int, changed func([]string)) bool {
 	sh := h.shard(s.user)
 	sh.mu.Lock()
@@ -41,11 +44,8 @@ func (h *hub) add(s *session, max int, changed func([]string)) bool {
 	if len(set) >= max {
 		return false
 	}
-	if set == nil {
-		set = make(map[*session]struct{})
-		sh.users[s.user] = set
-	}
-	set[s] = struct{}{}
+	set = append(set, s)
+	sh.users[s.user] = set
 	if changed != nil {
 		changed(devices(set))
 	}
@@ -58,12 +58,16 @@ func (h *hub) remove(s *session, changed func([]string)) {
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	set := sh.users[s.user]
-	if _, ok := set[s]; !ok {
+	i := slices.Index(set, s)
+	if i < 0 {
 		return
 	}
-	delete(set, s)
-	if len(set) == 0 {
+	last := len(set) - 1
+	set[i], set[last] = set[last], nil
+	if set = set[:last]; len(set) == 0 {
 		delete(sh.users, s.user)
+	} else {
+		sh.users[s.user] = set
 	}
 	if changed != nil {
 		changed(devices(set))
@@ -79,9 +83,9 @@ func (h *hub) withDevices(user string, fn func([]string)) {
 }
 
 // devices returns the sorted, distinct device ids of set.
-func devices(set map[*session]struct{}) []string {
+func devices(set []*session) []string {
 	out := make([]string, 0, len(set))
-	for s := range set {
+	for _, s := range set {
 		out = append(out, s.device)
 	}
 	slices.Sort(out)
@@ -93,10 +97,7 @@ func (h *hub) sessions(user string, out []*session) []*session {
 	sh := h.shard(user)
 	sh.mu.RLock()
 	defer sh.mu.RUnlock()
-	for s := range sh.users[user] {
-		out = append(out, s)
-	}
-	return out
+	return append(out, sh.users[user]...)
 }
 
 // all returns every session on this node.
@@ -106,9 +107,7 @@ func (h *hub) all() []*session {
 		sh := &h.shards[i]
 		sh.mu.RLock()
 		for _, set := range sh.users {
-			for s := range set {
-				out = append(out, s)
-			}
+			out = append(out, set...)
 		}
 		sh.mu.RUnlock()
 	}

@@ -52,7 +52,9 @@ func (g *Gateway) handlePush(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	delivered := 0
-	var to []*session // reused: no allocation per user per push
+	// Every frame of the batch is queued before any writer starts, so that
+	// a session gets all of its frames in one write.
+	var to, start []*session // reused: no allocation per user per push
 	for _, f := range frames {
 		if f.typing {
 			g.m.pushedTyping.Inc()
@@ -62,10 +64,15 @@ func (g *Gateway) handlePush(ctx *fasthttp.RequestCtx) {
 		for _, u := range f.users {
 			to = g.hub.sessions(u, to[:0])
 			for _, s := range to {
-				s.enqueue(f.frame)
+				if s.enqueueHeld(f.frame) {
+					start = append(start, s)
+				}
 				delivered++
 			}
 		}
+	}
+	for _, s := range start {
+		go s.writeLoop()
 	}
 	ctx.SetContentType("application/json")
 	ctx.SetBodyString(`{"delivered":` + strconv.Itoa(delivered) + `}`)

@@ -532,36 +532,58 @@ func (s *session) sendValue(v any) {
 // enqueue queues a frame for the writer; a queue over its frame or byte
 // bound closes the session as a slow consumer (4003).
 func (s *session) enqueue(b []byte) {
+	if s.enqueueHeld(b) {
+		go s.writeLoop()
+	}
+}
+
+// enqueueHeld queues a frame like enqueue but does not start the writer: it
+// reports whether the caller must start it (go s.writeLoop()), which it
+// does once it has queued everything it has for the session, so that the
+// frames go out in one write. Until then no other writer starts.
+func (s *session) enqueueHeld(b []byte) (start bool) {
 	if s.queued.Add(int64(len(b))) > maxQueueBytes {
 		s.queued.Add(-int64(len(b)))
 		s.close(CloseSlowConsumer, "outbound queue full")
-		return
+		return false
 	}
 	s.qmu.Lock()
+	closing, full := false, false
 	select {
 	case <-s.done: // closing: the writer takes nothing more
-		s.qmu.Unlock()
-		s.queued.Add(-int64(len(b)))
-		return
+		closing = true
 	default:
+		full = len(s.queue) >= s.g.cfg.QueueFrames
 	}
-	if len(s.queue) >= s.g.cfg.QueueFrames {
-		s.qmu.Unlock()
-		s.queued.Add(-int64(len(b)))
-		s.close(CloseSlowConsumer, "outbound queue full")
-		return
+	if !closing && !full {
+		s.queue = append(s.queue, b)
+		start = s.claimWriterLocked()
 	}
-	s.queue = append(s.queue, b)
-	s.kickLocked()
 	s.qmu.Unlock()
+	if closing || full {
+		s.queued.Add(-int64(len(b)))
+	}
+	if full {
+		s.close(CloseSlowConsumer, "outbound queue full")
+	}
+	return start
 }
 
 // kickLocked starts the writer if it may run and does not; qmu is held.
 func (s *session) kickLocked() {
-	if s.started && !s.writing {
-		s.writing = true
+	if s.claimWriterLocked() {
 		go s.writeLoop()
 	}
+}
+
+// claimWriterLocked reports whether the writer may run and does not, and
+// if so marks it running: the caller must then start it. qmu is held.
+func (s *session) claimWriterLocked() bool {
+	if s.started && !s.writing {
+		s.writing = true
+		return true
+	}
+	return false
 }
 
 // take moves every queued frame into batch (emptied first) and returns it.
