@@ -67,7 +67,7 @@ func benchView(b *testing.B) *presenceView {
 	now := time.Unix(1_760_000_000, 0)
 	v := &presenceView{now: func() time.Time { return now }, log: slog.New(slog.NewTextHandler(io.Discard, nil)),
 		skip:  func(reason string) { b.Fatalf("presence record skipped: %s", reason) },
-		nodes: map[string]*node{}, users: map[string]map[string]int{}, pos: map[int32]int64{}}
+		nodes: map[string]*node{}, users: map[string][]string{}, pos: map[int32]int64{}}
 	var offset int64
 	put := func(key string, m proto.Message) {
 		value, err := proto.Marshal(m)

@@ -57,7 +57,7 @@ func FuzzPresenceRecord(f *testing.F) {
 		}
 		clock := now
 		v := &presenceView{now: func() time.Time { return clock }, log: quiet, skip: func(string) {},
-			nodes: map[string]*node{}, users: map[string]map[string]int{}, pos: map[int32]int64{}}
+			nodes: map[string]*node{}, users: map[string][]string{}, pos: map[int32]int64{}}
 		// A live node and a user on it, for the record to change.
 		v.take(presenceRecord{node: rec.node, pushAddr: "127.0.0.1:1", interval: time.Second})
 		v.take(presenceRecord{user: "alice", node: rec.node, devices: 1})

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -43,9 +44,12 @@ type presenceView struct {
 
 	mu    sync.Mutex
 	nodes map[string]*node
-	users map[string]map[string]int // user -> node -> devices there
-	pos   map[int32]int64           // partition -> next offset to read
-	moved chan struct{}             // closed and replaced when pos moves
+	// users holds, per user, the nodes where the user has devices: a
+	// slice, as a user is on a node or two, and routing walks it for
+	// every recipient of every event.
+	users map[string][]string
+	pos   map[int32]int64 // partition -> next offset to read
+	moved chan struct{}   // closed and replaced when pos moves
 }
 
 type node struct {
@@ -62,7 +66,7 @@ func newPresenceView(opts []kgo.Opt, topic string, now func() time.Time, log *sl
 		return nil, err
 	}
 	return &presenceView{cl: cl, adm: kadm.NewClient(cl), topic: topic, now: now, log: log, skip: skip,
-		nodes: make(map[string]*node), users: make(map[string]map[string]int), pos: make(map[int32]int64), moved: make(chan struct{})}, nil
+		nodes: make(map[string]*node), users: make(map[string][]string), pos: make(map[int32]int64), moved: make(chan struct{})}, nil
 }
 
 func (v *presenceView) close() { v.cl.Close() }
@@ -194,21 +198,19 @@ func (v *presenceView) take(rec presenceRecord) {
 		v.nodes[rec.node] = &node{pushAddr: rec.pushAddr, deadline: v.now().Add(deadAfter * rec.interval)}
 		return
 	}
-	if rec.gone {
-		if m := v.users[rec.user]; m != nil {
-			delete(m, rec.node)
-			if len(m) == 0 {
-				delete(v.users, rec.user)
-			}
+	ids := v.users[rec.user]
+	i := slices.Index(ids, rec.node)
+	switch {
+	case rec.gone && i >= 0:
+		ids = slices.Delete(ids, i, i+1)
+		if len(ids) == 0 {
+			delete(v.users, rec.user)
+		} else {
+			v.users[rec.user] = ids
 		}
-		return
+	case !rec.gone && i < 0:
+		v.users[rec.user] = append(ids, rec.node)
 	}
-	m := v.users[rec.user]
-	if m == nil {
-		m = make(map[string]int, 1)
-		v.users[rec.user] = m
-	}
-	m[rec.node] = rec.devices
 }
 
 // sync returns once the view holds every presence record the log had when
@@ -251,7 +253,7 @@ func (v *presenceView) route(users []string, fn func(user, nodeID, pushAddr stri
 	now := v.now()
 	for _, u := range users {
 		online := false
-		for id := range v.users[u] {
+		for _, id := range v.users[u] {
 			n := v.nodes[id]
 			if n == nil || now.After(n.deadline) {
 				continue
