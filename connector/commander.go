@@ -150,7 +150,7 @@ func (c *Commander) Do(ctx context.Context, cmd *parleyv1.Command) (*parleyv1.Ou
 	cmd.MsgId = schema.NewID()
 	cmd.Ts = c.cfg.Now().UnixMilli()
 	cmd.ReplyTo = &parleyv1.ReplyTo{Node: c.cfg.NodeID, Partition: c.partition}
-	v, err := proto.Marshal(cmd)
+	v, err := cmd.MarshalVT()
 	if err != nil {
 		return nil, fmt.Errorf("connector: encode command: %w", err)
 	}

@@ -472,7 +472,7 @@ func (f *Fanout) push(ctx context.Context, view *presenceView, batches map[strin
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			body, err := proto.Marshal(&parleyv1.PushBatch{From: f.cfg.InstanceID, Pushes: b.pushes})
+			body, err := (&parleyv1.PushBatch{From: f.cfg.InstanceID, Pushes: b.pushes}).MarshalVT()
 			if err != nil {
 				f.log.Error("encode push", "err", err)
 				return

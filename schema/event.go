@@ -21,8 +21,11 @@ import (
 // SkipOutOfSequence.
 func DecodeEvent(key, value []byte) (*parleyv1.Event, error) {
 	ev := new(parleyv1.Event)
-	if err := proto.Unmarshal(value, ev); err != nil {
-		return nil, undecodable("parley.v1.Event", err)
+	if ev.UnmarshalVT(value) != nil || !plainEvent(ev) { // wire.go
+		ev = new(parleyv1.Event)
+		if err := proto.Unmarshal(value, ev); err != nil {
+			return nil, undecodable("parley.v1.Event", err)
+		}
 	}
 	if err := CheckEvent(ev); err != nil {
 		return nil, err

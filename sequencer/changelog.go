@@ -28,7 +28,7 @@ func chunkKey(conv string, n int64) string {
 func (p *partition) flush(emit func(key string, value []byte)) error {
 	for _, c := range p.dirty {
 		conv := c.head.Conv
-		v, err := proto.Marshal(c.head)
+		v, err := c.head.MarshalVT()
 		if err != nil {
 			return err
 		}
@@ -41,14 +41,14 @@ func (p *partition) flush(emit func(key string, value []byte)) error {
 		for _, u := range users {
 			var v []byte
 			if m := c.members[u]; m != nil {
-				if v, err = proto.Marshal(m); err != nil {
+				if v, err = m.MarshalVT(); err != nil {
 					return err
 				}
 			}
 			emit(memberKey(conv, u), v)
 		}
 		for _, ch := range c.newChunks {
-			v, err := proto.Marshal(ch)
+			v, err := ch.MarshalVT()
 			if err != nil {
 				return err
 			}

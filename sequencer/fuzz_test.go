@@ -205,6 +205,9 @@ func FuzzCommandRecord(f *testing.F) {
 		if out == nil || cmd == nil {
 			t.Fatal("a decodable record got no outcome")
 		}
+		if _, err := proto.Marshal(&parleyv1.OutcomeBatch{Node: "n", Outcomes: []*parleyv1.Outcome{out}}); err != nil {
+			t.Fatalf("an outcome its connector cannot read: %v", err)
+		}
 		if n := proto.Size(out); n > 1024 {
 			t.Fatalf("outcome of %d bytes: %v", n, out)
 		}

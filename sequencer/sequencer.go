@@ -14,7 +14,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/parley-im/parley/internal/metrics"
 	"github.com/parley-im/parley/kafka"
@@ -455,9 +454,9 @@ type outcomeKey struct {
 // conversation, or that sits on another partition than the key's, is
 // rejected as MALFORMED: it could give one conversation two writers.
 func decide(part *partition, key, value []byte, partition, nparts int32, now int64) (*parleyv1.Command, *parleyv1.Event, *parleyv1.Outcome, error) {
-	cmd := new(parleyv1.Command)
-	if err := proto.Unmarshal(value, cmd); err != nil {
-		return nil, nil, nil, fmt.Errorf("%w: not a parley.v1.Command: %v", schema.ErrUndecodable, err)
+	cmd, err := schema.DecodeCommand(value)
+	if err != nil {
+		return nil, nil, nil, err
 	}
 	switch {
 	case len(key) == 0 || string(key) != cmd.Conv:
@@ -502,7 +501,7 @@ func (s *Sequencer) process(fetches kgo.Fetches, produce func(*kgo.Record)) erro
 				}
 			}
 			if ev != nil {
-				v, merr := proto.Marshal(ev)
+				v, merr := ev.MarshalVT()
 				if merr != nil {
 					err = merr
 					return
@@ -529,11 +528,11 @@ func (s *Sequencer) process(fetches kgo.Fetches, produce func(*kgo.Record)) erro
 	for k, outs := range outcomes {
 		for len(outs) > 0 {
 			n, size := 0, 0
-			for n < len(outs) && (n == 0 || size+proto.Size(outs[n]) <= maxOutcomeBatchBytes) {
-				size += proto.Size(outs[n])
+			for n < len(outs) && (n == 0 || size+outs[n].SizeVT() <= maxOutcomeBatchBytes) {
+				size += outs[n].SizeVT()
 				n++
 			}
-			v, err := proto.Marshal(&parleyv1.OutcomeBatch{Node: k.node, Outcomes: outs[:n]})
+			v, err := (&parleyv1.OutcomeBatch{Node: k.node, Outcomes: outs[:n]}).MarshalVT()
 			if err != nil {
 				return err
 			}

@@ -7,7 +7,6 @@ import (
 	"sort"
 
 	"github.com/segmentio/ksuid"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/parley-im/parley/schema"
 	parleyv1 "github.com/parley-im/parley/schema/parley/v1"
@@ -442,7 +441,7 @@ const maxEventBytes = 960 << 10
 // maxEventBytes, before it changes any state.
 func checkEventSize(cmd *parleyv1.Command, ev *parleyv1.Event) *parleyv1.Outcome {
 	// seq and ts are not set yet: allow for their largest varints.
-	if n := proto.Size(ev) + 2*11; n > maxEventBytes {
+	if n := ev.SizeVT() + 2*11; n > maxEventBytes {
 		return reject(cmd, parleyv1.Reason_REASON_TOO_LARGE, "the event would be %d bytes, the limit is %d", n, maxEventBytes)
 	}
 	return nil
