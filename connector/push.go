@@ -8,10 +8,8 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/parley-im/parley/schema"
-	parleyv1 "github.com/parley-im/parley/schema/parley/v1"
 )
 
 // PushPath is the internal push endpoint; PushSecretHeader carries the
@@ -91,9 +89,9 @@ type pushFrame struct {
 // Every frame is a JSON object, whatever the batch holds (a body that is
 // not JSON becomes a JSON string). The error wraps schema.ErrUndecodable.
 func pushFrames(body []byte) ([]pushFrame, error) {
-	var batch parleyv1.PushBatch
-	if err := proto.Unmarshal(body, &batch); err != nil {
-		return nil, fmt.Errorf("%w: not a parley.v1.PushBatch: %v", schema.ErrUndecodable, err)
+	batch, err := schema.DecodePushBatch(body)
+	if err != nil {
+		return nil, err
 	}
 	frames := make([]pushFrame, 0, len(batch.Pushes))
 	for _, p := range batch.Pushes {

@@ -44,6 +44,32 @@ func DecodeCommand(value []byte) (*parleyv1.Command, error) {
 	return cmd, nil
 }
 
+// UnmarshalEvent decodes an event into ev (reset first) as DecodeEvent
+// does, without DecodeEvent's checks: for the stores, which read back
+// the events they were given. The error is proto.Unmarshal's.
+func UnmarshalEvent(value []byte, ev *parleyv1.Event) error {
+	ev.Reset()
+	if ev.UnmarshalVT(value) == nil && plainEvent(ev) {
+		return nil
+	}
+	ev.Reset()
+	return proto.Unmarshal(value, ev)
+}
+
+// DecodePushBatch decodes the body of a push request (push.proto). The
+// error wraps ErrUndecodable.
+func DecodePushBatch(value []byte) (*parleyv1.PushBatch, error) {
+	b := new(parleyv1.PushBatch)
+	if b.UnmarshalVT(value) == nil && plainPushBatch(b) {
+		return b, nil
+	}
+	b = new(parleyv1.PushBatch)
+	if err := proto.Unmarshal(value, b); err != nil {
+		return nil, undecodable("parley.v1.PushBatch", err)
+	}
+	return b, nil
+}
+
 // plainCommand reports whether every string field of cmd is valid UTF-8
 // and none of its messages has unknown fields (TestDecodersMatchProto holds
 // it to the schema).
@@ -76,6 +102,28 @@ func plainCommand(cmd *parleyv1.Command) bool {
 // plainEvent is plainCommand for an event.
 func plainEvent(ev *parleyv1.Event) bool {
 	return known(ev) && validUTF8(ev.Conv, ev.MsgId, ev.Cmid, ev.From, ev.Kind, ev.Title) && validUTF8(ev.Members...)
+}
+
+// plainPushBatch is plainCommand for a push batch.
+func plainPushBatch(b *parleyv1.PushBatch) bool {
+	if !known(b) || !utf8.ValidString(b.From) {
+		return false
+	}
+	for _, p := range b.Pushes {
+		if p == nil {
+			continue
+		}
+		if !known(p) || !validUTF8(p.Users...) {
+			return false
+		}
+		if p.Event != nil && !plainEvent(p.Event) {
+			return false
+		}
+		if t := p.Typing; t != nil && (!known(t) || !validUTF8(t.Conv, t.From)) {
+			return false
+		}
+	}
+	return true
 }
 
 // known reports whether m has no unknown fields.

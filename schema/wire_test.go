@@ -24,8 +24,8 @@ func stringFields(md protoreflect.MessageDescriptor) [][]protoreflect.FieldDescr
 		case protoreflect.StringKind:
 			out = append(out, []protoreflect.FieldDescriptor{fd})
 		case protoreflect.MessageKind:
-			if fd.IsList() || fd.IsMap() {
-				panic("stringFields: a repeated message or map field " + string(fd.FullName()) + ": teach the walk")
+			if fd.IsMap() {
+				panic("stringFields: a map field " + string(fd.FullName()) + ": teach the walk")
 			}
 			for _, sub := range stringFields(fd.Message()) {
 				out = append(out, append([]protoreflect.FieldDescriptor{fd}, sub...))
@@ -39,7 +39,7 @@ func stringFields(md protoreflect.MessageDescriptor) [][]protoreflect.FieldDescr
 // a repeated field).
 func withString(m protoreflect.Message, path []protoreflect.FieldDescriptor, s string) {
 	for _, fd := range path[:len(path)-1] {
-		m = m.Mutable(fd).Message()
+		m = descend(m, fd)
 	}
 	fd := path[len(path)-1]
 	if fd.IsList() {
@@ -47,6 +47,19 @@ func withString(m protoreflect.Message, path []protoreflect.FieldDescriptor, s s
 		return
 	}
 	m.Set(fd, protoreflect.ValueOfString(s))
+}
+
+// descend returns the message in m's field fd (the first element of a
+// repeated field), made if m lacks it.
+func descend(m protoreflect.Message, fd protoreflect.FieldDescriptor) protoreflect.Message {
+	if fd.IsList() {
+		l := m.Mutable(fd).List()
+		if l.Len() == 0 {
+			return l.AppendMutable().Message()
+		}
+		return l.Get(0).Message()
+	}
+	return m.Mutable(fd).Message()
 }
 
 // messageFields lists the paths to every message field of md (and the
@@ -72,11 +85,12 @@ func pathName(md protoreflect.MessageDescriptor, path []protoreflect.FieldDescri
 	return name
 }
 
-// TestDecodersMatchProto: DecodeCommand and DecodeEvent refuse as
+// TestDecodersMatchProto: DecodeCommand, DecodePushBatch, UnmarshalEvent
+// and DecodeEvent refuse as
 // undecodable what proto.Unmarshal refuses and UnmarshalVT takes (invalid
 // UTF-8 in a string field, a broken group among a message's unknown
 // fields), and take the rest. Every string field and every message of a
-// Command and an Event is tried, found by walking the schema, so a field
+// Command, a PushBatch and an Event is tried, found by walking the schema, so a field
 // added later is covered.
 func TestDecodersMatchProto(t *testing.T) {
 	decoders := []struct {
@@ -84,6 +98,18 @@ func TestDecodersMatchProto(t *testing.T) {
 		decode func([]byte) error
 	}{
 		{&parleyv1.Command{}, func(v []byte) error { _, err := DecodeCommand(v); return err }},
+		{&parleyv1.PushBatch{}, func(v []byte) error { _, err := DecodePushBatch(v); return err }},
+		// Undecodable or not: UnmarshalEvent's error is proto.Unmarshal's.
+		{&parleyv1.Event{}, func(v []byte) error {
+			ev := &parleyv1.Event{Conv: "left over", Seq: 7}
+			if err := UnmarshalEvent(v, ev); err != nil {
+				return fmt.Errorf("%w: %v", ErrUndecodable, err)
+			}
+			if ev.Seq == 7 {
+				return fmt.Errorf("%w: the event was not reset", ErrUndecodable) // reported as a mismatch
+			}
+			return nil
+		}},
 		// Under the key the event names (a mismatch would be malformed).
 		{&parleyv1.Event{}, func(v []byte) error {
 			var ev parleyv1.Event
@@ -130,7 +156,7 @@ func TestDecodersMatchProto(t *testing.T) {
 				m := d.msg.ProtoReflect().New()
 				sub := m
 				for _, fd := range path {
-					sub = sub.Mutable(fd).Message()
+					sub = descend(sub, fd)
 				}
 				sub.SetUnknown(unknown)
 				check(fmt.Sprintf("%s with unknown fields %q", pathName(md, path), unknown), m, d.decode)

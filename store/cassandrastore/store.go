@@ -447,7 +447,7 @@ func (s *Store) scan(ctx context.Context, stmt string, args ...any) ([]*parleyv1
 	var revoked bool
 	for it.Scan(&v, &revoked) {
 		ev := new(parleyv1.Event)
-		if err := proto.Unmarshal(v, ev); err != nil {
+		if err := schema.UnmarshalEvent(v, ev); err != nil {
 			_ = it.Close()
 			return nil, fmt.Errorf("cassandrastore: decode event: %w", err)
 		}

@@ -24,6 +24,7 @@ import (
 	"github.com/cockroachdb/pebble/v2/bloom"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/parley-im/parley/schema"
 	parleyv1 "github.com/parley-im/parley/schema/parley/v1"
 	"github.com/parley-im/parley/store"
 )
@@ -218,7 +219,7 @@ func (s *Store) Events(ctx context.Context, conv string, r store.Range) ([]*parl
 			return nil, false, err
 		}
 		ev := new(parleyv1.Event)
-		if err := proto.Unmarshal(v, ev); err != nil {
+		if err := schema.UnmarshalEvent(v, ev); err != nil {
 			return nil, false, fmt.Errorf("pebblestore: decode event %s/%x: %w", conv, it.Key(), err)
 		}
 		out = append(out, ev)
@@ -309,7 +310,7 @@ func (s *Store) CountMessages(ctx context.Context, conv string, after, upTo int6
 		if err != nil {
 			return 0, err
 		}
-		if err := proto.Unmarshal(v, &ev); err != nil {
+		if err := schema.UnmarshalEvent(v, &ev); err != nil {
 			return 0, fmt.Errorf("pebblestore: decode event %s/%x: %w", conv, it.Key(), err)
 		}
 		if ev.Type == parleyv1.EventType_EVENT_TYPE_MESSAGE && ev.From != except {
