@@ -42,7 +42,7 @@ type Config struct {
 	// The channel's memory is allocated up front and cycled through (about
 	// 200 bytes an event), so a larger buffer costs memory and cache for
 	// little: pushes that arrive while the application is busy wait in the
-	// client's queue (4×max(EventBuffer, 1024) pushes) anyway.
+	// client's queue (4×max(EventBuffer, 4096) pushes) anyway.
 	EventBuffer int
 	// Logger; default slog.Default().
 	Logger *slog.Logger
@@ -60,7 +60,7 @@ type Config struct {
 	Tracked map[string]int64
 
 	// queueLimit bounds the pushes waiting for the deliverer; default
-	// 4×max(EventBuffer, 1024). Settable by tests (export_test.go).
+	// 4×max(EventBuffer, 4096). Settable by tests (export_test.go).
 	queueLimit int
 }
 
@@ -99,7 +99,7 @@ func (c Config) withDefaults() (Config, error) {
 		c.MaxFrameBytes = 64 << 10
 	}
 	if c.queueLimit <= 0 {
-		c.queueLimit = 4 * max(c.EventBuffer, 1024)
+		c.queueLimit = 4 * max(c.EventBuffer, 4096)
 	}
 	return c, nil
 }

@@ -34,6 +34,9 @@ type item struct {
 	done chan bool        // itemUpTo: true once delivered, false if the client stopped
 }
 
+// keptQueueItems is the largest array an empty queue keeps.
+const keptQueueItems = 1024
+
 // seqRange is the lowest and highest seq of a conversation's dropped pushes.
 type seqRange struct{ lo, hi int64 }
 
@@ -74,10 +77,10 @@ func (q *queue) add(it item) {
 }
 
 // appendLocked queues it, first moving the waiting items to the front of
-// the array when it is full and take has consumed some of it, so that a
-// queue that never empties does not keep allocating new arrays.
+// the array when it is full and take has consumed at least half of it, so
+// that a queue that never empties does not keep allocating new arrays.
 func (q *queue) appendLocked(it item) {
-	if len(q.items) == cap(q.items) && q.head > 0 {
+	if len(q.items) == cap(q.items) && q.head >= len(q.items)/2 && q.head > 0 {
 		n := copy(q.items, q.items[q.head:])
 		clear(q.items[n:])
 		q.items, q.head = q.items[:n], 0
@@ -117,6 +120,9 @@ func (q *queue) take(ctx context.Context) (item, map[string]seqRange, bool) {
 			q.items[q.head] = item{}
 			if q.head++; q.head == len(q.items) {
 				q.items, q.head = q.items[:0], 0
+				if cap(q.items) > keptQueueItems {
+					q.items = nil // a burst's array is not kept
+				}
 			}
 			var over map[string]seqRange
 			if it.kind == itemOverflow {

@@ -38,7 +38,8 @@
 // After the first connection (Dial returns once it is authenticated), the
 // client keeps a connection open in the background. When it drops — the
 // node drains (close 4009), the client is too slow (4003), the network
-// fails, the node dies, or nothing is heard for three ping intervals — the
+// fails, the node dies, or nothing is heard for three ping intervals (up to
+// a quarter interval more) — the
 // client reconnects to the next URL of Config.URLs (round-robin), after a
 // jittered exponential backoff between Config.MinBackoff and
 // Config.MaxBackoff, asking Config.Token for a token each time. After every

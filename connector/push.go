@@ -4,6 +4,7 @@ import (
 	"crypto/subtle"
 	"encoding/json"
 	"fmt"
+	"runtime"
 	"strconv"
 	"time"
 
@@ -50,10 +51,28 @@ func (g *Gateway) handlePush(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	delivered := 0
-	// Every frame of the batch is queued before any writer starts, so that
-	// a session gets all of its frames in one write.
+	// The frames of up to pushChunk events are queued before the writers
+	// of the sessions they go to start, so that a session gets them in one
+	// write. The writers start at least that often, so that a batch of
+	// more frames than a session's queue holds drains while it is queued
+	// (it is then bound by how fast the client reads, as before).
 	var to, start []*session // reused: no allocation per user per push
-	for _, f := range frames {
+	startHeld := func() {
+		for _, s := range start {
+			go s.writeLoop()
+		}
+		start = start[:0]
+	}
+	defer startHeld()
+	// yield lets the writers just started run before more is queued.
+	yield := func() {
+		if len(start) > 0 {
+			startHeld()
+			runtime.Gosched()
+		}
+	}
+	chunk := max(1, min(pushChunk, g.cfg.QueueFrames/4))
+	for i, f := range frames {
 		if f.typing {
 			g.m.pushedTyping.Inc()
 		} else {
@@ -68,13 +87,18 @@ func (g *Gateway) handlePush(ctx *fasthttp.RequestCtx) {
 				delivered++
 			}
 		}
-	}
-	for _, s := range start {
-		go s.writeLoop()
+		if (i+1)%chunk == 0 {
+			yield()
+		}
 	}
 	ctx.SetContentType("application/json")
 	ctx.SetBodyString(`{"delivered":` + strconv.Itoa(delivered) + `}`)
 }
+
+// pushChunk is how many events of a push batch are queued before the
+// writers of the sessions they go to start (at most a quarter of a
+// session's queue).
+const pushChunk = 16
 
 // pushFrame is one push of a batch as the client frame its users get.
 type pushFrame struct {

@@ -16,7 +16,8 @@ import (
 // it takes string fields that are not valid UTF-8 (proto3 forbids them and
 // other languages' decoders refuse them), and unknown fields that
 // proto.Unmarshal refuses (a group that does not end where it should).
-// DecodeCommand and DecodeEvent take UnmarshalVT's result only when every
+// DecodeCommand, DecodeEvent, DecodePushBatch and UnmarshalEvent take
+// UnmarshalVT's result only when every
 // string is valid UTF-8 and no message has unknown fields; otherwise, and
 // when UnmarshalVT fails (it also refuses a known field with another wire
 // type, which proto.Unmarshal keeps as unknown), proto.Unmarshal decides.
@@ -24,11 +25,13 @@ import (
 //
 // So the decoders take every record proto.Unmarshal takes, refuse only
 // records it refuses, and what they return encodes to records every
-// consumer reads. They still take two kinds of record that proto.Unmarshal
-// refuses and no encoder writes, reading them as the message they nearly
-// are: a 10-byte varint whose last byte has more than the 64th bit, and a
-// singular string field repeated after an occurrence that was not UTF-8
-// (the last occurrence wins, as with every singular field).
+// consumer reads. They still take three kinds of record that
+// proto.Unmarshal refuses and no encoder writes, reading them as the
+// message they nearly are: a 10-byte varint whose last byte has more than
+// the 64th bit; a singular string field repeated after an occurrence that
+// was not UTF-8 (the last occurrence wins, as with every singular field);
+// and a tag whose field number is past 2^29-1, which UnmarshalVT cuts to
+// 32 bits (2^32+k reads as field k).
 
 // DecodeCommand decodes a record value of the commands topic. The error
 // wraps ErrUndecodable; the command's fields are not checked beyond that.
