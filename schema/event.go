@@ -3,8 +3,6 @@ package schema
 import (
 	"encoding/json"
 
-	"google.golang.org/protobuf/proto"
-
 	parleyv1 "github.com/parley-im/parley/schema/parley/v1"
 )
 
@@ -21,11 +19,8 @@ import (
 // SkipOutOfSequence.
 func DecodeEvent(key, value []byte) (*parleyv1.Event, error) {
 	ev := new(parleyv1.Event)
-	if ev.UnmarshalVT(value) != nil || !plainEvent(ev) { // wire.go
-		ev = new(parleyv1.Event)
-		if err := proto.Unmarshal(value, ev); err != nil {
-			return nil, undecodable("parley.v1.Event", err)
-		}
+	if err := UnmarshalEvent(value, ev); err != nil {
+		return nil, undecodable("parley.v1.Event", err)
 	}
 	if err := CheckEvent(ev); err != nil {
 		return nil, err

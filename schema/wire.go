@@ -33,15 +33,29 @@ import (
 // and a tag whose field number is past 2^29-1, which UnmarshalVT cuts to
 // 32 bits (2^32+k reads as field k).
 
+// vtMessage is a generated message with its generated decoder.
+type vtMessage interface {
+	proto.Message
+	Reset()
+	UnmarshalVT([]byte) error
+}
+
+// unmarshal decodes value into m (reset first): UnmarshalVT's result when
+// plain holds for it, else proto.Unmarshal's, whose error it returns.
+func unmarshal[M vtMessage](value []byte, m M, plain func(M) bool) error {
+	m.Reset()
+	if m.UnmarshalVT(value) == nil && plain(m) {
+		return nil
+	}
+	m.Reset()
+	return proto.Unmarshal(value, m)
+}
+
 // DecodeCommand decodes a record value of the commands topic. The error
 // wraps ErrUndecodable; the command's fields are not checked beyond that.
 func DecodeCommand(value []byte) (*parleyv1.Command, error) {
 	cmd := new(parleyv1.Command)
-	if cmd.UnmarshalVT(value) == nil && plainCommand(cmd) {
-		return cmd, nil
-	}
-	cmd = new(parleyv1.Command)
-	if err := proto.Unmarshal(value, cmd); err != nil {
+	if err := unmarshal(value, cmd, plainCommand); err != nil {
 		return nil, undecodable("parley.v1.Command", err)
 	}
 	return cmd, nil
@@ -51,23 +65,14 @@ func DecodeCommand(value []byte) (*parleyv1.Command, error) {
 // does, without DecodeEvent's checks: for the stores, which read back
 // the events they were given. The error is proto.Unmarshal's.
 func UnmarshalEvent(value []byte, ev *parleyv1.Event) error {
-	ev.Reset()
-	if ev.UnmarshalVT(value) == nil && plainEvent(ev) {
-		return nil
-	}
-	ev.Reset()
-	return proto.Unmarshal(value, ev)
+	return unmarshal(value, ev, plainEvent)
 }
 
 // DecodePushBatch decodes the body of a push request (push.proto). The
 // error wraps ErrUndecodable.
 func DecodePushBatch(value []byte) (*parleyv1.PushBatch, error) {
 	b := new(parleyv1.PushBatch)
-	if b.UnmarshalVT(value) == nil && plainPushBatch(b) {
-		return b, nil
-	}
-	b = new(parleyv1.PushBatch)
-	if err := proto.Unmarshal(value, b); err != nil {
+	if err := unmarshal(value, b, plainPushBatch); err != nil {
 		return nil, undecodable("parley.v1.PushBatch", err)
 	}
 	return b, nil
