@@ -52,8 +52,11 @@ type GatewayConfig struct {
 	RatePerSecond float64
 	RateBurst     int
 	MaxStrikes    int
-	// QueueFrames bounds a connection's outbound queue; a client that lets
-	// it fill is closed with 4003. Default 256.
+	// QueueFrames bounds a connection's outbound queue while the client
+	// does not read: a connection with this many frames queued whose
+	// writer has been stuck in one write for a quarter of WriteTimeout is
+	// closed with 4003. (A burst of more frames to a client that reads
+	// waits in the queue; 16 MiB queued closes any connection.) Default 256.
 	QueueFrames int
 	// WriteTimeout bounds one write to a client; default 10s.
 	WriteTimeout time.Duration

@@ -53,9 +53,8 @@ func (g *Gateway) handlePush(ctx *fasthttp.RequestCtx) {
 	delivered := 0
 	// The frames of up to pushChunk events are queued before the writers
 	// of the sessions they go to start, so that a session gets them in one
-	// write. The writers start at least that often, so that a batch of
-	// more frames than a session's queue holds drains while it is queued
-	// (it is then bound by how fast the client reads, as before).
+	// write. The writers start at least that often, so that the first
+	// events of a long batch do not wait for its last.
 	var to, start []*session // reused: no allocation per user per push
 	startHeld := func() {
 		for _, s := range start {
@@ -71,7 +70,6 @@ func (g *Gateway) handlePush(ctx *fasthttp.RequestCtx) {
 			runtime.Gosched()
 		}
 	}
-	chunk := max(1, min(pushChunk, g.cfg.QueueFrames/4))
 	for i, f := range frames {
 		if f.typing {
 			g.m.pushedTyping.Inc()
@@ -87,7 +85,7 @@ func (g *Gateway) handlePush(ctx *fasthttp.RequestCtx) {
 				delivered++
 			}
 		}
-		if (i+1)%chunk == 0 {
+		if (i+1)%pushChunk == 0 {
 			yield()
 		}
 	}
@@ -96,8 +94,7 @@ func (g *Gateway) handlePush(ctx *fasthttp.RequestCtx) {
 }
 
 // pushChunk is how many events of a push batch are queued before the
-// writers of the sessions they go to start (at most a quarter of a
-// session's queue).
+// writers of the sessions they go to start.
 const pushChunk = 16
 
 // pushFrame is one push of a batch as the client frame its users get.

@@ -2,6 +2,7 @@ package connector_test
 
 import (
 	"bytes"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -108,5 +109,46 @@ func TestCoalescedFrames(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("no pong")
+	}
+}
+
+// TestPushBurst: a push batch of far more frames for one connection than
+// its queue bound reaches a client that reads, whole and in order; the
+// bound closes only a client that stops reading (TestGatewaySlowConsumer).
+func TestPushBurst(t *testing.T) {
+	g := newGateway(t, connector.GatewayConfig{PushListen: "127.0.0.1:0", PushSecret: pushSecret, QueueFrames: 4})
+	c := g.login(t, "alice", "phone")
+	const n = 1000
+	body := []byte(`"` + strings.Repeat("x", 2000) + `"`)
+	pushes := make([]*parleyv1.Push, n)
+	for i := range pushes {
+		pushes[i] = &parleyv1.Push{Users: []string{"alice"}, Event: &parleyv1.Event{
+			Conv: "c1", Seq: int64(i + 1), Type: parleyv1.EventType_EVENT_TYPE_MESSAGE, MsgId: "m", From: "bob", Kind: "text", Body: body, Ts: 1,
+		}}
+	}
+	got := make(chan error, 1)
+	go func() {
+		for i := range n {
+			_ = c.conn.SetReadDeadline(time.Now().Add(20 * time.Second))
+			var r map[string]any
+			if err := c.conn.ReadJSON(&r); err != nil {
+				got <- fmt.Errorf("after %d events: %w", i, err)
+				return
+			}
+			if r["op"] != "event" || r["seq"] != float64(i+1) {
+				got <- fmt.Errorf("frame %d: %v %v", i, r["op"], r["seq"])
+				return
+			}
+		}
+		got <- nil
+	}()
+	if code := postPush(t, g.g.PushAddr().String(), pushSecret, &parleyv1.PushBatch{Pushes: pushes}); code != http.StatusOK {
+		t.Fatalf("push: %d", code)
+	}
+	if err := <-got; err != nil {
+		t.Fatal(err)
+	}
+	if n := g.g.Closes(connector.CloseSlowConsumer); n != 0 {
+		t.Fatalf("%d slow-consumer closes", n)
 	}
 }

@@ -46,10 +46,11 @@ type session struct {
 	// writes while there is nothing to write: an idle session holds only
 	// its reader.
 	qmu      sync.Mutex
-	queue    [][]byte      // frames to write, at most QueueFrames; nil while idle
+	queue    [][]byte      // frames to write; nil while idle
 	pong     []byte        // the payload of a pong to write, or nil
 	started  bool          // the writer may run (auth_ok goes first)
-	writing  bool          // a writer goroutine runs
+	writing  bool          // a writer goroutine runs, or is about to
+	takenAt  int64         // when the writer last took the queue or was claimed (UnixNano)
 	finished chan struct{} // closed once the close frame is written
 
 	done      chan struct{}
@@ -529,8 +530,8 @@ func (s *session) sendValue(v any) {
 	s.enqueue(b)
 }
 
-// enqueue queues a frame for the writer; a queue over its frame or byte
-// bound closes the session as a slow consumer (4003).
+// enqueue queues a frame for the writer; a client that does not keep up
+// is closed as a slow consumer (4003, see enqueueHeld).
 func (s *session) enqueue(b []byte) {
 	if s.enqueueHeld(b) {
 		go s.writeLoop()
@@ -541,6 +542,13 @@ func (s *session) enqueue(b []byte) {
 // reports whether the caller must start it (go s.writeLoop()), which it
 // does once it has queued everything it has for the session, so that the
 // frames go out in one write. Until then no other writer starts.
+//
+// A client is a slow consumer, closed with 4003, when its queue holds more
+// than maxQueueBytes, or when it holds QueueFrames frames and the writer
+// has not taken from it for a quarter of WriteTimeout: the writer is stuck
+// in a write the client does not read. A burst of more frames than
+// QueueFrames to a client that reads is not a slow consumer: the frames
+// wait while the writer works through them.
 func (s *session) enqueueHeld(b []byte) (start bool) {
 	if s.queued.Add(int64(len(b))) > maxQueueBytes {
 		s.queued.Add(-int64(len(b)))
@@ -548,25 +556,33 @@ func (s *session) enqueueHeld(b []byte) (start bool) {
 		return false
 	}
 	s.qmu.Lock()
-	closing, full := false, false
+	closing, slow := false, false
 	select {
 	case <-s.done: // closing: the writer takes nothing more
 		closing = true
 	default:
-		full = len(s.queue) >= s.g.cfg.QueueFrames
+		slow = len(s.queue) >= s.g.cfg.QueueFrames && s.stalledLocked()
 	}
-	if !closing && !full {
+	if !closing && !slow {
 		s.queue = append(s.queue, b)
 		start = s.claimWriterLocked()
 	}
 	s.qmu.Unlock()
-	if closing || full {
+	if closing || slow {
 		s.queued.Add(-int64(len(b)))
 	}
-	if full {
+	if slow {
 		s.close(CloseSlowConsumer, "outbound queue full")
 	}
 	return start
+}
+
+// stalledLocked reports whether the writer has not taken the queue for a
+// quarter of WriteTimeout. Before the session starts (auth_ok goes first)
+// nothing is taken, and nothing is the client's fault: only the byte bound
+// applies. qmu is held.
+func (s *session) stalledLocked() bool {
+	return s.writing && time.Now().UnixNano()-s.takenAt > int64(s.g.cfg.WriteTimeout/4)
 }
 
 // kickLocked starts the writer if it may run and does not; qmu is held.
@@ -581,6 +597,7 @@ func (s *session) kickLocked() {
 func (s *session) claimWriterLocked() bool {
 	if s.started && !s.writing {
 		s.writing = true
+		s.takenAt = time.Now().UnixNano()
 		return true
 	}
 	return false
@@ -648,6 +665,7 @@ func (s *session) writeLoop() {
 	for {
 		s.qmu.Lock()
 		batch = s.takeLocked(batch)
+		s.takenAt = time.Now().UnixNano()
 		pong := s.pong
 		s.pong = nil
 		closing := false
