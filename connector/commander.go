@@ -42,7 +42,7 @@ type CommanderConfig struct {
 }
 
 // Commander sends commands and waits for their outcomes. Methods are safe
-// for concurrent use; Run must be running for Do to return anything but
+// for concurrent use; Run must be running for a command to get anything but
 // ErrUnavailable.
 type Commander struct {
 	cfg       CommanderConfig
@@ -51,18 +51,28 @@ type Commander struct {
 	partition int32
 	ready     chan struct{} // closed once the outcome consumer is positioned
 	readyOnce sync.Once
+	closed    chan struct{} // closed by Close
+	closeOnce sync.Once
+	swept     chan struct{} // closed when the sweep has stopped
 
 	shards [64]pendingShard
 	seed   maphash.Seed
 	late   atomic.Int64
 }
 
-// Late returns how many outcomes arrived after their Do had given up.
+// Late returns how many outcomes arrived after their command had been
+// given up (timed out).
 func (c *Commander) Late() int64 { return c.late.Load() }
+
+// pending is a command awaiting its outcome.
+type pending struct {
+	done     func(*parleyv1.Outcome, error)
+	deadline int64 // UnixNano: given up after
+}
 
 type pendingShard struct {
 	mu      sync.Mutex
-	waiters map[string]chan *parleyv1.Outcome
+	waiters map[string]pending
 }
 
 // NewCommander connects to the cluster; Run starts reading outcomes.
@@ -94,9 +104,9 @@ func NewCommander(ctx context.Context, cfg CommanderConfig) (*Commander, error) 
 		return nil, err
 	}
 	c := &Commander{cfg: cfg, log: cfg.Logger.With("role", "connector", "node", cfg.NodeID), producer: producer,
-		ready: make(chan struct{}), seed: maphash.MakeSeed()}
+		ready: make(chan struct{}), closed: make(chan struct{}), swept: make(chan struct{}), seed: maphash.MakeSeed()}
 	for i := range c.shards {
-		c.shards[i].waiters = make(map[string]chan *parleyv1.Outcome)
+		c.shards[i].waiters = make(map[string]pending)
 	}
 	if err := kafka.EnsureTopics(ctx, producer, cfg.Kafka); err != nil {
 		producer.Close()
@@ -112,11 +122,31 @@ func NewCommander(ctx context.Context, cfg CommanderConfig) (*Commander, error) 
 		}
 		c.partition = kafka.KeyPartition([]byte(cfg.NodeID), n)
 	}
+	go c.sweep()
 	return c, nil
 }
 
-// Close releases the producer; Run must have returned.
-func (c *Commander) Close() { c.producer.Close() }
+// Close releases the producer and fails the commands still waiting for
+// their outcome as unavailable; Run must have returned.
+func (c *Commander) Close() {
+	c.closeOnce.Do(c.close)
+}
+
+func (c *Commander) close() {
+	close(c.closed)
+	<-c.swept
+	c.producer.Close()
+	for i := range c.shards {
+		sh := &c.shards[i]
+		sh.mu.Lock()
+		left := sh.waiters
+		sh.waiters = make(map[string]pending)
+		sh.mu.Unlock()
+		for _, p := range left {
+			p.done(nil, fmt.Errorf("%w: the connector is shutting down", ErrUnavailable))
+		}
+	}
+}
 
 // Ping reports whether the log's cluster answers (a broker responds to a
 // metadata request through the commander's own client).
@@ -129,60 +159,128 @@ func (c *Commander) shard(msgID string) *pendingShard {
 	return &c.shards[maphash.String(c.seed, msgID)%uint64(len(c.shards))]
 }
 
-// Do sends cmd and waits for its outcome. It fills in msg_id (a new KSUID),
-// ts and reply_to; the caller sets conv, from, cmid and the body. It
-// returns the outcome (SEQUENCED, DUPLICATE or UNCHANGED), a *RejectedError,
-// or an error wrapping ErrUnavailable.
+// Do is Submit waiting for the outcome, or for ctx to end (an error
+// wrapping ErrUnavailable; the command may still be sequenced).
 func (c *Commander) Do(ctx context.Context, cmd *parleyv1.Command) (*parleyv1.Outcome, error) {
+	type result struct {
+		o   *parleyv1.Outcome
+		err error
+	}
+	ch := make(chan result, 1)
+	c.Submit(cmd, func(o *parleyv1.Outcome, err error) { ch <- result{o, err} })
 	select {
-	case <-c.ready: // nearly always: no timer for it
+	case r := <-ch:
+		return r.o, r.err
+	case <-ctx.Done():
+		return nil, fmt.Errorf("%w: %v", ErrUnavailable, ctx.Err())
+	}
+}
+
+// Submit sends cmd and calls done once with its outcome: SEQUENCED,
+// DUPLICATE or UNCHANGED, a *RejectedError, or an error wrapping
+// ErrUnavailable (the log did not take the command, no outcome came within
+// the reply timeout, or the commander closed). It fills in msg_id (a new
+// KSUID), ts and reply_to; the caller sets conv, from, cmid and the body.
+//
+// Submit does not wait: a command holds no goroutine while it waits for
+// its outcome. done runs on the commander's own goroutines (the outcome
+// reader, the producer's callback, the timeout sweep), or on the caller's
+// when the command fails at once, so it must not block; it may submit
+// another command. A command with no outcome is given up between one and
+// one and an eighth reply timeouts after it was sent.
+func (c *Commander) Submit(cmd *parleyv1.Command, done func(*parleyv1.Outcome, error)) {
+	select {
+	case <-c.ready: // nearly always
+		c.submit(cmd, done)
+		return
 	default:
+	}
+	// Just after the start: wait for the outcome reader, off the caller's
+	// goroutine.
+	go func() {
 		wait := time.NewTimer(c.cfg.ReplyTimeout)
 		defer wait.Stop()
 		select {
 		case <-c.ready:
-		case <-ctx.Done():
-			return nil, fmt.Errorf("%w: %v", ErrUnavailable, ctx.Err())
+			c.submit(cmd, done)
 		case <-wait.C:
-			return nil, fmt.Errorf("%w: not reading outcomes yet", ErrUnavailable)
+			done(nil, fmt.Errorf("%w: not reading outcomes yet", ErrUnavailable))
+		case <-c.closed:
+			done(nil, fmt.Errorf("%w: the connector is shutting down", ErrUnavailable))
 		}
-	}
+	}()
+}
+
+func (c *Commander) submit(cmd *parleyv1.Command, done func(*parleyv1.Outcome, error)) {
 	cmd.MsgId = schema.NewID()
 	cmd.Ts = c.cfg.Now().UnixMilli()
 	cmd.ReplyTo = &parleyv1.ReplyTo{Node: c.cfg.NodeID, Partition: c.partition}
 	v, err := cmd.MarshalVT()
 	if err != nil {
-		return nil, fmt.Errorf("connector: encode command: %w", err)
+		done(nil, fmt.Errorf("connector: encode command: %w", err))
+		return
 	}
-	ch := make(chan *parleyv1.Outcome, 1)
-	sh := c.shard(cmd.MsgId)
+	id := cmd.MsgId
+	sh := c.shard(id)
 	sh.mu.Lock()
-	sh.waiters[cmd.MsgId] = ch
+	sh.waiters[id] = pending{done: done, deadline: time.Now().Add(c.cfg.ReplyTimeout).UnixNano()}
 	sh.mu.Unlock()
-	defer func() {
-		sh.mu.Lock()
-		delete(sh.waiters, cmd.MsgId)
-		sh.mu.Unlock()
-	}()
+	// TryProduce never blocks: with the producer's buffer full the command
+	// fails as unavailable at once, and the client retries later.
+	c.producer.TryProduce(context.Background(), &kgo.Record{Topic: c.cfg.Kafka.Topics().Commands, Key: []byte(cmd.Conv), Value: v},
+		func(_ *kgo.Record, err error) {
+			if err == nil {
+				return // the outcome follows (or came first)
+			}
+			if p, ok := c.take(id); ok {
+				p.done(nil, fmt.Errorf("%w: the log did not take the command: %v", ErrUnavailable, err))
+			}
+		})
+}
 
-	ctx, cancel := context.WithTimeout(ctx, c.cfg.ReplyTimeout)
-	defer cancel()
-	produced := make(chan error, 1)
-	c.producer.Produce(ctx, &kgo.Record{Topic: c.cfg.Kafka.Topics().Commands, Key: []byte(cmd.Conv), Value: v},
-		func(_ *kgo.Record, err error) { produced <- err })
-	select {
-	case err := <-produced:
-		if err != nil {
-			return nil, fmt.Errorf("%w: the log did not take the command: %v", ErrUnavailable, err)
-		}
-	case o := <-ch: // the outcome can beat the produce acknowledgement
-		return outcome(o)
+// take removes and returns the command waiting under msgID, if any: the
+// one place a pending command is ended, so done runs exactly once.
+func (c *Commander) take(msgID string) (pending, bool) {
+	sh := c.shard(msgID)
+	sh.mu.Lock()
+	p, ok := sh.waiters[msgID]
+	if ok {
+		delete(sh.waiters, msgID)
 	}
-	select {
-	case o := <-ch:
-		return outcome(o)
-	case <-ctx.Done():
-		return nil, fmt.Errorf("%w: no outcome within %v", ErrUnavailable, c.cfg.ReplyTimeout)
+	sh.mu.Unlock()
+	return p, ok
+}
+
+// sweep fails the commands whose outcome has not come within the reply
+// timeout, a few times a timeout, until Close.
+func (c *Commander) sweep() {
+	defer close(c.swept)
+	t := time.NewTicker(max(c.cfg.ReplyTimeout/8, time.Millisecond))
+	defer t.Stop()
+	var expired []pending
+	for {
+		select {
+		case <-c.closed:
+			return
+		case <-t.C:
+		}
+		now := time.Now().UnixNano()
+		for i := range c.shards {
+			sh := &c.shards[i]
+			sh.mu.Lock()
+			for id, p := range sh.waiters {
+				if now > p.deadline {
+					delete(sh.waiters, id)
+					expired = append(expired, p)
+				}
+			}
+			sh.mu.Unlock()
+		}
+		for _, p := range expired {
+			p.done(nil, fmt.Errorf("%w: no outcome within %v", ErrUnavailable, c.cfg.ReplyTimeout))
+		}
+		clear(expired)
+		expired = expired[:0]
 	}
 }
 
@@ -211,7 +309,7 @@ func outcome(o *parleyv1.Outcome) (*parleyv1.Outcome, error) {
 	return o, nil
 }
 
-// Run reads this node's outcomes and hands each to the Do waiting for it,
+// Run reads this node's outcomes and hands each to the command waiting for it,
 // until ctx ends. It starts at the partition's end: outcomes of commands
 // sent before Run was ready are not waited for by anyone.
 func (c *Commander) Run(ctx context.Context) error {
@@ -252,16 +350,12 @@ func (c *Commander) Run(ctx context.Context) error {
 				return
 			}
 			for _, o := range outs {
-				sh := c.shard(o.MsgId)
-				sh.mu.Lock()
-				ch := sh.waiters[o.MsgId]
-				delete(sh.waiters, o.MsgId)
-				sh.mu.Unlock()
-				if ch == nil {
-					c.late.Add(1) // its Do gave up (timeout): the client retries
+				p, ok := c.take(o.MsgId)
+				if !ok {
+					c.late.Add(1) // given up (timeout): the client retries
 					continue
 				}
-				ch <- o
+				p.done(outcome(o))
 			}
 		})
 	}

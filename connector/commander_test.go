@@ -209,3 +209,61 @@ func TestUnavailable(t *testing.T) {
 		t.Fatalf("%d messages in the log (%v), want exactly 1", msgs, err)
 	}
 }
+
+// TestSubmit: Submit returns at once and calls done exactly once, with
+// the outcome or, for a command still waiting when the commander closes,
+// unavailable at the close rather than at the reply timeout.
+func TestSubmit(t *testing.T) {
+	e := newEnv(t)
+	c, err := connector.NewCommander(context.Background(), connector.CommanderConfig{Kafka: e.kc, NodeID: "node-a", ReplyTimeout: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopRun := e.run(c.Run)
+	<-c.Ready()
+	type result struct {
+		o   *parleyv1.Outcome
+		err error
+	}
+	submit := func(command *parleyv1.Command) chan result {
+		ch := make(chan result, 2) // a second call would show up
+		c.Submit(command, func(o *parleyv1.Outcome, err error) { ch <- result{o, err} })
+		return ch
+	}
+	// No sequencer yet: the create waits for its outcome.
+	g := ksuid.New().String()
+	waiting := submit(cmd(g, "alice", "", &parleyv1.Create{Kind: parleyv1.ConvKind_CONV_KIND_GROUP}))
+	e.sequencer()
+	if r := <-waiting; r.err != nil || r.o.Event.GetSeq() != 1 {
+		t.Fatalf("create: %v, %v", r.o, r.err)
+	}
+	// On a log nobody sequences, a send waits until its commander closes.
+	e2 := newEnv(t)
+	c2, err := connector.NewCommander(context.Background(), connector.CommanderConfig{Kafka: e2.kc, NodeID: "node-b", ReplyTimeout: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop2 := e2.run(c2.Run)
+	<-c2.Ready()
+	ch := make(chan result, 2)
+	c2.Submit(cmd(g, "alice", "m1", text("hi")), func(o *parleyv1.Outcome, err error) { ch <- result{o, err} })
+	select {
+	case r := <-ch:
+		t.Fatalf("answered with nobody sequencing: %v, %v", r.o, r.err)
+	default:
+	}
+	stop2()
+	closed := time.Now()
+	c2.Close()
+	if r := <-ch; !errors.Is(r.err, connector.ErrUnavailable) {
+		t.Fatalf("after close: %v, %v; want unavailable", r.o, r.err)
+	}
+	if d := time.Since(closed); d > 30*time.Second {
+		t.Fatalf("failed %v after the close", d)
+	}
+	if len(ch) != 0 || len(waiting) != 0 {
+		t.Fatal("done called twice")
+	}
+	stopRun()
+	c.Close()
+}

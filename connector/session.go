@@ -323,38 +323,33 @@ func (s *session) dispatch(req *request) {
 			return
 		}
 		read := req.Op == "history" || req.Op == "sync"
-		if read {
-			select {
-			case s.histories <- struct{}{}:
-			default:
+		if !read {
+			// A command holds no goroutine: its outcome answers it.
+			s.requests.Add(1)
+			s.command(req, func() {
 				<-s.inFlight
-				s.send(errorReply(req.ID, schema.CodeRateLimited, "too many history and sync requests in flight"))
-				return
-			}
+				s.requests.Done()
+			})
+			return
+		}
+		select {
+		case s.histories <- struct{}{}:
+		default:
+			<-s.inFlight
+			s.send(errorReply(req.ID, schema.CodeRateLimited, "too many history and sync requests in flight"))
+			return
 		}
 		s.requests.Add(1)
 		go func() {
 			defer s.requests.Done()
 			defer func() { <-s.inFlight }()
-			if read {
-				defer func() { <-s.histories }()
-			}
-			// A command is bounded by the commander (each Do waits for its
-			// outcome for the reply timeout at most); a read by this
-			// deadline. Commands go without one: a timer per message.
-			ctx := context.Background()
-			if read {
-				var cancel context.CancelFunc
-				ctx, cancel = context.WithTimeout(ctx, s.g.cmd.cfg.ReplyTimeout+5*time.Second)
-				defer cancel()
-			}
-			switch req.Op {
-			case "history":
+			defer func() { <-s.histories }()
+			ctx, cancel := context.WithTimeout(context.Background(), s.g.cmd.cfg.ReplyTimeout+5*time.Second)
+			defer cancel()
+			if req.Op == "history" {
 				s.history(ctx, req)
-			case "sync":
+			} else {
 				s.sync(ctx, req)
-			default:
-				s.command(ctx, req)
 			}
 		}()
 	case "auth":
@@ -374,31 +369,45 @@ func (s *session) dispatch(req *request) {
 	}
 }
 
-// command turns a request into one or two commands and answers it.
-func (s *session) command(ctx context.Context, req *request) {
+// command turns a request into one or two commands, submits them one
+// after the other, and answers it; then it calls finished. It returns at
+// once: the commands' outcomes carry it on.
+func (s *session) command(req *request, finished func()) {
 	start := time.Now()
-	status := "ok"
-	defer func() {
+	end := func(status string) {
 		s.g.m.commands.WithLabelValues(req.Op, status).Inc()
 		if req.Op == "send" {
 			s.g.m.sendAck.Observe(time.Since(start).Seconds())
 		}
-	}()
+		finished()
+	}
 	cmds, rerr := commandsFor(s.user, req)
 	if rerr != nil {
-		status = rerr.code
 		s.send(errorReply(req.ID, rerr.code, rerr.msg))
+		end(rerr.code)
 		return
 	}
-	var o *parleyv1.Outcome
-	for _, cmd := range cmds {
-		var err error
-		if o, err = s.g.cmd.Do(ctx, cmd); err != nil {
-			status = s.sendErr(req.ID, err)
-			return
-		}
+	var submit func(i int)
+	submit = func(i int) {
+		s.g.cmd.Submit(cmds[i], func(o *parleyv1.Outcome, err error) {
+			switch {
+			case err != nil:
+				end(s.sendErr(req.ID, err))
+			case i+1 < len(cmds):
+				submit(i + 1)
+			default:
+				s.reply(req, cmds[0], o)
+				end("ok")
+			}
+		})
 	}
-	switch cmd := cmds[0]; req.Op {
+	submit(0)
+}
+
+// reply answers a request whose commands all succeeded; o is the last
+// one's outcome.
+func (s *session) reply(req *request, cmd *parleyv1.Command, o *parleyv1.Outcome) {
+	switch req.Op {
 	case "create":
 		s.send(reply{Op: "created", ID: req.ID, Conv: cmd.Conv})
 	case "read", "members":
