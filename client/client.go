@@ -62,6 +62,10 @@ type Config struct {
 	// queueLimit bounds the pushes waiting for the deliverer; default
 	// 4×max(EventBuffer, 4096). Settable by tests (export_test.go).
 	queueLimit int
+	// lateCatchUp, when set, starts each connection's late catch-up when
+	// it is closed instead of lateCatchUp after the connect. Settable by
+	// tests (export_test.go).
+	lateCatchUp <-chan struct{}
 }
 
 func (c Config) withDefaults() (Config, error) {
@@ -348,12 +352,24 @@ func (c *Client) attach(cn *conn) {
 	c.q.add(item{kind: itemCatchUp})
 	// An event sequenced while the client was away may reach the store
 	// only after this catch-up read it, and no push brings it if nothing
-	// follows it: a second catch-up a little later collects it.
-	time.AfterFunc(lateCatchUp, func() {
+	// follows it: a second catch-up a little later collects it, in the
+	// conversations no push came for meanwhile.
+	late := func() {
 		if c.current() == cn {
-			c.q.add(item{kind: itemCatchUp})
+			c.q.add(item{kind: itemLateCatchUp})
 		}
-	})
+	}
+	if c.cfg.lateCatchUp == nil {
+		time.AfterFunc(lateCatchUp, late)
+	} else {
+		go func() {
+			select {
+			case <-c.cfg.lateCatchUp:
+				late()
+			case <-cn.done:
+			}
+		}()
+	}
 	c.mu.Lock()
 	c.cur, c.node, c.user = cn, cn.node, cn.user
 	close(c.connCh)

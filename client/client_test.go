@@ -433,6 +433,58 @@ func TestGapFill(t *testing.T) {
 	}
 }
 
+// TestLateCatchUp: a while after connecting, the client catches up again
+// the conversations no push came for since (an event the store took after
+// the first catch-up, never pushed, arrives), and not those a push came
+// for.
+func TestLateCatchUp(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	n := e.node("node-1")
+	ctx := bg(t)
+	bob := dial(t, "bob", n.url)
+	quiet, err := bob.Create(ctx, "group", []string{"alice"}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	busy, err := bob.Create(ctx, "group", []string{"alice"}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.stored(quiet, 1)
+	e.stored(busy, 1)
+	cfg := config(t, "alice", n.url)
+	cfg.Tracked = map[string]int64{quiet: 0, busy: 0}
+	late := make(chan struct{})
+	client.SetLateCatchUp(&cfg, late)
+	alice, err := client.Dial(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { alice.Close() })
+	got := collect(alice)
+	got.waitSeqs(t, quiet, 1) // the first catch-up
+	got.waitSeqs(t, busy, 1)
+	pages := alice.Stats().HistoryPages
+
+	for _, conv := range []string{quiet, busy} {
+		if _, err := bob.Send(ctx, conv, "text", "x"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.push(n, busy, []string{"alice"}, 2)
+	got.waitSeqs(t, busy, 2)
+	e.stored(quiet, 2) // stored, never pushed
+	close(late)
+	got.waitSeqs(t, quiet, 2)
+	if p := alice.Stats().HistoryPages - pages; p != 1 {
+		t.Fatalf("the late catch-up fetched %d history pages, want 1 (the quiet conversation's)", p)
+	}
+	if s := got.seqs(busy); !slices.Equal(s, []int64{1, 2}) {
+		t.Fatalf("busy conversation: %v", s)
+	}
+}
+
 // TestReconnectAfterDrain: the client's node drains while another client
 // sends; the client reconnects to the other node, catches up from history,
 // and Events has every seq once, in order.

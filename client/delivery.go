@@ -17,11 +17,12 @@ const maxForbidden = 8
 type itemKind uint8
 
 const (
-	itemEvent    itemKind = iota // a pushed event
-	itemTrack                    // start tracking conv after seq
-	itemCatchUp                  // a new connection: catch up every tracked conversation
-	itemOverflow                 // pushes were dropped: recover them from history
-	itemUpTo                     // deliver every conversation of upTo to its seq, then close done
+	itemEvent       itemKind = iota // a pushed event
+	itemTrack                       // start tracking conv after seq
+	itemCatchUp                     // a new connection: catch up every tracked conversation
+	itemLateCatchUp                 // a while after: catch up those no push has come for since
+	itemOverflow                    // pushes were dropped: recover them from history
+	itemUpTo                        // deliver every conversation of upTo to its seq, then close done
 )
 
 type item struct {
@@ -151,10 +152,15 @@ func (q *queue) droppedCount() int64 {
 type deliverer struct {
 	c    *Client
 	last map[string]int64
+	// pushed holds the conversations a push was delivered for since the
+	// current connection's catch-up: everything up to that push was
+	// delivered (a gap is filled first) and what follows it is pushed, so
+	// the late catch-up has nothing to find there.
+	pushed map[string]bool
 }
 
 func newDeliverer(c *Client, tracked map[string]int64) *deliverer {
-	d := &deliverer{c: c, last: make(map[string]int64, len(tracked))}
+	d := &deliverer{c: c, last: make(map[string]int64, len(tracked)), pushed: make(map[string]bool)}
 	for conv, seq := range tracked {
 		d.last[conv] = max(seq, 0)
 	}
@@ -177,10 +183,15 @@ func (d *deliverer) loop() {
 				d.last[it.conv] = it.seq
 				d.catchUp(it.conv)
 			}
-		case itemCatchUp:
+		case itemCatchUp, itemLateCatchUp:
+			if it.kind == itemCatchUp {
+				clear(d.pushed)
+			}
 			convs := make([]string, 0, len(d.last))
 			for conv := range d.last {
-				convs = append(convs, conv)
+				if it.kind == itemCatchUp || !d.pushed[conv] {
+					convs = append(convs, conv)
+				}
 			}
 			slices.Sort(convs)
 			for _, conv := range convs {
@@ -241,7 +252,9 @@ func (d *deliverer) push(ev Event) {
 			return
 		}
 	}
-	d.emit(ev)
+	if d.emit(ev) {
+		d.pushed[ev.Conv] = true
+	}
 }
 
 // emit delivers ev (the next of its conversation) and advances the

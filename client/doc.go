@@ -48,7 +48,9 @@
 // then goes on with pushes, so a reconnect shows the application neither a
 // gap nor a duplicate. A second catch-up follows a few seconds later, for
 // events sequenced while the client was away that the store did not hold
-// yet at the first.
+// yet at the first; it skips the conversations a push was delivered for
+// since the connect (everything before that push was delivered, and what
+// follows it is pushed).
 //
 // A refusal — the server closing the authentication with 4001 (bad or
 // expired token) or 4004 (too many connections), or refusing the upgrade
