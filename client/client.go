@@ -350,6 +350,11 @@ func (c *Client) run(cn *conn) {
 func (c *Client) attach(cn *conn) {
 	c.st.connects.Add(1)
 	c.q.add(item{kind: itemCatchUp})
+	c.mu.Lock()
+	c.cur, c.node, c.user = cn, cn.node, cn.user
+	close(c.connCh)
+	c.connCh = make(chan struct{})
+	c.mu.Unlock()
 	// An event sequenced while the client was away may reach the store
 	// only after this catch-up read it, and no push brings it if nothing
 	// follows it: a second catch-up a little later collects it, in the
@@ -370,11 +375,6 @@ func (c *Client) attach(cn *conn) {
 			}
 		}()
 	}
-	c.mu.Lock()
-	c.cur, c.node, c.user = cn, cn.node, cn.user
-	close(c.connCh)
-	c.connCh = make(chan struct{})
-	c.mu.Unlock()
 	c.log.Debug("connected", "node", cn.node, "url", cn.url)
 }
 

@@ -154,8 +154,9 @@ type deliverer struct {
 	last map[string]int64
 	// pushed holds the conversations a push was delivered for since the
 	// current connection's catch-up: everything up to that push was
-	// delivered (a gap is filled first) and what follows it is pushed, so
-	// the late catch-up has nothing to find there.
+	// delivered (a gap is filled first), and fanout pushes what follows it,
+	// so the late catch-up skips them. (A push fanout fails to deliver is
+	// recovered by the conversation's next push or the next connect.)
 	pushed map[string]bool
 }
 

@@ -50,7 +50,8 @@
 // events sequenced while the client was away that the store did not hold
 // yet at the first; it skips the conversations a push was delivered for
 // since the connect (everything before that push was delivered, and what
-// follows it is pushed).
+// follows it is pushed; a push that fails between the server's nodes is
+// recovered by the conversation's next push or the next connect).
 //
 // A refusal — the server closing the authentication with 4001 (bad or
 // expired token) or 4004 (too many connections), or refusing the upgrade

@@ -60,8 +60,8 @@ type Commander struct {
 	late   atomic.Int64
 }
 
-// Late returns how many outcomes arrived after their command had been
-// given up (timed out).
+// Late returns how many outcomes arrived after their command had ended
+// otherwise (timed out, refused by the log, or failed by Close).
 func (c *Commander) Late() int64 { return c.late.Load() }
 
 // pending is a command awaiting its outcome.
@@ -183,11 +183,13 @@ func (c *Commander) Do(ctx context.Context, cmd *parleyv1.Command) (*parleyv1.Ou
 // KSUID), ts and reply_to; the caller sets conv, from, cmid and the body.
 //
 // Submit does not wait: a command holds no goroutine while it waits for
-// its outcome. done runs on the commander's own goroutines (the outcome
-// reader, the producer's callback, the timeout sweep), or on the caller's
-// when the command fails at once, so it must not block; it may submit
-// another command. A command with no outcome is given up between one and
-// one and an eighth reply timeouts after it was sent.
+// its outcome. done runs on the outcome reader, the timeout sweep or
+// Close, on a goroutine of its own when the log refused the command, or on
+// the caller's when the command cannot be encoded; so it must not block.
+// It may submit another command. A command with no outcome is given up
+// between one and one and an eighth reply timeouts after it was sent; one
+// submitted while Close runs is failed by the closed producer, possibly
+// after Close returned.
 func (c *Commander) Submit(cmd *parleyv1.Command, done func(*parleyv1.Outcome, error)) {
 	select {
 	case <-c.ready: // nearly always
@@ -225,15 +227,18 @@ func (c *Commander) submit(cmd *parleyv1.Command, done func(*parleyv1.Outcome, e
 	sh.mu.Lock()
 	sh.waiters[id] = pending{done: done, deadline: time.Now().Add(c.cfg.ReplyTimeout).UnixNano()}
 	sh.mu.Unlock()
-	// TryProduce never blocks: with the producer's buffer full the command
-	// fails as unavailable at once, and the client retries later.
+	// TryProduce does not wait for buffer space: with the producer's buffer
+	// full the command fails as unavailable at once, and the client retries
+	// later.
 	c.producer.TryProduce(context.Background(), &kgo.Record{Topic: c.cfg.Kafka.Topics().Commands, Key: []byte(cmd.Conv), Value: v},
 		func(_ *kgo.Record, err error) {
 			if err == nil {
 				return // the outcome follows (or came first)
 			}
 			if p, ok := c.take(id); ok {
-				p.done(nil, fmt.Errorf("%w: the log did not take the command: %v", ErrUnavailable, err))
+				// Off the producer's promise goroutine, which must not
+				// wait on anything done might do (such as producing).
+				go p.done(nil, fmt.Errorf("%w: the log did not take the command: %v", ErrUnavailable, err))
 			}
 		})
 }
@@ -352,7 +357,7 @@ func (c *Commander) Run(ctx context.Context) error {
 			for _, o := range outs {
 				p, ok := c.take(o.MsgId)
 				if !ok {
-					c.late.Add(1) // given up (timeout): the client retries
+					c.late.Add(1) // ended otherwise (timeout): the client retries
 					continue
 				}
 				p.done(outcome(o))

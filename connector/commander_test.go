@@ -225,16 +225,26 @@ func TestSubmit(t *testing.T) {
 		o   *parleyv1.Outcome
 		err error
 	}
-	submit := func(command *parleyv1.Command) chan result {
+	submit := func(c *connector.Commander, command *parleyv1.Command) chan result {
 		ch := make(chan result, 2) // a second call would show up
 		c.Submit(command, func(o *parleyv1.Outcome, err error) { ch <- result{o, err} })
 		return ch
 	}
+	answer := func(ch chan result) result {
+		t.Helper()
+		select {
+		case r := <-ch:
+			return r
+		case <-time.After(30 * time.Second):
+			t.Fatal("no answer")
+			return result{}
+		}
+	}
 	// No sequencer yet: the create waits for its outcome.
 	g := ksuid.New().String()
-	waiting := submit(cmd(g, "alice", "", &parleyv1.Create{Kind: parleyv1.ConvKind_CONV_KIND_GROUP}))
+	waiting := submit(c, cmd(g, "alice", "", &parleyv1.Create{Kind: parleyv1.ConvKind_CONV_KIND_GROUP}))
 	e.sequencer()
-	if r := <-waiting; r.err != nil || r.o.Event.GetSeq() != 1 {
+	if r := answer(waiting); r.err != nil || r.o.Event.GetSeq() != 1 {
 		t.Fatalf("create: %v, %v", r.o, r.err)
 	}
 	// On a log nobody sequences, a send waits until its commander closes.
@@ -245,8 +255,7 @@ func TestSubmit(t *testing.T) {
 	}
 	stop2 := e2.run(c2.Run)
 	<-c2.Ready()
-	ch := make(chan result, 2)
-	c2.Submit(cmd(g, "alice", "m1", text("hi")), func(o *parleyv1.Outcome, err error) { ch <- result{o, err} })
+	ch := submit(c2, cmd(g, "alice", "m1", text("hi")))
 	select {
 	case r := <-ch:
 		t.Fatalf("answered with nobody sequencing: %v, %v", r.o, r.err)
@@ -255,11 +264,15 @@ func TestSubmit(t *testing.T) {
 	stop2()
 	closed := time.Now()
 	c2.Close()
-	if r := <-ch; !errors.Is(r.err, connector.ErrUnavailable) {
+	if r := answer(ch); !errors.Is(r.err, connector.ErrUnavailable) {
 		t.Fatalf("after close: %v, %v; want unavailable", r.o, r.err)
 	}
 	if d := time.Since(closed); d > 30*time.Second {
 		t.Fatalf("failed %v after the close", d)
+	}
+	// A command submitted after the close fails too.
+	if r := answer(submit(c2, cmd(g, "alice", "m2", text("late")))); !errors.Is(r.err, connector.ErrUnavailable) {
+		t.Fatalf("submitted after close: %v, %v; want unavailable", r.o, r.err)
 	}
 	if len(ch) != 0 || len(waiting) != 0 {
 		t.Fatal("done called twice")

@@ -298,7 +298,9 @@ func TestGatewayRefusals(t *testing.T) {
 }
 
 func TestGatewaySlowConsumer(t *testing.T) {
-	g := newGateway(t, connector.GatewayConfig{QueueFrames: 4, RatePerSecond: 1e6, RateBurst: 1e6, WriteTimeout: time.Second})
+	// 4003 comes once the writer is stuck for WriteTimeout/4, before the
+	// write itself times out.
+	g := newGateway(t, connector.GatewayConfig{QueueFrames: 4, RatePerSecond: 1e6, RateBurst: 1e6, WriteTimeout: 4 * time.Second})
 	slow := g.login(t, "slow", "1")
 	// Large pongs the client never reads fill the socket buffers, then the
 	// queue.

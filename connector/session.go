@@ -529,7 +529,7 @@ func trimPage(evs []*parleyv1.Event, backward bool) (kept []*parleyv1.Event, cut
 
 func (s *session) send(r reply) { s.sendValue(r) }
 
-// sendValue queues a frame; a full queue closes the connection (4003).
+// sendValue queues a frame (enqueue).
 func (s *session) sendValue(v any) {
 	b, err := json.Marshal(v)
 	if err != nil {
