@@ -1,6 +1,8 @@
 package kafka
 
 import (
+	"sync"
+
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/parley-im/parley/schema"
@@ -32,11 +34,21 @@ func (p partitioner) ForTopic(topic string) kgo.TopicPartitioner {
 
 // KeyPartition returns the partition of key among n partitions: murmur2 of
 // the key, as Kafka's default partitioner computes it.
-// It allocates nothing and is safe for concurrent use.
+// It is safe for concurrent use and allocates nothing (the sequencer calls
+// it for every command).
 func KeyPartition(key []byte, n int32) int32 {
-	return int32(keyHash.Partition(&kgo.Record{Key: key}, int(n)))
+	r := keyRecords.Get().(*kgo.Record)
+	r.Key = key
+	p := keyHash.Partition(r, int(n))
+	r.Key = nil
+	keyRecords.Put(r)
+	return int32(p)
 }
 
 // keyHash only ever sees records with a key, for which the sticky key
 // partitioner is a pure function of key and n.
 var keyHash = kgo.StickyKeyPartitioner(nil).ForTopic("")
+
+// keyRecords are the records KeyPartition hands keyHash: a record passed
+// through the partitioner's interface escapes, and a kgo.Record is large.
+var keyRecords = sync.Pool{New: func() any { return new(kgo.Record) }}
