@@ -46,6 +46,7 @@ type CommanderConfig struct {
 // ErrUnavailable.
 type Commander struct {
 	cfg       CommanderConfig
+	topics    schema.Topics // cfg.Kafka.Topics(), named once
 	log       *slog.Logger
 	producer  *kgo.Client
 	partition int32
@@ -103,7 +104,7 @@ func NewCommander(ctx context.Context, cfg CommanderConfig) (*Commander, error) 
 	if err != nil {
 		return nil, err
 	}
-	c := &Commander{cfg: cfg, log: cfg.Logger.With("role", "connector", "node", cfg.NodeID), producer: producer,
+	c := &Commander{cfg: cfg, topics: cfg.Kafka.Topics(), log: cfg.Logger.With("role", "connector", "node", cfg.NodeID), producer: producer,
 		ready: make(chan struct{}), closed: make(chan struct{}), swept: make(chan struct{}), seed: maphash.MakeSeed()}
 	for i := range c.shards {
 		c.shards[i].waiters = make(map[string]pending)
@@ -115,7 +116,7 @@ func NewCommander(ctx context.Context, cfg CommanderConfig) (*Commander, error) 
 	if cfg.ReplyPartition != nil {
 		c.partition = *cfg.ReplyPartition
 	} else {
-		n, err := kafka.PartitionCount(ctx, producer, cfg.Kafka.Topics().Outcomes)
+		n, err := kafka.PartitionCount(ctx, producer, c.topics.Outcomes)
 		if err != nil {
 			producer.Close()
 			return nil, err
@@ -230,7 +231,7 @@ func (c *Commander) submit(cmd *parleyv1.Command, done func(*parleyv1.Outcome, e
 	// TryProduce does not wait for buffer space: with the producer's buffer
 	// full the command fails as unavailable at once, and the client retries
 	// later.
-	c.producer.TryProduce(context.Background(), &kgo.Record{Topic: c.cfg.Kafka.Topics().Commands, Key: []byte(cmd.Conv), Value: v},
+	c.producer.TryProduce(context.Background(), &kgo.Record{Topic: c.topics.Commands, Key: []byte(cmd.Conv), Value: v},
 		func(_ *kgo.Record, err error) {
 			if err == nil {
 				return // the outcome follows (or came first)
@@ -318,7 +319,7 @@ func outcome(o *parleyv1.Outcome) (*parleyv1.Outcome, error) {
 // until ctx ends. It starts at the partition's end: outcomes of commands
 // sent before Run was ready are not waited for by anyone.
 func (c *Commander) Run(ctx context.Context) error {
-	topic := c.cfg.Kafka.Topics().Outcomes
+	topic := c.topics.Outcomes
 	ends, err := kadm.NewClient(c.producer).ListEndOffsets(ctx, topic)
 	if err == nil {
 		err = ends.Error()
@@ -373,7 +374,7 @@ func (c *Commander) typing(conv, from string) {
 	if err != nil {
 		return
 	}
-	c.producer.TryProduce(context.Background(), &kgo.Record{Topic: c.cfg.Kafka.Topics().Ephemeral, Key: []byte(conv), Value: v}, func(_ *kgo.Record, err error) {
+	c.producer.TryProduce(context.Background(), &kgo.Record{Topic: c.topics.Ephemeral, Key: []byte(conv), Value: v}, func(_ *kgo.Record, err error) {
 		if err != nil {
 			c.log.Debug("typing signal lost", "conv", conv, "err", err)
 		}

@@ -262,7 +262,7 @@ func (g *Gateway) Listen() error {
 		if advertise == "" {
 			advertise = pln.Addr().String()
 		}
-		g.presence = &presence{cl: g.cmd.producer, topic: g.cmd.cfg.Kafka.Topics().Presence, node: g.cmd.cfg.NodeID,
+		g.presence = &presence{cl: g.cmd.producer, topic: g.cmd.topics.Presence, node: g.cmd.cfg.NodeID,
 			pushAddr: advertise, interval: g.cfg.HeartbeatInterval, log: g.log, hub: g.hub, now: time.Now, dirty: make(map[string]bool)}
 	}
 	g.ln, g.addr = ln, ln.Addr()
