@@ -3,11 +3,11 @@ package connector
 import (
 	"bytes"
 	"crypto/subtle"
-	"encoding/json"
 	"net"
 	"strings"
 	"time"
 
+	json "github.com/go-json-experiment/json"
 	"github.com/valyala/fasthttp"
 
 	"github.com/parley-im/parley/auth"

@@ -203,6 +203,21 @@ func TestGatewaySendAndHistory(t *testing.T) {
 	if r := mallory.call(map[string]any{"op": "dance", "id": "d"}); r["code"] != "bad_request" {
 		t.Fatalf("unknown op: %v", r)
 	}
+	// The JSON rules (schema/README.md): each refusal says what is wrong
+	// and carries the frame's id, even one after the fault.
+	for _, tc := range []struct{ id, frame, msg string }{
+		{"dup", `{"op":"ping","id":"dup","id":"dup"}`, `the frame has the name "id" more than once`},
+		{"typ", `{"op":"send","target":"x","id":"typ"}`, "target: a JSON string where the protocol wants another type"},
+		{"utf", "{\"op\":\"ping\",\"id\":\"utf\",\"x\":\"\xff\"}", "the frame is not valid JSON (UTF-8, one value)"},
+		{"", `{"OP":"ping","ID":"case"}`, "missing op"},
+	} {
+		if err := mallory.conn.WriteMessage(websocket.TextMessage, []byte(tc.frame)); err != nil {
+			t.Fatal(err)
+		}
+		if r := mallory.read(); r["op"] != "error" || r["code"] != "bad_request" || r["message"] != tc.msg || (r["id"] != nil && r["id"] != tc.id) || (r["id"] == nil) != (tc.id == "") {
+			t.Errorf("frame %q: %v; want bad_request %q with id %q", tc.frame, r, tc.msg, tc.id)
+		}
+	}
 	if r := mallory.call(map[string]any{"op": "ping", "id": "still"}); r["op"] != "pong" {
 		t.Fatalf("after bad input: %v", r)
 	}

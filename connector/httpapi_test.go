@@ -155,6 +155,9 @@ func TestHTTPAPI(t *testing.T) {
 	if out := a.want(400, "bad_request", post, "/v1/tokens", `["alice"]`); out["message"] != "the body must be a JSON object" {
 		t.Fatalf("an array body: %v", out)
 	}
+	if out := a.want(400, "bad_request", post, "/v1/tokens", `{"user":"alice","user":"root"}`); out["message"] != `the body has the name "user" more than once` {
+		t.Fatalf("a name given twice: %v", out)
+	}
 
 	// A group, created as alice with members that name her.
 	group := a.want(200, "", post, "/v1/conversations", map[string]any{"kind": "group", "members": []string{"alice", "bob"}, "title": "team", "as": "alice"})["conv"].(string)
