@@ -27,17 +27,31 @@ func historyPageFrame(n int) []byte {
 	return append(b, `],"more":true}`...)
 }
 
+// frameDecoders are the client's decoder and encoding/json, which it
+// replaced; the decode benchmarks run both.
+var frameDecoders = []struct {
+	name   string
+	decode func([]byte, *frame) error
+}{
+	{"decodeFrame", decodeFrame},
+	{"encoding_json", func(b []byte, f *frame) error { return json.Unmarshal(b, f) }},
+}
+
 // BenchmarkDecodeHistoryPage: decoding a 1000-event history_ok frame, as
 // the read loop does for every page of a catch-up.
 func BenchmarkDecodeHistoryPage(b *testing.B) {
 	page := historyPageFrame(1000)
-	b.SetBytes(int64(len(page)))
-	b.ReportAllocs()
-	for b.Loop() {
-		var f frame
-		if err := json.Unmarshal(page, &f); err != nil || len(f.Events) != 1000 {
-			b.Fatal(err, len(f.Events))
-		}
+	for _, d := range frameDecoders {
+		b.Run(d.name, func(b *testing.B) {
+			b.SetBytes(int64(len(page)))
+			b.ReportAllocs()
+			for b.Loop() {
+				var f frame
+				if err := d.decode(page, &f); err != nil || len(f.Events) != 1000 {
+					b.Fatal(err, len(f.Events))
+				}
+			}
+		})
 	}
 }
 
@@ -49,12 +63,16 @@ func BenchmarkDecodeEventPush(b *testing.B) {
 		Body: []byte(`"hello"`), Ts: 1795270817000,
 	})
 	ev = append(ev, '}')
-	b.ReportAllocs()
-	for b.Loop() {
-		var f frame
-		if err := json.Unmarshal(ev, &f); err != nil || f.Seq != 17 {
-			b.Fatal(err)
-		}
+	for _, d := range frameDecoders {
+		b.Run(d.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				var f frame
+				if err := d.decode(ev, &f); err != nil || f.Seq != 17 {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
 
