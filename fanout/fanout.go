@@ -9,9 +9,9 @@
 // once; the next poll waits for these posts, so one conversation's events
 // reach a node in seq order. Message events for a recipient with no live
 // device go to the notifications topic. Offsets are committed after the
-// pushes: delivery is at least once, and a push that fails is dropped and
-// its node skipped until its next heartbeat (the client recovers the events
-// through its gap detection and history).
+// pushes (every kafka.CommitInterval): delivery is at least once, and a
+// push that fails is dropped and its node skipped until its next heartbeat
+// (the client recovers the events through its gap detection and history).
 package fanout
 
 import (
@@ -65,6 +65,10 @@ type Config struct {
 	StoreWait time.Duration
 	// TypingTTL: typing signals older than this are dropped; default 5s.
 	TypingTTL time.Duration
+	// CommitInterval is how often the offsets of the records pushed are
+	// committed (and before a rebalance, and at a clean shutdown); default
+	// kafka.CommitInterval. A crash pushes what was pushed since again.
+	CommitInterval time.Duration
 	// Logger; default slog.Default().
 	Logger *slog.Logger
 	// Registerer takes fanout's metrics (parley_fanout_*, and
@@ -95,6 +99,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.StoreWait == 0 {
 		c.StoreWait = 2 * time.Second
+	}
+	if c.CommitInterval == 0 {
+		c.CommitInterval = kafka.CommitInterval
 	}
 	if c.TypingTTL == 0 {
 		c.TypingTTL = 5 * time.Second
@@ -184,6 +191,9 @@ func New(cfg Config, st store.Store) (*Fanout, error) {
 	if cfg.MaxBatch < 1 || cfg.CachedConversations < 1 {
 		return nil, errors.New("fanout: MaxBatch and CachedConversations must be positive")
 	}
+	if cfg.CommitInterval < kafka.MinCommitInterval {
+		return nil, fmt.Errorf("fanout: CommitInterval must be at least %v", kafka.MinCommitInterval)
+	}
 	t := cfg.Kafka.Topics()
 	skipped, err := metrics.NewSkipped(cfg.Registerer, "fanout", t.Events, t.Ephemeral, t.Presence)
 	if err != nil {
@@ -258,21 +268,24 @@ func (f *Fanout) Run(ctx context.Context) error {
 	go func() { viewDone <- view.run(vctx) }()
 	defer func() { stopView(); <-viewDone }()
 
-	cl, err := kgo.NewClient(f.cfg.Kafka.ClientOpts(append(metrics.KafkaClient(f.cfg.Registerer, "fanout", "events"),
+	// Another instance may have applied member events this one has not
+	// seen: a rebalance starts the cache afresh.
+	clearMembers := func(context.Context, *kgo.Client, map[string][]int32) { f.members.clear() }
+	opts := append(metrics.KafkaClient(f.cfg.Registerer, "fanout", "events"),
 		kgo.ConsumerGroup(f.cfg.Group),
 		kgo.ConsumeTopics(t.Events, t.Ephemeral),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-		kgo.DisableAutoCommit(),
 		kgo.BlockRebalanceOnPoll(),
 		kgo.SessionTimeout(10*time.Second),
-		// Another instance may have applied member events this one has not
-		// seen: start the cache afresh.
-		kgo.OnPartitionsRevoked(func(context.Context, *kgo.Client, map[string][]int32) { f.members.clear() }),
-		kgo.OnPartitionsLost(func(context.Context, *kgo.Client, map[string][]int32) { f.members.clear() }),
+		kgo.OnPartitionsLost(clearMembers),
 		// The notifications producer.
 		kgo.RequiredAcks(kgo.AllISRAcks()),
 		kgo.RecordDeliveryTimeout(10*time.Second),
-	)...)...)
+	)
+	opts = append(opts, kafka.MarkedCommits(f.cfg.CommitInterval, clearMembers, func(err error) {
+		f.log.Warn("offset commit before a rebalance failed", "err", err)
+	})...)
+	cl, err := kgo.NewClient(f.cfg.Kafka.ClientOpts(opts...)...)
 	if err != nil {
 		return err
 	}
@@ -297,13 +310,11 @@ func (f *Fanout) Run(ctx context.Context) error {
 				}
 				return err
 			}
-			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-			if err := cl.CommitRecords(cctx, recs...); err != nil {
-				// A later commit covers these; a restart pushes them again,
-				// and clients drop what they hold.
-				f.log.Warn("offset commit failed", "err", err)
-			}
-			cancel()
+			// Committed within CommitInterval, and before the partitions
+			// are revoked, as they are when Close leaves the group at a
+			// clean shutdown (kafka.MarkedCommits); a crash before that
+			// pushes them again, and clients drop what they hold.
+			cl.MarkCommitRecords(recs...)
 		}
 		cl.AllowRebalance()
 	}

@@ -31,6 +31,10 @@ type Config struct {
 	// it, it forgets some and takes their next event as it comes. Default
 	// 100,000.
 	Tracked int
+	// CommitInterval is how often the offsets of the batches stored are
+	// committed (and before a rebalance, and at a clean shutdown); default
+	// kafka.CommitInterval. A crash replays what was stored since.
+	CommitInterval time.Duration
 	// Logger; default slog.Default().
 	Logger *slog.Logger
 	// Registerer takes the writer's metrics (parley_writer_events_total,
@@ -50,6 +54,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Tracked == 0 {
 		c.Tracked = defaultTracked
+	}
+	if c.CommitInterval == 0 {
+		c.CommitInterval = kafka.CommitInterval
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -85,6 +92,9 @@ func New(cfg Config, st store.Store) (*Writer, error) {
 	}
 	if cfg.Tracked < 1 {
 		return nil, errors.New("writer: Tracked must be positive")
+	}
+	if cfg.CommitInterval < kafka.MinCommitInterval {
+		return nil, fmt.Errorf("writer: CommitInterval must be at least %v", kafka.MinCommitInterval)
 	}
 	skipped, err := metrics.NewSkipped(cfg.Registerer, "writer", cfg.Kafka.Topics().Events)
 	if err != nil {
@@ -131,19 +141,21 @@ func (w *Writer) Skipped(reason string) int64 {
 // store error is an outage: it is retried with backoff, never skipped, and
 // the writer does not move past a batch the store has not taken.
 func (w *Writer) Run(ctx context.Context) error {
-	cl, err := kgo.NewClient(w.cfg.Kafka.ClientOpts(append(metrics.KafkaClient(w.cfg.Registerer, "writer", "events"),
+	opts := append(metrics.KafkaClient(w.cfg.Registerer, "writer", "events"),
 		kgo.ConsumerGroup(w.cfg.Group),
 		kgo.ConsumeTopics(w.cfg.Kafka.Topics().Events),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-		kgo.DisableAutoCommit(),
-		// A rebalance waits until the batch in hand is stored and committed.
+		// A rebalance waits until the batch in hand is stored.
 		kgo.BlockRebalanceOnPoll(),
 		// Another writer may store more of a partition while this one does
 		// not own it: what it knew of those conversations is stale then.
-		kgo.OnPartitionsRevoked(w.forget),
 		kgo.OnPartitionsLost(w.forget),
 		kgo.SessionTimeout(10*time.Second),
-	)...)...)
+	)
+	opts = append(opts, kafka.MarkedCommits(w.cfg.CommitInterval, w.forget, func(err error) {
+		w.log.Warn("offset commit before a rebalance failed", "err", err)
+	})...)
+	cl, err := kgo.NewClient(w.cfg.Kafka.ClientOpts(opts...)...)
 	if err != nil {
 		return err
 	}
@@ -168,36 +180,15 @@ func (w *Writer) Run(ctx context.Context) error {
 				}
 				return err
 			}
-			// The batch is stored: commit it even if ctx ended meanwhile, so
-			// that a clean shutdown replays nothing.
-			commitCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-			err := commit(commitCtx, cl, fetches.Records())
-			cancel()
-			if err != nil {
-				// A later commit on the same partitions covers this batch;
-				// until then a restart or rebalance replays it, which the
-				// store absorbs.
-				w.log.Warn("offset commit failed", "err", err)
-			}
+			// The batch is stored: its offsets are committed within
+			// CommitInterval, and before its partitions are revoked, as
+			// they are when Close leaves the group at a clean shutdown
+			// (kafka.MarkedCommits). Until then a crash replays it, which
+			// the store absorbs.
+			cl.MarkCommitRecords(fetches.Records()...)
 		}
 		cl.AllowRebalance()
 	}
-}
-
-// commit commits the offsets of recs, retrying briefly.
-func commit(ctx context.Context, cl *kgo.Client, recs []*kgo.Record) error {
-	var err error
-	for try := 0; try < 5; try++ {
-		if err = cl.CommitRecords(ctx, recs...); err == nil || ctx.Err() != nil {
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(time.Duration(try+1) * 100 * time.Millisecond):
-		}
-	}
-	return err
 }
 
 func (w *Writer) forget(_ context.Context, _ *kgo.Client, lost map[string][]int32) {
