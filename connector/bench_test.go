@@ -176,7 +176,8 @@ func BenchmarkPushFrames(b *testing.B) {
 
 // BenchmarkHandlePush serves a push request of 100 events for 70 users,
 // each with one connection on this node (handlePush: check the secret,
-// pushFrames, queue each frame on each session), then empties every
+// pushFrames, queue each run of pushes to the same users on each of their
+// sessions; here the whole batch is one run per chunk), then empties every
 // session's queue as its writer would: 7,000 frames queued per op.
 func BenchmarkHandlePush(b *testing.B) {
 	const events = 100

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"runtime"
+	"slices"
 	"strconv"
 	"time"
 
@@ -70,22 +71,34 @@ func (g *Gateway) handlePush(ctx *fasthttp.RequestCtx) {
 			runtime.Gosched()
 		}
 	}
-	for i, f := range frames {
-		if f.typing {
-			g.m.pushedTyping.Inc()
-		} else {
-			g.m.pushedEvents.Inc()
+	var run [][]byte // reused
+	for i := 0; i < len(frames); {
+		// A run: the pushes from i on to the same users, within the chunk
+		// (a busy conversation's events in a row). Its users' sessions are
+		// looked up once, and each session takes its frames in one go.
+		j := i + 1
+		for j < len(frames) && j%pushChunk != 0 && slices.Equal(frames[j].users, frames[i].users) {
+			j++
 		}
-		for _, u := range f.users {
+		run = run[:0]
+		for _, f := range frames[i:j] {
+			if f.typing {
+				g.m.pushedTyping.Inc()
+			} else {
+				g.m.pushedEvents.Inc()
+			}
+			run = append(run, f.frame)
+		}
+		for _, u := range frames[i].users {
 			to = g.hub.sessions(u, to[:0])
 			for _, s := range to {
-				if s.enqueueHeld(f.frame) {
+				if s.enqueueHeld(run...) {
 					start = append(start, s)
 				}
-				delivered++
+				delivered += len(run)
 			}
 		}
-		if (i+1)%pushChunk == 0 {
+		if i = j; i%pushChunk == 0 {
 			yield()
 		}
 	}

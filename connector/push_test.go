@@ -112,6 +112,39 @@ func TestCoalescedFrames(t *testing.T) {
 	}
 }
 
+// TestPushRuns: pushes in a row to the same users are queued together;
+// each connection still gets exactly its events, in the batch's order,
+// where the recipients change from push to push.
+func TestPushRuns(t *testing.T) {
+	g := newGateway(t, connector.GatewayConfig{PushListen: "127.0.0.1:0", PushSecret: pushSecret})
+	alice, bob := g.login(t, "alice", "phone"), g.login(t, "bob", "phone")
+	both, a, b := []string{"alice", "bob"}, []string{"alice"}, []string{"bob"}
+	var pushes []*parleyv1.Push
+	for i, users := range [][]string{both, both, a, both, b, both, both, a, a} {
+		pushes = append(pushes, &parleyv1.Push{Users: users, Event: &parleyv1.Event{
+			Conv: "c1", Seq: int64(i + 1), Type: parleyv1.EventType_EVENT_TYPE_MESSAGE, MsgId: "m", From: "carol", Kind: "text", Body: []byte(`"x"`), Ts: 1,
+		}})
+	}
+	if code := postPush(t, g.g.PushAddr().String(), pushSecret, &parleyv1.PushBatch{Pushes: pushes}); code != http.StatusOK {
+		t.Fatalf("push: %d", code)
+	}
+	for _, want := range []struct {
+		user string
+		c    *client
+		seqs []float64
+	}{{"alice", alice, []float64{1, 2, 3, 4, 6, 7, 8, 9}}, {"bob", bob, []float64{1, 2, 4, 5, 6, 7}}} {
+		for _, seq := range want.seqs {
+			if r := want.c.read(); r["op"] != "event" || r["seq"] != seq {
+				t.Fatalf("%s: got %v, want the event of seq %v", want.user, r, seq)
+			}
+		}
+		want.c.write(map[string]any{"op": "ping", "id": "end"})
+		if r := want.c.read(); r["op"] != "pong" {
+			t.Fatalf("%s: got %v after its events, want the pong", want.user, r)
+		}
+	}
+}
+
 // TestPushBurst: a push batch of far more frames for one connection than
 // its queue bound reaches a client that reads, whole and in order; the
 // bound closes only a client that stops reading (TestGatewaySlowConsumer).

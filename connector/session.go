@@ -547,7 +547,7 @@ func (s *session) enqueue(b []byte) {
 	}
 }
 
-// enqueueHeld queues a frame like enqueue but does not start the writer: it
+// enqueueHeld queues frames like enqueue but does not start the writer: it
 // reports whether the caller must start it (go s.writeLoop()), which it
 // does once it has queued everything it has for the session, so that the
 // frames go out in one write. Until then no other writer starts.
@@ -558,9 +558,13 @@ func (s *session) enqueue(b []byte) {
 // in a write the client does not read. A burst of more frames than
 // QueueFrames to a client that reads is not a slow consumer: the frames
 // wait while the writer works through them.
-func (s *session) enqueueHeld(b []byte) (start bool) {
-	if s.queued.Add(int64(len(b))) > maxQueueBytes {
-		s.queued.Add(-int64(len(b)))
+func (s *session) enqueueHeld(frames ...[]byte) (start bool) {
+	size := int64(0)
+	for _, b := range frames {
+		size += int64(len(b))
+	}
+	if s.queued.Add(size) > maxQueueBytes {
+		s.queued.Add(-size)
 		s.close(CloseSlowConsumer, "outbound queue full")
 		return false
 	}
@@ -573,12 +577,12 @@ func (s *session) enqueueHeld(b []byte) (start bool) {
 		slow = len(s.queue) >= s.g.cfg.QueueFrames && s.stalledLocked()
 	}
 	if !closing && !slow {
-		s.queue = append(s.queue, b)
+		s.queue = append(s.queue, frames...)
 		start = s.claimWriterLocked()
 	}
 	s.qmu.Unlock()
 	if closing || slow {
-		s.queued.Add(-int64(len(b)))
+		s.queued.Add(-size)
 	}
 	if slow {
 		s.close(CloseSlowConsumer, "outbound queue full")
