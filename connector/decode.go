@@ -70,6 +70,9 @@ func jsonError(err error, what, by string) *inputError {
 	var sem *json.SemanticError
 	switch {
 	case errors.As(err, &syn) && errors.Is(syn.Err, jsontext.ErrDuplicateName):
+		if in := syn.JSONPointer.Parent(); in != "" { // within a value: the body
+			return badRequest("%s: an object has the name %q more than once", schema.Clip(string(in)), schema.Clip(syn.JSONPointer.LastToken()))
+		}
 		return badRequest("the %s has the name %q more than once", what, schema.Clip(syn.JSONPointer.LastToken()))
 	case errors.As(err, &sem) && sem.JSONPointer != "":
 		return badRequest("%s: a JSON %s where the %s wants another type", schema.Clip(string(sem.JSONPointer.LastToken())), kindName(sem.JSONKind), by)

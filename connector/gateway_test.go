@@ -207,6 +207,7 @@ func TestGatewaySendAndHistory(t *testing.T) {
 	// and carries the frame's id, even one after the fault.
 	for _, tc := range []struct{ id, frame, msg string }{
 		{"dup", `{"op":"ping","id":"dup","id":"dup"}`, `the frame has the name "id" more than once`},
+		{"dupbody", `{"op":"send","id":"dupbody","body":{"a":[{"b":1,"b":2}]}}`, `/body/a/0: an object has the name "b" more than once`},
 		{"typ", `{"op":"send","target":"x","id":"typ"}`, "target: a JSON string where the protocol wants another type"},
 		{"utf", "{\"op\":\"ping\",\"id\":\"utf\",\"x\":\"\xff\"}", "the frame is not valid JSON (UTF-8, one value)"},
 		{"", `{"OP":"ping","ID":"case"}`, "missing op"},
