@@ -3,9 +3,11 @@ package connector
 import (
 	"errors"
 	"fmt"
+	"reflect"
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	json "github.com/go-json-experiment/json"
 	"github.com/go-json-experiment/json/jsontext"
@@ -58,30 +60,45 @@ func parseFrame(data []byte) (*request, *inputError) {
 				req.ID = id.ID
 			}
 		}
-		return req, jsonError(err, "frame", "protocol")
+		return req, jsonError(err, data, "frame", "protocol")
 	}
 	return req, nil
 }
 
-// jsonError is the refusal of a JSON input (what, "frame" or "body") that
-// did not decode into the Go value the protocol or API (by) wants.
-func jsonError(err error, what, by string) *inputError {
+// jsonError is the refusal of data, a JSON input (what: "frame" or
+// "body") that did not decode into the Go value the protocol or API (by)
+// wants: what is wrong, and where.
+func jsonError(err error, data []byte, what, by string) *inputError {
 	var syn *jsontext.SyntacticError
 	var sem *json.SemanticError
 	switch {
 	case errors.As(err, &syn) && errors.Is(syn.Err, jsontext.ErrDuplicateName):
 		if in := syn.JSONPointer.Parent(); in != "" { // within a value: the body
-			return badRequest("%s: an object has the name %q more than once", schema.Clip(string(in)), schema.Clip(syn.JSONPointer.LastToken()))
+			return badRequest("%q: an object has the name %q more than once", schema.Clip(string(in)), schema.Clip(syn.JSONPointer.LastToken()))
 		}
 		return badRequest("the %s has the name %q more than once", what, schema.Clip(syn.JSONPointer.LastToken()))
+	case errors.As(err, &syn) && !utf8.Valid(data):
+		return badRequest("the %s is not UTF-8 text", what)
+	case errors.As(err, &syn) && schema.JSONDepth(data) > maxJSONDepth:
+		return badRequest("the %s nests deeper than %d levels", what, maxJSONDepth)
+	case errors.As(err, &syn) && strings.Contains(syn.Err.Error(), "surrogate"):
+		// A \ud800-\udfff escape without its pair (JSON.stringify writes one
+		// for a string cut in the middle of a character) names no character.
+		return badRequest("%q: a \\u escape is half of a surrogate pair, not a character", schema.Clip(string(syn.JSONPointer)))
+	case errors.As(err, &syn):
+		return badRequest("the %s is not valid JSON (at byte %d)", what, syn.ByteOffset)
 	case errors.As(err, &sem) && sem.JSONPointer != "":
-		return badRequest("%s: a JSON %s where the %s wants another type", schema.Clip(string(sem.JSONPointer.LastToken())), kindName(sem.JSONKind), by)
+		// The path without its leading slash: "ttl_s", "members/1".
+		return badRequest("%s: a JSON %s where the %s wants %s", schema.Clip(strings.TrimPrefix(string(sem.JSONPointer), "/")), kindName(sem.JSONKind), by, wanted(sem.GoType))
 	case errors.As(err, &sem):
 		return badRequest("the %s must be a JSON object", what)
 	default:
-		return badRequest("the %s is not valid JSON (UTF-8, one value)", what)
+		return badRequest("the %s is not valid JSON", what)
 	}
 }
+
+// maxJSONDepth is the decoder's nesting limit.
+const maxJSONDepth = 10000
 
 // kindName names a JSON kind in an error message.
 func kindName(k jsontext.Kind) string {
@@ -94,6 +111,30 @@ func kindName(k jsontext.Kind) string {
 		return "boolean"
 	}
 	return k.String() // string, number, null
+}
+
+// wanted names the JSON a Go type takes, for an error message.
+func wanted(t reflect.Type) string {
+	for t != nil && t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if t == nil {
+		return "another type"
+	}
+	switch t.Kind() {
+	case reflect.String:
+		return "a string"
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return "a whole number in range"
+	case reflect.Bool:
+		return "true or false"
+	case reflect.Slice, reflect.Array:
+		return "an array"
+	case reflect.Struct, reflect.Map:
+		return "an object"
+	}
+	return "another type"
 }
 
 // parseAuth decodes and checks a connection's first frame: an auth frame
@@ -211,7 +252,7 @@ func historyRange(req *request) (store.Range, *inputError) {
 // decodeBody reads an HTTP API body, a JSON object, into v.
 func decodeBody(body []byte, v any) *inputError {
 	if err := json.Unmarshal(body, v); err != nil {
-		return jsonError(err, "body", "API")
+		return jsonError(err, body, "body", "API")
 	}
 	return nil
 }

@@ -207,9 +207,13 @@ func TestGatewaySendAndHistory(t *testing.T) {
 	// and carries the frame's id, even one after the fault.
 	for _, tc := range []struct{ id, frame, msg string }{
 		{"dup", `{"op":"ping","id":"dup","id":"dup"}`, `the frame has the name "id" more than once`},
-		{"dupbody", `{"op":"send","id":"dupbody","body":{"a":[{"b":1,"b":2}]}}`, `/body/a/0: an object has the name "b" more than once`},
-		{"typ", `{"op":"send","target":"x","id":"typ"}`, "target: a JSON string where the protocol wants another type"},
-		{"utf", "{\"op\":\"ping\",\"id\":\"utf\",\"x\":\"\xff\"}", "the frame is not valid JSON (UTF-8, one value)"},
+		{"dupbody", `{"op":"send","id":"dupbody","body":{"a":[{"b":1,"b":2}]}}`, `"/body/a/0": an object has the name "b" more than once`},
+		{"typ", `{"op":"send","target":"x","id":"typ"}`, "target: a JSON string where the protocol wants a whole number in range"},
+		{"elem", `{"op":"create","id":"elem","kind":"group","members":["bob",7]}`, "members/1: a JSON number where the protocol wants a string"},
+		{"frac", `{"op":"history","id":"frac","limit":1.5}`, "limit: a JSON number where the protocol wants a whole number in range"},
+		{"utf", "{\"op\":\"ping\",\"id\":\"utf\",\"x\":\"\xff\"}", "the frame is not UTF-8 text"},
+		{"sur", `{"op":"send","id":"sur","body":{"text":"\ud83d"}}`, `"/body/text": a \u escape is half of a surrogate pair, not a character`},
+		{"", `{"op":"ping" "id":"x"}`, "the frame is not valid JSON (at byte 13)"},
 		{"", `{"OP":"ping","ID":"case"}`, "missing op"},
 	} {
 		if err := mallory.conn.WriteMessage(websocket.TextMessage, []byte(tc.frame)); err != nil {

@@ -149,7 +149,7 @@ func TestHTTPAPI(t *testing.T) {
 	a.want(400, "bad_request", post, "/v1/tokens", map[string]any{"user": "no spaces"})
 	a.want(400, "bad_request", post, "/v1/tokens", `{"user":`)
 	a.want(400, "bad_request", post, "/v1/tokens", "")
-	if out := a.want(400, "bad_request", post, "/v1/tokens", `{"user":"alice","ttl_s":"soon"}`); out["message"] != "ttl_s: a JSON string where the API wants another type" {
+	if out := a.want(400, "bad_request", post, "/v1/tokens", `{"user":"alice","ttl_s":"soon"}`); out["message"] != "ttl_s: a JSON string where the API wants a whole number in range" {
 		t.Fatalf("a wrongly typed field: %v", out)
 	}
 	if out := a.want(400, "bad_request", post, "/v1/tokens", `["alice"]`); out["message"] != "the body must be a JSON object" {
@@ -157,6 +157,10 @@ func TestHTTPAPI(t *testing.T) {
 	}
 	if out := a.want(400, "bad_request", post, "/v1/tokens", `{"user":"alice","user":"root"}`); out["message"] != `the body has the name "user" more than once` {
 		t.Fatalf("a name given twice: %v", out)
+	}
+	// Names match exactly: "User" is not "user".
+	if out := a.want(400, "bad_request", post, "/v1/tokens", `{"User":"alice"}`); out["message"] != "user must be 1-64 characters of [A-Za-z0-9_.-]" {
+		t.Fatalf("a name in other case: %v", out)
 	}
 
 	// A group, created as alice with members that name her.

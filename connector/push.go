@@ -31,8 +31,9 @@ const (
 
 // handlePush delivers a PushBatch to the connections of its users on this
 // node, in the batch's order. It answers 200 {"delivered": n} with the
-// number of connections written to, 401 for a wrong secret, 400 for a body
-// that is not a PushBatch.
+// number of frames handed to connections (a frame to three connections
+// counts three; one a closing connection refused counts too), 401 for a
+// wrong secret, 400 for a body that is not a PushBatch.
 func (g *Gateway) handlePush(ctx *fasthttp.RequestCtx) {
 	if string(ctx.Path()) != PushPath {
 		ctx.Error(`{"code":"not_found","message":"no such endpoint"}`, fasthttp.StatusNotFound)

@@ -855,13 +855,13 @@ func TestSecurityDeepAndHugeJSON(t *testing.T) {
 	runtime.ReadMemStats(&before)
 	const deepFrames = 20
 	for i := range deepFrames {
-		frame := `{"op":"ping","id":"x","pad":` + nested(30_000) + `}`
+		frame, msg := `{"op":"ping","id":"x","pad":`+nested(30_000)+`}`, "the frame nests deeper than 10000 levels"
 		if i%2 == 1 {
-			frame = strings.Repeat("[", 60_000)
+			frame, msg = strings.Repeat("[", 60_000), "the frame must be a JSON object"
 		}
 		sendRaw(deep, frame)
-		if r := deep.read(); r["op"] != "error" || r["code"] != "bad_request" {
-			t.Fatalf("a frame nested past the decoder's limit: %v", r)
+		if r := deep.read(); r["op"] != "error" || r["code"] != "bad_request" || r["message"] != msg {
+			t.Fatalf("a frame nested past the decoder's limit: %v, want %q", r, msg)
 		}
 	}
 	runtime.ReadMemStats(&after)

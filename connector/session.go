@@ -557,7 +557,8 @@ func (s *session) enqueue(b []byte) {
 // has not taken from it for a quarter of WriteTimeout: the writer is stuck
 // in a write the client does not read. A burst of more frames than
 // QueueFrames to a client that reads is not a slow consumer: the frames
-// wait while the writer works through them.
+// wait while the writer works through them. The rules are checked once per
+// call, before its frames (up to a push chunk) are added.
 func (s *session) enqueueHeld(frames ...[]byte) (start bool) {
 	size := int64(0)
 	for _, b := range frames {

@@ -9,7 +9,7 @@
 // once; the next poll waits for these posts, so one conversation's events
 // reach a node in seq order. Message events for a recipient with no live
 // device go to the notifications topic. Offsets are committed after the
-// pushes (every kafka.CommitInterval): delivery is at least once, and a
+// pushes (every Config.CommitInterval): delivery is at least once, and a
 // push that fails is dropped and its node skipped until its next heartbeat
 // (the client recovers the events through its gap detection and history).
 package fanout

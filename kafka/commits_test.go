@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/parley-im/parley/internal/testutil"
@@ -14,8 +15,8 @@ import (
 
 // TestMarkedCommits: a consumer built with MarkedCommits commits what it
 // marked in the background at its interval, and, with an interval that
-// never comes, when a rebalance takes partitions from it (before its
-// revoked callback runs) and when told to (CommitMarked); never what it
+// never comes, when told to (CommitMarked) and when a rebalance takes
+// partitions from it (before its revoked callback runs); never what it
 // did not mark.
 func TestMarkedCommits(t *testing.T) {
 	kc := startBroker(t)
@@ -32,74 +33,104 @@ func TestMarkedCommits(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	caughtUp := func(group string) bool { return testutil.GroupCaughtUp(producer, group, topic) }
+	adm := kadm.NewClient(producer)
+	ends, err := adm.ListEndOffsets(ctx, topic)
+	if err != nil || ends.Error() != nil {
+		t.Fatal(err, ends.Error())
+	}
+	// committed returns how many partitions of topic group has committed
+	// offsets for, and whether each of them, and every partition with
+	// records, is committed exactly at its end.
+	committed := func(t *testing.T, group string) (int, bool) {
+		t.Helper()
+		offs, err := adm.FetchOffsets(ctx, group)
+		if err != nil || offs.Error() != nil {
+			t.Fatal(err, offs.Error())
+		}
+		count, atEnd := 0, true
+		ends.Each(func(e kadm.ListedOffset) {
+			o, ok := offs.Lookup(topic, e.Partition)
+			if ok && o.At >= 0 {
+				count++
+			}
+			if (ok && o.At >= 0 && o.At != e.Offset) || (!ok || o.At < 0) && e.Offset > 0 {
+				atEnd = false
+			}
+		})
+		return count, atEnd
+	}
 
-	// consumer joins group and marks the first mark records it polls (all
-	// of them for mark = n); revoked signals each revocation.
-	consumer := func(group string, interval time.Duration, revoked chan<- struct{}) (*kgo.Client, func(mark int)) {
+	// consumer joins group, polls every record and marks the first mark;
+	// revoked is signalled at each revocation, never blocking.
+	consumer := func(t *testing.T, group string, interval time.Duration, mark int, revoked chan<- struct{}) *kgo.Client {
 		cl := newClient(t, kc, append([]kgo.Opt{
 			kgo.ConsumerGroup(group), kgo.ConsumeTopics(topic), kgo.BlockRebalanceOnPoll(),
 		}, kafka.MarkedCommits(interval, func(context.Context, *kgo.Client, map[string][]int32) {
-			select { // closing the client revokes again: never block
+			select { // closing the client revokes again
 			case revoked <- struct{}{}:
 			default:
 			}
 		}, func(err error) { t.Errorf("commit before the revocation: %v", err) })...)...)
-		consume := func(mark int) {
-			var recs []*kgo.Record
-			for len(recs) < n {
-				pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-				fs := cl.PollRecords(pctx, n)
-				err := pctx.Err()
-				cancel()
-				if err != nil {
-					t.Fatalf("polled %d of %d records: %v", len(recs), n, err)
-				}
-				recs = append(recs, fs.Records()...)
+		var recs []*kgo.Record
+		for len(recs) < n {
+			pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			fs := cl.PollRecords(pctx, n)
+			err := pctx.Err()
+			cancel()
+			if err != nil {
+				t.Fatalf("polled %d of %d records: %v", len(recs), n, err)
 			}
-			cl.MarkCommitRecords(recs[:mark]...)
-			cl.AllowRebalance()
+			recs = append(recs, fs.Records()...)
 		}
-		return cl, consume
+		cl.MarkCommitRecords(recs[:mark]...)
+		cl.AllowRebalance()
+		return cl
 	}
 
 	t.Run("at the interval", func(t *testing.T) {
-		_, consume := consumer("periodic", 100*time.Millisecond, nil)
-		consume(n)
-		testutil.WaitFor(t, 30*time.Second, "the marks to be committed", func() bool { return caughtUp("periodic") })
+		consumer(t, "periodic", kafka.MinCommitInterval, n, nil)
+		testutil.WaitFor(t, 30*time.Second, "the marks to be committed", func() bool { _, atEnd := committed(t, "periodic"); return atEnd })
 	})
 
 	t.Run("only what is marked", func(t *testing.T) {
-		cl, consume := consumer("partial", time.Hour, nil)
-		consume(0) // polled, none marked
+		cl := consumer(t, "partial", time.Hour, 0, nil) // polled, none marked
 		if err := kafka.CommitMarked(cl); err != nil {
 			t.Fatal(err)
 		}
-		if caughtUp("partial") {
-			t.Fatal("records polled but not marked were committed")
+		if count, _ := committed(t, "partial"); count != 0 {
+			t.Fatalf("offsets of %d partitions committed, none marked", count)
 		}
 	})
 
-	t.Run("before a rebalance and when told", func(t *testing.T) {
-		revoked := make(chan struct{}, 1)
-		a, consume := consumer("handover", time.Hour, revoked)
-		consume(n)
-		if caughtUp("handover") {
-			t.Fatal("committed before the interval, a rebalance or CommitMarked")
+	t.Run("when told", func(t *testing.T) {
+		cl := consumer(t, "told", time.Hour, n, nil)
+		if count, _ := committed(t, "told"); count != 0 {
+			t.Fatalf("offsets of %d partitions committed before the interval or CommitMarked", count)
 		}
-		// A second member takes some of the partitions: a's revocation
-		// commits its marks first.
+		if err := kafka.CommitMarked(cl); err != nil {
+			t.Fatal(err)
+		}
+		if _, atEnd := committed(t, "told"); !atEnd {
+			t.Fatal("CommitMarked did not commit the marks")
+		}
+	})
+
+	t.Run("before a rebalance", func(t *testing.T) {
+		revoked := make(chan struct{}, 1)
+		consumer(t, "handover", time.Hour, n, revoked)
+		if count, _ := committed(t, "handover"); count != 0 {
+			t.Fatalf("offsets of %d partitions committed before the interval or a rebalance", count)
+		}
+		// A second member takes some of the partitions: the first one's
+		// revocation commits its marks first.
 		newClient(t, kc, kgo.ConsumerGroup("handover"), kgo.ConsumeTopics(topic), kgo.DisableAutoCommit())
 		select {
 		case <-revoked:
 		case <-time.After(time.Minute):
 			t.Fatal("no partition was revoked from the first member")
 		}
-		if !caughtUp("handover") {
+		if _, atEnd := committed(t, "handover"); !atEnd {
 			t.Fatal("the revocation did not commit the marks")
-		}
-		if err := kafka.CommitMarked(a); err != nil {
-			t.Fatalf("CommitMarked: %v", err)
 		}
 	})
 }
