@@ -84,6 +84,8 @@ func jsonError(err error, data []byte, what, by string) *inputError {
 	case errors.As(err, &syn) && strings.Contains(syn.Err.Error(), "surrogate"):
 		// A \ud800-\udfff escape without its pair (JSON.stringify writes one
 		// for a string cut in the middle of a character) names no character.
+		// The decoder exports no error value for it: its text is matched, and
+		// should that text change, the case below answers instead.
 		return badRequest("%q: a \\u escape is half of a surrogate pair, not a character", schema.Clip(string(syn.JSONPointer)))
 	case errors.As(err, &syn):
 		return badRequest("the %s is not valid JSON (at byte %d)", what, syn.ByteOffset)
