@@ -1,7 +1,13 @@
 package main
 
 import (
+	"context"
+	"os"
+	"strings"
 	"testing"
+	"time"
+
+	"github.com/parley-im/parley/kafka"
 )
 
 func TestFlagsFromEnv(t *testing.T) {
@@ -27,5 +33,45 @@ func TestFlagsFromEnv(t *testing.T) {
 	fs = newFlags("test")
 	if err := parse(fs, []string{"stray"}); err == nil {
 		t.Fatal("a stray argument was accepted")
+	}
+}
+
+func TestCommitIntervalFlag(t *testing.T) {
+	fs := newFlags("test")
+	interval := commitIntervalFlag(fs)
+	if err := parse(fs, []string{"--commit-interval", "250ms"}); err != nil {
+		t.Fatal(err)
+	}
+	if d, err := interval(); err != nil || d != 250*time.Millisecond {
+		t.Fatalf("--commit-interval 250ms gave %v, %v", d, err)
+	}
+	fs = newFlags("test")
+	interval = commitIntervalFlag(fs)
+	if err := parse(fs, nil); err != nil {
+		t.Fatal(err)
+	}
+	if d, err := interval(); err != nil || d != kafka.CommitInterval {
+		t.Fatalf("the default gave %v, %v; want kafka.CommitInterval", d, err)
+	}
+	// Too short, from the command line or the environment, is refused by
+	// both roles before they touch the broker or the store.
+	roles := map[string]struct {
+		run  func(context.Context, []string) error
+		args []string
+	}{
+		"writer": {runWriter, nil},
+		"fanout": {runFanout, []string{"--push-secret", "0123456789abcdef"}},
+	}
+	for name, r := range roles {
+		err := r.run(context.Background(), append([]string{"--commit-interval", "0"}, r.args...))
+		if err == nil || !strings.Contains(err.Error(), "--commit-interval 0s: must be at least 100ms") {
+			t.Fatalf("%s --commit-interval 0: %v", name, err)
+		}
+		t.Setenv("PARLEY_COMMIT_INTERVAL", "99ms")
+		err = r.run(context.Background(), r.args)
+		if err == nil || !strings.Contains(err.Error(), "--commit-interval 99ms: must be at least") {
+			t.Fatalf("%s with PARLEY_COMMIT_INTERVAL=99ms: %v", name, err)
+		}
+		os.Unsetenv("PARLEY_COMMIT_INTERVAL")
 	}
 }

@@ -84,6 +84,20 @@ func limitFlags(fs *flag.FlagSet) func(*connector.GatewayConfig) {
 	}
 }
 
+// commitIntervalFlag adds the flag of how often the writer and fanout
+// commit the offsets of what they have finished with; the function it
+// returns gives the value once the flags are parsed.
+func commitIntervalFlag(fs *flag.FlagSet) func() (time.Duration, error) {
+	d := fs.Duration("commit-interval", kafka.CommitInterval,
+		fmt.Sprintf("how often finished offsets are committed (at least %v); a crash redoes up to this much", kafka.MinCommitInterval))
+	return func() (time.Duration, error) {
+		if *d < kafka.MinCommitInterval {
+			return 0, fmt.Errorf("--commit-interval %v: must be at least %v", *d, kafka.MinCommitInterval)
+		}
+		return *d, nil
+	}
+}
+
 func runDev(ctx context.Context, args []string) error {
 	fs := newFlags("dev")
 	listen := fs.String("listen", "127.0.0.1:8080", "public listener (WebSocket and HTTP API)")
@@ -190,9 +204,14 @@ func runWriter(ctx context.Context, args []string) error {
 	rf := newRoleFlags("writer")
 	fs := rf.fs
 	group := fs.String("group", "parley-writer", "consumer group")
+	commitEvery := commitIntervalFlag(fs)
 	so := storeFlags(fs, "parley-data/store", false)
 	adminAddr := adminFlag(fs)
 	log, k, err := rf.parse(args)
+	if err != nil {
+		return err
+	}
+	commitInterval, err := commitEvery()
 	if err != nil {
 		return err
 	}
@@ -202,7 +221,7 @@ func runWriter(ctx context.Context, args []string) error {
 	}
 	defer st.Close()
 	reg := newRegistry()
-	w, err := writer.New(writer.Config{Kafka: k, Group: *group, Logger: log, Registerer: reg}, st)
+	w, err := writer.New(writer.Config{Kafka: k, Group: *group, CommitInterval: commitInterval, Logger: log, Registerer: reg}, st)
 	if err != nil {
 		return err
 	}
@@ -468,9 +487,14 @@ func runFanout(ctx context.Context, args []string) error {
 	group := fs.String("group", "parley-fanout", "consumer group")
 	instance := fs.String("instance-id", "", "name of this instance in logs and pushes (default: hostname-pid)")
 	pushSecret := fs.String("push-secret", "", "the connectors' push secret (required, at least 16 bytes)")
+	commitEvery := commitIntervalFlag(fs)
 	so := storeFlags(fs, "parley-data/store", false)
 	adminAddr := adminFlag(fs)
 	log, k, err := rf.parse(args)
+	if err != nil {
+		return err
+	}
+	commitInterval, err := commitEvery()
 	if err != nil {
 		return err
 	}
@@ -491,7 +515,7 @@ func runFanout(ctx context.Context, args []string) error {
 	}
 	defer st.Close()
 	reg := newRegistry()
-	f, err := fanout.New(fanout.Config{Kafka: k, Group: *group, InstanceID: *instance, PushSecret: []byte(*pushSecret), Logger: log, Registerer: reg}, st)
+	f, err := fanout.New(fanout.Config{Kafka: k, Group: *group, InstanceID: *instance, PushSecret: []byte(*pushSecret), CommitInterval: commitInterval, Logger: log, Registerer: reg}, st)
 	if err != nil {
 		return err
 	}
