@@ -63,6 +63,14 @@ type Config struct {
 	Convs    int           // catchup, rebuild, sequencer: conversations the events are spread over
 	BodySize int           // dm, group, catchup: bytes of text in each message body
 
+	// ConnsPerProcess is how many idle connections one process holds:
+	// more are spread over several server and client processes (see
+	// runIdleSpread). Default: the file descriptor limit less a reserve.
+	ConnsPerProcess int
+	// FirstClient numbers the first connection of an idle run; a worker
+	// process of a spread run opens its share from there.
+	FirstClient int
+
 	// Progress receives a progress line every second; nil: none.
 	Progress io.Writer
 	// Log receives the clients' and embedded parts' warnings; default
@@ -91,6 +99,7 @@ func Defaults(cfg Config) Config {
 		def(&cfg.Window, 4)
 	case "idle":
 		def(&cfg.Clients, 10_000)
+		def(&cfg.ConnsPerProcess, max(fdLimit()-fdReserve, 1))
 	case "catchup":
 		def(&cfg.Events, 100_000)
 		def(&cfg.Convs, 10)
@@ -125,6 +134,10 @@ func (cfg Config) validate() error {
 		return fmt.Errorf("%s runs on an embedded broker of its own; it takes no target", cfg.Scenario)
 	case cfg.Convs > cfg.Events && cfg.Events > 0:
 		return fmt.Errorf("%d events cannot fill %d conversations", cfg.Events, cfg.Convs)
+	case cfg.Scenario == "idle" && fdLimit() > 0 && cfg.ConnsPerProcess+fdReserve > fdLimit():
+		return fmt.Errorf("%d connections per process need as many file descriptors and %d more, but the hard limit (ulimit -Hn) is %d", cfg.ConnsPerProcess, fdReserve, fdLimit())
+	case cfg.FirstClient < 0:
+		return fmt.Errorf("bad first client %d", cfg.FirstClient)
 	case cfg.BodySize > 32<<10:
 		return fmt.Errorf("body size %d is over 32 KiB", cfg.BodySize)
 	}
@@ -188,6 +201,9 @@ type Params struct {
 	Convs      int     `json:"convs,omitempty"`
 	BodySize   int     `json:"body_size,omitempty"`
 	ServerArgs string  `json:"server_args,omitempty"`
+	// Processes is how many server processes, and as many client
+	// processes, an idle run spread its connections over (0: one each).
+	Processes int `json:"processes,omitempty"`
 }
 
 // Machine describes where the run ran.
@@ -279,6 +295,9 @@ func params(cfg Config) Params {
 		p.Members, p.Senders, p.Rate, p.Window, p.Duration, p.BodySize = cfg.Members, cfg.Senders, cfg.Rate, cfg.Window, cfg.Duration.String(), cfg.BodySize
 	case "idle":
 		p.Clients, p.Duration = cfg.Clients, cfg.Duration.String()
+		if cfg.Target == "" && cfg.Clients > cfg.ConnsPerProcess {
+			p.Processes = spreadProcesses(cfg)
+		}
 	case "catchup":
 		p.Events, p.Convs, p.BodySize = cfg.Events, cfg.Convs, cfg.BodySize
 	case "rebuild", "sequencer":

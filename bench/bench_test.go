@@ -105,6 +105,44 @@ func TestScenarios(t *testing.T) {
 	}
 }
 
+// An idle run with more connections than one process holds is spread
+// over parley dev, connector nodes on its broker, and as many worker
+// processes of the tool, each worker's share on its own node.
+func TestIdleSpread(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	res, err := Run(ctx, Config{Scenario: "idle", Clients: 45, ConnsPerProcess: 20, Duration: time.Second, ParleyBin: parleyBin})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var text bytes.Buffer
+	WriteText(&text, res)
+	t.Log(text.String())
+	if !res.OK || res.Count != 45 || res.Params.Processes != 3 || res.Counts["server_processes"] != 3 {
+		t.Fatalf("the spread run: ok %v, count %d, params %+v, counts %v", res.OK, res.Count, res.Params, res.Counts)
+	}
+	for _, node := range []string{"dev", "bench-node-1", "bench-node-2"} {
+		if n := res.Counts["connections_at_"+node]; n != 15 {
+			t.Errorf("%d connections at %s; want 15 (counts %v)", n, node, res.Counts)
+		}
+	}
+	if res.Latency == nil || res.Latency.Count != 45 || res.Figures["server_kib_per_conn"] <= 0 || res.Figures["bench_rss_kib"] <= 0 {
+		t.Errorf("latency %+v, figures %v", res.Latency, res.Figures)
+	}
+
+	// A node the tool did not start cannot be spread over.
+	_, err = Run(ctx, Config{Scenario: "idle", Clients: 45, ConnsPerProcess: 20, Target: "ws://127.0.0.1:1/v1/ws", TokenSecret: "s"})
+	if err == nil || !strings.Contains(err.Error(), "spreads them over processes") {
+		t.Errorf("a target with more connections than a process holds: %v", err)
+	}
+	if lim := fdLimit(); lim > 0 {
+		_, err = Run(ctx, Config{Scenario: "idle", Clients: 10, ConnsPerProcess: lim})
+		if err == nil || !strings.Contains(err.Error(), "ulimit -Hn") {
+			t.Errorf("more connections per process than file descriptors: %v", err)
+		}
+	}
+}
+
 // The command line: a run's text, JSON and plots, and a failing exit
 // status for bad input.
 func TestCommand(t *testing.T) {
@@ -148,6 +186,9 @@ func TestCommand(t *testing.T) {
 		{"bench", "rebuild", "--target", "ws://127.0.0.1:1/v1/ws", "--token-secret", "s"},
 		{"bench", "catchup", "--events", "5", "--convs", "10"},
 		{"bench", "dm", "--target", "http://127.0.0.1:1/", "--token-secret", "s"},
+		{"bench", "dm", "--worker"},
+		{"bench", "idle", "--worker", "--clients", "5"},
+		{"bench", "idle", "--worker", "--target", "ws://127.0.0.1:1/v1/ws", "--token-secret", "s", "--clients", "30", "--conns-per-process", "10"},
 	} {
 		out, err := exec.Command(parleyBin, args...).CombinedOutput()
 		if err == nil || !strings.Contains(string(out), "parley:") {

@@ -14,14 +14,31 @@ import (
 // default allows 16 connections per user).
 const idleDevices = 10
 
+// fdReserve is what a process of this tool, or a server it starts, keeps of
+// its file descriptor limit for other than idle connections (its broker
+// connections, store files, listeners).
+const fdReserve = 1000
+
+// fdLimit returns this process's hard limit of open files (0 if unknown).
+func fdLimit() int {
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil || lim.Max > 1<<30 {
+		return 0
+	}
+	return int(lim.Max)
+}
+
 // runIdle opens cfg.Clients authenticated connections that only keep
 // alive, holds them for cfg.Duration, and measures the server's resident
 // memory per connection: (RSS with them − RSS before) ÷ connections, each
-// RSS read once it has settled.
+// RSS read once it has settled. More connections than cfg.ConnsPerProcess
+// are spread over several processes (runIdleSpread).
 func runIdle(ctx context.Context, cfg Config, res *Result) error {
-	var lim syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err == nil && uint64(cfg.Clients)+256 > lim.Max {
-		return fmt.Errorf("%d connections need as many file descriptors in this process (and in the server), but the hard limit (ulimit -Hn) is %d", cfg.Clients, lim.Max)
+	if cfg.Clients > cfg.ConnsPerProcess {
+		if cfg.Target != "" {
+			return fmt.Errorf("%d connections are more than one process holds here (--conns-per-process %d, from the file descriptor limit ulimit -Hn): only a run that starts its own server spreads them over processes", cfg.Clients, cfg.ConnsPerProcess)
+		}
+		return runIdleSpread(ctx, cfg, res)
 	}
 	rg, err := newRig(ctx, cfg)
 	if err != nil {
@@ -34,25 +51,13 @@ func runIdle(ctx context.Context, cfg Config, res *Result) error {
 			return err
 		}
 	}
-	clients := make([]*client.Client, cfg.Clients)
-	defer closeAll(clients)
 	rec := newRecorder() // connect + authenticate times
 	var open atomic.Int64
 	start := time.Now()
 	prog := newProgress(cfg, start, rec, func() string { return fmt.Sprintf("%d open", open.Load()) })
 	cpu := startCPU(rg.srv)
-	err = parallel(ctx, cfg.Clients, func(i int) error {
-		t0 := time.Now()
-		c, err := rg.dial(ctx, i, fmt.Sprintf("idle%06d", i/idleDevices), fmt.Sprintf("d%d", i%idleDevices), nil)
-		if err != nil {
-			return err
-		}
-		now := time.Now()
-		rec.record(i, now, now.Sub(t0))
-		clients[i] = c
-		open.Add(1)
-		return nil
-	})
+	clients, err := openIdle(ctx, rg, cfg, rec, &open)
+	defer closeAll(clients)
 	res.CPU = cpu.end()
 	res.Seconds = time.Since(start).Seconds()
 	if err != nil {
@@ -80,19 +85,49 @@ func runIdle(ctx context.Context, cfg Config, res *Result) error {
 	if self, err := statusKiB("/proc/self/status", "VmRSS"); err == nil {
 		res.Figures["bench_rss_kib"] = float64(self)
 	}
-	// Every connection must still be the first one made.
-	for i, c := range clients {
-		st := c.Stats()
-		if c.Err() != nil || st.Connects != 1 {
-			res.ErrorCount++
-			if len(res.Errors) < keepErrors {
-				res.Errors = append(res.Errors, fmt.Sprintf("connection %d: %d connects, err %v", i, st.Connects, c.Err()))
-			}
-		}
-	}
+	errs, n := checkIdle(clients, cfg.FirstClient)
+	res.Errors, res.ErrorCount = errs, n
 	res.Count, res.Unit = int64(cfg.Clients), "conns/s"
 	res.Counts["connections"] = int64(cfg.Clients)
 	return nil
+}
+
+// openIdle opens cfg.Clients connections to rg, numbered from
+// cfg.FirstClient (the number picks the user, the device and the source
+// address), recording each one's connect and authenticate time in rec and
+// counting it in open. On an error the clients opened so far are returned
+// with it.
+func openIdle(ctx context.Context, rg *rig, cfg Config, rec *recorder, open *atomic.Int64) ([]*client.Client, error) {
+	clients := make([]*client.Client, cfg.Clients)
+	err := parallel(ctx, cfg.Clients, func(i int) error {
+		n := cfg.FirstClient + i
+		t0 := time.Now()
+		c, err := rg.dial(ctx, n, fmt.Sprintf("idle%06d", n/idleDevices), fmt.Sprintf("d%d", n%idleDevices), nil)
+		if err != nil {
+			return err
+		}
+		now := time.Now()
+		rec.record(i, now, now.Sub(t0))
+		clients[i] = c
+		open.Add(1)
+		return nil
+	})
+	return clients, err
+}
+
+// checkIdle returns the errors of held connections (numbered from first):
+// every one must still be open, on the first connection it made.
+func checkIdle(clients []*client.Client, first int) (errs []string, n int64) {
+	for i, c := range clients {
+		st := c.Stats()
+		if c.Err() != nil || st.Connects != 1 {
+			n++
+			if len(errs) < keepErrors {
+				errs = append(errs, fmt.Sprintf("connection %d: %d connects, err %v", first+i, st.Connects, c.Err()))
+			}
+		}
+	}
+	return errs, n
 }
 
 // settledRSS reads process pid's RSS once a second until two readings in

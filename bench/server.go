@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -102,15 +103,17 @@ func (r *rig) netDial(i int) func(ctx context.Context, network, addr string) (ne
 		return nil
 	}
 	src := &net.TCPAddr{IP: net.IPv4(127, byte(k>>16), byte(k>>8), byte(k)+1)}
-	d := &net.Dialer{LocalAddr: src}
+	d := &net.Dialer{LocalAddr: src, Control: bindNoPort}
 	return d.DialContext
 }
 
-// server is a `parley dev` child process.
+// server is a `parley dev` or `parley connector` child process.
 type server struct {
+	name   string // "parley dev" or "parley connector", for messages
 	cmd    *exec.Cmd
 	dir    string // its data dir's parent, removed at stop
 	public string // host:port of its public listener
+	broker string // host:port of the embedded broker (parley dev's only)
 	done   chan error
 }
 
@@ -141,40 +144,101 @@ func startServer(ctx context.Context, bin, secret string, extra []string) (*serv
 		os.RemoveAll(dir)
 		return nil, err
 	}
-	s := &server{cmd: cmd, dir: dir, done: make(chan error, 1)}
-	found := make(chan string, 1)
+	s := &server{name: "parley dev", cmd: cmd, dir: dir, done: make(chan error, 1)}
+	found := make(chan struct{})
 	go func() {
-		var public string
 		sc := bufio.NewScanner(stdout)
 		for sc.Scan() { // to the end, so the child never blocks on stdout
 			f := strings.Fields(sc.Text())
-			if len(f) >= 2 && f[0] == "public" {
-				public = strings.TrimSuffix(strings.TrimPrefix(f[1], "ws://"), "/v1/ws")
-			}
-			if strings.HasPrefix(sc.Text(), "Stop with") {
-				found <- public
+			switch {
+			case len(f) >= 2 && f[0] == "public":
+				s.public = strings.TrimSuffix(strings.TrimPrefix(f[1], "ws://"), "/v1/ws")
+			case len(f) >= 2 && f[0] == "broker":
+				s.broker = f[1]
+			case strings.HasPrefix(sc.Text(), "Stop with"):
+				close(found)
 			}
 		}
 	}()
-	go func() { s.done <- cmd.Wait() }()
+	if err := s.wait(ctx, found); err != nil {
+		return nil, err
+	}
+	if s.public == "" || s.broker == "" {
+		s.kill()
+		return nil, errors.New("parley dev printed no public or broker address")
+	}
+	return s, nil
+}
+
+// wait waits until ready is closed, for at most 60s; it kills the process
+// if that fails.
+func (s *server) wait(ctx context.Context, ready <-chan struct{}) error {
+	go func() { s.done <- s.cmd.Wait() }()
 	select {
-	case s.public = <-found:
-		if s.public == "" {
-			s.kill()
-			return nil, errors.New("parley dev printed no public address")
-		}
-		return s, nil
+	case <-ready:
+		return nil
 	case err := <-s.done:
 		s.done <- err
-		os.RemoveAll(dir)
-		return nil, fmt.Errorf("parley dev exited at start: %v", err)
+		os.RemoveAll(s.dir)
+		return fmt.Errorf("%s exited at start: %v", s.name, err)
 	case <-time.After(60 * time.Second):
 		s.kill()
-		return nil, errors.New("parley dev printed no addresses within 60s")
+		return fmt.Errorf("%s was not ready within 60s", s.name)
 	case <-ctx.Done():
 		s.kill()
-		return nil, ctx.Err()
+		return ctx.Err()
 	}
+}
+
+// startConnector starts `parley connector` number n on broker (a parley
+// dev's), with an embedded store of its own, and waits until it listens.
+// It has no push endpoint: it serves the connections of the idle
+// scenario, to which nothing is pushed.
+func startConnector(ctx context.Context, bin, secret, broker string, n int) (*server, error) {
+	if bin == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return nil, err
+		}
+		bin = exe
+	}
+	dir, err := os.MkdirTemp("", "parley-bench-")
+	if err != nil {
+		return nil, err
+	}
+	// Info level for the line that gives the listener's address; the
+	// connector logs nothing else at that level per connection.
+	cmd := exec.Command(bin, "connector", "--brokers", broker, "--store-dir", filepath.Join(dir, "store"),
+		"--listen", "127.0.0.1:0", "--node-id", fmt.Sprintf("bench-node-%d", n), "--token-secret", secret,
+		"--log-level", "info", "--log-format", "json")
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	s := &server{name: "parley connector", cmd: cmd, dir: dir, done: make(chan error, 1)}
+	found := make(chan struct{})
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() { // to the end, so the child never blocks on stderr
+			var line struct{ Level, Msg, Addr string }
+			if json.Unmarshal(sc.Bytes(), &line) != nil || line.Level == "WARN" || line.Level == "ERROR" {
+				fmt.Fprintf(os.Stderr, "connector %d: %s\n", n, sc.Bytes())
+			}
+			if line.Msg == "public listener" && s.public == "" {
+				s.public = line.Addr
+				close(found)
+			}
+		}
+	}()
+	if err := s.wait(ctx, found); err != nil {
+		return nil, err
+	}
+	return s, nil
 }
 
 func (s *server) pid() int { return s.cmd.Process.Pid }
@@ -193,13 +257,13 @@ func (s *server) stop() error {
 	select {
 	case err := <-s.done:
 		if err != nil {
-			return fmt.Errorf("parley dev exited with %v after SIGTERM", err)
+			return fmt.Errorf("%s exited with %v after SIGTERM", s.name, err)
 		}
 		return nil
 	case <-time.After(30 * time.Second):
 		_ = s.cmd.Process.Kill()
 		<-s.done
-		return errors.New("parley dev did not stop within 30s of SIGTERM")
+		return fmt.Errorf("%s did not stop within 30s of SIGTERM", s.name)
 	}
 }
 
@@ -283,28 +347,51 @@ func machineBusy() time.Duration {
 
 // cpuMeter measures the CPU used between its start and its end.
 type cpuMeter struct {
-	pid             int // the server's, or 0
-	srv, self, busy time.Duration
-	start           time.Time
+	servers, helpers []int // pids: the servers', and this tool's other processes'
+	srv, self, busy  time.Duration
+	start            time.Time
 }
 
+// startCPU starts measuring this tool's CPU and srv's (which may be nil).
 func startCPU(srv *server) *cpuMeter {
-	m := &cpuMeter{start: time.Now(), self: selfCPU(), busy: machineBusy()}
-	if srv != nil {
-		m.pid = srv.pid()
-		m.srv, _ = procCPU(m.pid)
+	if srv == nil {
+		return startCPUOf(nil)
 	}
+	return startCPUOf([]int{srv.pid()})
+}
+
+// startCPUOf starts measuring the CPU of the server processes servers and
+// of this tool.
+func startCPUOf(servers []int) *cpuMeter {
+	m := &cpuMeter{servers: servers, start: time.Now(), busy: machineBusy()}
+	m.srv, m.self = m.read()
 	return m
+}
+
+// addHelper counts the CPU of process pid, started by this tool since the
+// meter started, as this tool's.
+func (m *cpuMeter) addHelper(pid int) { m.helpers = append(m.helpers, pid) }
+
+// read returns the CPU time the servers and this tool (helpers included)
+// have used so far.
+func (m *cpuMeter) read() (srv, self time.Duration) {
+	self = selfCPU()
+	for _, pid := range m.servers {
+		t, _ := procCPU(pid)
+		srv += t
+	}
+	for _, pid := range m.helpers {
+		t, _ := procCPU(pid)
+		self += t
+	}
+	return srv, self
 }
 
 func (m *cpuMeter) end() *CPU {
 	secs := time.Since(m.start).Seconds()
-	self, busy := selfCPU()-m.self, machineBusy()-m.busy
-	var srv time.Duration
-	if m.pid != 0 {
-		now, _ := procCPU(m.pid)
-		srv = now - m.srv
-	}
+	srv, self := m.read()
+	srv, self = srv-m.srv, self-m.self
+	busy := machineBusy() - m.busy
 	return &CPU{
 		Server: srv.Seconds() / secs,
 		Bench:  self.Seconds() / secs,

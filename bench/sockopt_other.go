@@ -1,0 +1,8 @@
+//go:build !linux
+
+package bench
+
+import "syscall"
+
+// bindNoPort does nothing here: the option is Linux's.
+func bindNoPort(_, _ string, _ syscall.RawConn) error { return nil }
