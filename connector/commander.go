@@ -298,9 +298,9 @@ func decodeOutcomeBatch(node string, key, value []byte) ([]*parleyv1.Outcome, er
 	if string(key) != node {
 		return nil, nil // another connector sharing the partition
 	}
-	b := new(parleyv1.OutcomeBatch)
-	if err := proto.Unmarshal(value, b); err != nil {
-		return nil, fmt.Errorf("%w: not a parley.v1.OutcomeBatch: %v", schema.ErrUndecodable, err)
+	b, err := schema.DecodeOutcomeBatch(value)
+	if err != nil {
+		return nil, err
 	}
 	if b.Node != node {
 		return nil, fmt.Errorf("%w: a batch for node %q under the key of %q", schema.ErrMalformed, schema.Clip(b.Node), node)

@@ -48,6 +48,47 @@ func BenchmarkDecodeEvent(b *testing.B) {
 	}
 }
 
+// BenchmarkDecodeOutcomeBatch decodes a batch of 100 outcomes of sent
+// messages, as a connector's commander reads each record of its outcomes
+// partition; "proto" is the reflective decoder it used before.
+func BenchmarkDecodeOutcomeBatch(b *testing.B) {
+	batch := &parleyv1.OutcomeBatch{Node: "conn-1"}
+	for range 100 {
+		ev := benchMessage()
+		ev.Body = nil // outcomes carry identifiers only
+		batch.Outcomes = append(batch.Outcomes, &parleyv1.Outcome{MsgId: ev.MsgId, Conv: ev.Conv,
+			Status: parleyv1.OutcomeStatus_OUTCOME_STATUS_SEQUENCED, Event: ev})
+	}
+	value, err := proto.Marshal(batch)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, bc := range []struct {
+		name   string
+		decode func() (*parleyv1.OutcomeBatch, error)
+	}{
+		{"DecodeOutcomeBatch", func() (*parleyv1.OutcomeBatch, error) { return DecodeOutcomeBatch(value) }},
+		{"proto", func() (*parleyv1.OutcomeBatch, error) {
+			got := new(parleyv1.OutcomeBatch)
+			return got, proto.Unmarshal(value, got)
+		}},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetBytes(int64(len(value)))
+			var got *parleyv1.OutcomeBatch
+			for b.Loop() {
+				if got, err = bc.decode(); err != nil {
+					b.Fatal(err)
+				}
+			}
+			if !proto.Equal(got, batch) {
+				b.Fatal("the batch does not decode to itself")
+			}
+		})
+	}
+}
+
 // BenchmarkEventJSON renders a message event as the connector does for a
 // push frame's event fields: ToJSON, then json.Marshal.
 func BenchmarkEventJSON(b *testing.B) {

@@ -16,8 +16,8 @@ import (
 // it takes string fields that are not valid UTF-8 (proto3 forbids them and
 // other languages' decoders refuse them), and unknown fields that
 // proto.Unmarshal refuses (a group that does not end where it should).
-// DecodeCommand, DecodeEvent, DecodePushBatch and UnmarshalEvent take
-// UnmarshalVT's result only when every
+// DecodeCommand, DecodeEvent, DecodePushBatch, DecodeOutcomeBatch and
+// UnmarshalEvent take UnmarshalVT's result only when every
 // string is valid UTF-8 and no message has unknown fields; otherwise, and
 // when UnmarshalVT fails (it also refuses a known field with another wire
 // type, which proto.Unmarshal keeps as unknown), proto.Unmarshal decides.
@@ -78,6 +78,16 @@ func DecodePushBatch(value []byte) (*parleyv1.PushBatch, error) {
 	return b, nil
 }
 
+// DecodeOutcomeBatch decodes a record value of the outcomes topic. The
+// error wraps ErrUndecodable.
+func DecodeOutcomeBatch(value []byte) (*parleyv1.OutcomeBatch, error) {
+	b := new(parleyv1.OutcomeBatch)
+	if err := unmarshal(value, b, plainOutcomeBatch); err != nil {
+		return nil, undecodable("parley.v1.OutcomeBatch", err)
+	}
+	return b, nil
+}
+
 // plainCommand reports whether every string field of cmd is valid UTF-8
 // and none of its messages has unknown fields (TestDecodersMatchProto holds
 // it to the schema).
@@ -128,6 +138,22 @@ func plainPushBatch(b *parleyv1.PushBatch) bool {
 			return false
 		}
 		if t := p.Typing; t != nil && (!known(t) || !validUTF8(t.Conv, t.From)) {
+			return false
+		}
+	}
+	return true
+}
+
+// plainOutcomeBatch is plainCommand for a batch of outcomes.
+func plainOutcomeBatch(b *parleyv1.OutcomeBatch) bool {
+	if !known(b) || !utf8.ValidString(b.Node) {
+		return false
+	}
+	for _, o := range b.Outcomes {
+		if o == nil {
+			continue
+		}
+		if !known(o) || !validUTF8(o.MsgId, o.Conv, o.Message) || o.Event != nil && !plainEvent(o.Event) {
 			return false
 		}
 	}

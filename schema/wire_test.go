@@ -85,12 +85,12 @@ func pathName(md protoreflect.MessageDescriptor, path []protoreflect.FieldDescri
 	return name
 }
 
-// TestDecodersMatchProto: DecodeCommand, DecodePushBatch, UnmarshalEvent
-// and DecodeEvent refuse as
+// TestDecodersMatchProto: DecodeCommand, DecodePushBatch,
+// DecodeOutcomeBatch, UnmarshalEvent and DecodeEvent refuse as
 // undecodable what proto.Unmarshal refuses and UnmarshalVT takes (invalid
 // UTF-8 in a string field, a broken group among a message's unknown
 // fields), and take the rest. Every string field and every message of a
-// Command, a PushBatch and an Event is tried, found by walking the schema, so a field
+// Command, a PushBatch, an OutcomeBatch and an Event is tried, found by walking the schema, so a field
 // added later is covered.
 func TestDecodersMatchProto(t *testing.T) {
 	decoders := []struct {
@@ -99,6 +99,7 @@ func TestDecodersMatchProto(t *testing.T) {
 	}{
 		{&parleyv1.Command{}, func(v []byte) error { _, err := DecodeCommand(v); return err }},
 		{&parleyv1.PushBatch{}, func(v []byte) error { _, err := DecodePushBatch(v); return err }},
+		{&parleyv1.OutcomeBatch{}, func(v []byte) error { _, err := DecodeOutcomeBatch(v); return err }},
 		// Undecodable or not: UnmarshalEvent's error is proto.Unmarshal's.
 		{&parleyv1.Event{}, func(v []byte) error {
 			ev := &parleyv1.Event{Conv: "left over", Seq: 7}
