@@ -248,6 +248,9 @@ func (f *Fanout) Run(ctx context.Context) error {
 	err = kafka.EnsureTopics(ctx, setup, f.cfg.Kafka)
 	setup.Close()
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped while starting: a clean stop
+		}
 		return err
 	}
 	view, err := newPresenceView(f.cfg.Kafka.ClientOpts(metrics.KafkaClient(f.cfg.Registerer, "fanout", "presence")...), t.Presence, f.cfg.Now, f.log, func(reason string) { f.skipped.Add(t.Presence, reason) })

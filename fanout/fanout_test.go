@@ -422,3 +422,36 @@ func (c *cluster) hasNodeSeries(node string) bool {
 	}
 	return false
 }
+
+// The sequencer and fanout stopped while they start (their context ends
+// before the topics are set up) stop cleanly: Run returns nil, as it does
+// for a stop at any later time.
+func TestRunStoppedWhileStarting(t *testing.T) {
+	b, err := embedded.Start(embedded.Config{Listen: "127.0.0.1:0", DataDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Close)
+	kc := kafka.Config{Brokers: []string{b.Addr()}, Partitions: 4}.WithDefaults()
+	st, err := pebblestore.Open(t.TempDir(), pebblestore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	s, err := sequencer.New(sequencer.Config{Kafka: kc, NodeID: "seq"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := fanout.New(fanout.Config{Kafka: kc, PushSecret: pushSecret}, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopped, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := s.Run(stopped); err != nil {
+		t.Errorf("the sequencer, stopped while starting: %v", err)
+	}
+	if err := f.Run(stopped); err != nil {
+		t.Errorf("fanout, stopped while starting: %v", err)
+	}
+}

@@ -253,6 +253,9 @@ func (s *Sequencer) Run(ctx context.Context) error {
 	}
 	admin.Close()
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped while starting: a clean stop
+		}
 		return fmt.Errorf("sequencer: %w", err)
 	}
 	s.nparts, s.nout = nparts, nout
