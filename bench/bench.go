@@ -65,7 +65,8 @@ type Config struct {
 
 	// ConnsPerProcess is how many idle connections one process holds:
 	// more are spread over several server and client processes (see
-	// runIdleSpread). Default: the file descriptor limit less a reserve.
+	// runIdleSpread). Default: the file descriptor hard limit less a
+	// reserve; all of Clients where no limit is known.
 	ConnsPerProcess int
 	// FirstClient numbers the first connection of an idle run; a worker
 	// process of a spread run opens its share from there.
@@ -99,7 +100,11 @@ func Defaults(cfg Config) Config {
 		def(&cfg.Window, 4)
 	case "idle":
 		def(&cfg.Clients, 10_000)
-		def(&cfg.ConnsPerProcess, max(fdLimit()-fdReserve, 1))
+		if lim := fdLimit(); lim > 0 {
+			def(&cfg.ConnsPerProcess, max(lim-fdReserve(lim), 1))
+		} else {
+			def(&cfg.ConnsPerProcess, cfg.Clients) // no limit known: one process
+		}
 	case "catchup":
 		def(&cfg.Events, 100_000)
 		def(&cfg.Convs, 10)
@@ -134,8 +139,8 @@ func (cfg Config) validate() error {
 		return fmt.Errorf("%s runs on an embedded broker of its own; it takes no target", cfg.Scenario)
 	case cfg.Convs > cfg.Events && cfg.Events > 0:
 		return fmt.Errorf("%d events cannot fill %d conversations", cfg.Events, cfg.Convs)
-	case cfg.Scenario == "idle" && fdLimit() > 0 && cfg.ConnsPerProcess+fdReserve > fdLimit():
-		return fmt.Errorf("%d connections per process need as many file descriptors and %d more, but the hard limit (ulimit -Hn) is %d", cfg.ConnsPerProcess, fdReserve, fdLimit())
+	case cfg.Scenario == "idle" && fdLimit() > 0 && cfg.ConnsPerProcess+fdReserve(fdLimit()) > fdLimit():
+		return fmt.Errorf("%d connections per process need as many file descriptors and %d more, but the hard limit (ulimit -Hn) is %d", cfg.ConnsPerProcess, fdReserve(fdLimit()), fdLimit())
 	case cfg.FirstClient < 0:
 		return fmt.Errorf("bad first client %d", cfg.FirstClient)
 	case cfg.BodySize > 32<<10:
@@ -185,6 +190,14 @@ type Result struct {
 	Timeline []Point `json:"timeline,omitempty"`
 	// CPU is the cores used during the measured phase.
 	CPU *CPU `json:"cpu,omitempty"`
+}
+
+// addError counts an error of the run, keeping the first ones.
+func (r *Result) addError(msg string) {
+	r.ErrorCount++
+	if len(r.Errors) < keepErrors {
+		r.Errors = append(r.Errors, msg)
+	}
 }
 
 // Params are the parameters the run used.

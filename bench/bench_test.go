@@ -130,6 +130,11 @@ func TestIdleSpread(t *testing.T) {
 		t.Errorf("latency %+v, figures %v", res.Latency, res.Figures)
 	}
 
+	// Server flags would reach parley dev only, not the connector nodes.
+	_, err = Run(ctx, Config{Scenario: "idle", Clients: 45, ConnsPerProcess: 20, ServerArgs: []string{"--max-conns-per-user", "100"}, ParleyBin: parleyBin})
+	if err == nil || !strings.Contains(err.Error(), "--server-args go to parley dev only") {
+		t.Errorf("a spread run with server flags: %v", err)
+	}
 	// A node the tool did not start cannot be spread over.
 	_, err = Run(ctx, Config{Scenario: "idle", Clients: 45, ConnsPerProcess: 20, Target: "ws://127.0.0.1:1/v1/ws", TokenSecret: "s"})
 	if err == nil || !strings.Contains(err.Error(), "spreads them over processes") {

@@ -15,11 +15,12 @@ import (
 const idleDevices = 10
 
 // fdReserve is what a process of this tool, or a server it starts, keeps of
-// its file descriptor limit for other than idle connections (its broker
+// its file descriptor limit lim for other than idle connections (its broker
 // connections, store files, listeners).
-const fdReserve = 1000
+func fdReserve(lim int) int { return min(1000, lim/4) }
 
-// fdLimit returns this process's hard limit of open files (0 if unknown).
+// fdLimit returns this process's hard limit of open files (0 if unknown or
+// unlimited).
 func fdLimit() int {
 	var lim syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil || lim.Max > 1<<30 {

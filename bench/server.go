@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/url"
 	"os"
@@ -135,6 +136,7 @@ func startServer(ctx context.Context, bin, secret string, extra []string) (*serv
 		"--listen", "127.0.0.1:0", "--log-level", "warn", "--token-secret", secret}, extra...)
 	cmd := exec.Command(bin, args...)
 	cmd.Stderr = os.Stderr
+	cmd.SysProcAttr = childAttr()
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		os.RemoveAll(dir)
@@ -146,20 +148,17 @@ func startServer(ctx context.Context, bin, secret string, extra []string) (*serv
 	}
 	s := &server{name: "parley dev", cmd: cmd, dir: dir, done: make(chan error, 1)}
 	found := make(chan struct{})
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() { // to the end, so the child never blocks on stdout
-			f := strings.Fields(sc.Text())
-			switch {
-			case len(f) >= 2 && f[0] == "public":
-				s.public = strings.TrimSuffix(strings.TrimPrefix(f[1], "ws://"), "/v1/ws")
-			case len(f) >= 2 && f[0] == "broker":
-				s.broker = f[1]
-			case strings.HasPrefix(sc.Text(), "Stop with"):
-				close(found)
-			}
+	go s.follow(stdout, func(line string) {
+		f := strings.Fields(line)
+		switch {
+		case len(f) >= 2 && f[0] == "public":
+			s.public = strings.TrimSuffix(strings.TrimPrefix(f[1], "ws://"), "/v1/ws")
+		case len(f) >= 2 && f[0] == "broker":
+			s.broker = f[1]
+		case strings.HasPrefix(line, "Stop with"):
+			close(found)
 		}
-	}()
+	})
 	if err := s.wait(ctx, found); err != nil {
 		return nil, err
 	}
@@ -170,10 +169,22 @@ func startServer(ctx context.Context, bin, secret string, extra []string) (*serv
 	return s, nil
 }
 
+// follow hands each line the process writes on out to line, reads out to
+// its end (so that the process never blocks on it), and then waits for the
+// process and sends its exit on s.done: Wait closes the pipe, so it must
+// not run before everything written was read.
+func (s *server) follow(out io.Reader, line func(string)) {
+	sc := bufio.NewScanner(out)
+	for sc.Scan() {
+		line(sc.Text())
+	}
+	_, _ = io.Copy(io.Discard, out) // past a line too long to scan
+	s.done <- s.cmd.Wait()
+}
+
 // wait waits until ready is closed, for at most 60s; it kills the process
 // if that fails.
 func (s *server) wait(ctx context.Context, ready <-chan struct{}) error {
-	go func() { s.done <- s.cmd.Wait() }()
 	select {
 	case <-ready:
 		return nil
@@ -211,6 +222,7 @@ func startConnector(ctx context.Context, bin, secret, broker string, n int) (*se
 	cmd := exec.Command(bin, "connector", "--brokers", broker, "--store-dir", filepath.Join(dir, "store"),
 		"--listen", "127.0.0.1:0", "--node-id", fmt.Sprintf("bench-node-%d", n), "--token-secret", secret,
 		"--log-level", "info", "--log-format", "json")
+	cmd.SysProcAttr = childAttr()
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		os.RemoveAll(dir)
@@ -222,19 +234,16 @@ func startConnector(ctx context.Context, bin, secret, broker string, n int) (*se
 	}
 	s := &server{name: "parley connector", cmd: cmd, dir: dir, done: make(chan error, 1)}
 	found := make(chan struct{})
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() { // to the end, so the child never blocks on stderr
-			var line struct{ Level, Msg, Addr string }
-			if json.Unmarshal(sc.Bytes(), &line) != nil || line.Level == "WARN" || line.Level == "ERROR" {
-				fmt.Fprintf(os.Stderr, "connector %d: %s\n", n, sc.Bytes())
-			}
-			if line.Msg == "public listener" && s.public == "" {
-				s.public = line.Addr
-				close(found)
-			}
+	go s.follow(stderr, func(line string) {
+		var l struct{ Level, Msg, Addr string }
+		if json.Unmarshal([]byte(line), &l) != nil || l.Level == "WARN" || l.Level == "ERROR" {
+			fmt.Fprintf(os.Stderr, "connector %d: %s\n", n, line)
 		}
-	}()
+		if l.Msg == "public listener" && s.public == "" {
+			s.public = l.Addr
+			close(found)
+		}
+	})
 	if err := s.wait(ctx, found); err != nil {
 		return nil, err
 	}

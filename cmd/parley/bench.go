@@ -44,7 +44,7 @@ func runBench(ctx context.Context, args []string) error {
 	fs.IntVar(&cfg.Events, "events", 0, "catchup (default 100000), rebuild and sequencer (default 200000): events to produce")
 	fs.IntVar(&cfg.Convs, "convs", 0, "catchup (default 10), rebuild and sequencer (default 1000): conversations")
 	fs.IntVar(&cfg.BodySize, "body-size", 0, "bytes of text in each message (default 32)")
-	fs.IntVar(&cfg.ConnsPerProcess, "conns-per-process", 0, "idle: connections one process holds; more are spread over several servers and client processes (default: the file descriptor limit less 1000)")
+	fs.IntVar(&cfg.ConnsPerProcess, "conns-per-process", 0, "idle: connections one process holds; more are spread over several servers and client processes (default: the file descriptor hard limit less up to 1000; no limit: one process)")
 	worker := fs.Bool("worker", false, "idle: be one client process of a spread run (the run starts these itself)")
 	fs.IntVar(&cfg.FirstClient, "first-client", 0, "idle: number of the first connection (with --worker)")
 	jsonOut := fs.String("json", "", "write the result as JSON to this file ('-': standard output, instead of the text)")

@@ -20,3 +20,9 @@ func bindNoPort(_, _ string, c syscall.RawConn) error {
 	}
 	return err
 }
+
+// childAttr has a child process of the tool killed when the tool dies, so
+// that servers and workers never outlive a run that was killed.
+func childAttr() *syscall.SysProcAttr {
+	return &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+}
