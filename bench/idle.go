@@ -67,13 +67,9 @@ func runIdle(ctx context.Context, cfg Config, res *Result) error {
 	}
 	res.Latency = latency(rec.total()) // connect + auth
 	// Hold them, then measure.
-	select {
-	case <-time.After(cfg.Duration):
-	case <-ctx.Done():
-		prog.stop()
-		return ctx.Err()
+	if res.Timeline, err = hold(ctx, cfg.Duration, prog); err != nil {
+		return err
 	}
-	res.Timeline = prog.stop()
 	if rg.srv != nil {
 		after, err := settledRSS(ctx, rg.srv.pid())
 		if err != nil {
@@ -91,6 +87,18 @@ func runIdle(ctx context.Context, cfg Config, res *Result) error {
 	res.Count, res.Unit = int64(cfg.Clients), "conns/s"
 	res.Counts["connections"] = int64(cfg.Clients)
 	return nil
+}
+
+// hold waits d (or until ctx ends, an error), then stops prog and returns
+// its timeline.
+func hold(ctx context.Context, d time.Duration, prog *progress) ([]Point, error) {
+	select {
+	case <-time.After(d):
+		return prog.stop(), nil
+	case <-ctx.Done():
+		prog.stop()
+		return nil, ctx.Err()
+	}
 }
 
 // openIdle opens cfg.Clients connections to rg, numbered from

@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -121,6 +122,62 @@ type server struct {
 // startServer starts `parley dev` on a fresh data dir and waits until it
 // prints its addresses.
 func startServer(ctx context.Context, bin, secret string, extra []string) (*server, error) {
+	args := func(dir string) []string {
+		return append([]string{"dev", "--data-dir", filepath.Join(dir, "data"), "--broker-listen", "127.0.0.1:0",
+			"--listen", "127.0.0.1:0", "--log-level", "warn", "--token-secret", secret}, extra...)
+	}
+	s, err := startChild(ctx, "parley dev", bin, args, false, func(s *server, line string, ready func()) {
+		f := strings.Fields(line)
+		switch {
+		case len(f) >= 2 && f[0] == "public":
+			s.public = strings.TrimSuffix(strings.TrimPrefix(f[1], "ws://"), "/v1/ws")
+		case len(f) >= 2 && f[0] == "broker":
+			s.broker = f[1]
+		case strings.HasPrefix(line, "Stop with"):
+			ready()
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	if s.public == "" || s.broker == "" {
+		s.kill()
+		return nil, errors.New("parley dev printed no public or broker address")
+	}
+	return s, nil
+}
+
+// startConnector starts `parley connector` number n on broker (a parley
+// dev's), with an embedded store of its own, and waits until it listens.
+// It has no push endpoint: it serves the connections of the idle
+// scenario, to which nothing is pushed.
+func startConnector(ctx context.Context, bin, secret, broker string, n int) (*server, error) {
+	// Info level for the line that gives the listener's address; the
+	// connector logs nothing else at that level per connection.
+	args := func(dir string) []string {
+		return []string{"connector", "--brokers", broker, "--store-dir", filepath.Join(dir, "store"),
+			"--listen", "127.0.0.1:0", "--node-id", fmt.Sprintf("bench-node-%d", n), "--token-secret", secret,
+			"--log-level", "info", "--log-format", "json"}
+	}
+	return startChild(ctx, "parley connector", bin, args, true, func(s *server, line string, ready func()) {
+		var l struct{ Level, Msg, Addr string }
+		if json.Unmarshal([]byte(line), &l) != nil || l.Level == "WARN" || l.Level == "ERROR" {
+			fmt.Fprintf(os.Stderr, "connector %d: %s\n", n, line)
+		}
+		if l.Msg == "public listener" && s.public == "" {
+			s.public = l.Addr
+			ready()
+		}
+	})
+}
+
+// startChild starts bin (default: this executable) with args(dir), dir a
+// fresh directory for its data, and hands each line it writes on its
+// standard output (or, with fromStderr, its standard error; the other
+// stream goes to this process's standard error or nowhere) to line, which
+// calls ready once the process is ready. It returns then, or when the
+// process exits, within 60s, or ctx ends.
+func startChild(ctx context.Context, name, bin string, args func(dir string) []string, fromStderr bool, line func(s *server, text string, ready func())) (*server, error) {
 	if bin == "" {
 		exe, err := os.Executable()
 		if err != nil {
@@ -132,39 +189,29 @@ func startServer(ctx context.Context, bin, secret string, extra []string) (*serv
 	if err != nil {
 		return nil, err
 	}
-	args := append([]string{"dev", "--data-dir", filepath.Join(dir, "data"), "--broker-listen", "127.0.0.1:0",
-		"--listen", "127.0.0.1:0", "--log-level", "warn", "--token-secret", secret}, extra...)
-	cmd := exec.Command(bin, args...)
-	cmd.Stderr = os.Stderr
+	cmd := exec.Command(bin, args(dir)...)
 	cmd.SysProcAttr = childAttr()
-	stdout, err := cmd.StdoutPipe()
+	var out io.Reader
+	if fromStderr {
+		out, err = cmd.StderrPipe()
+	} else {
+		cmd.Stderr = os.Stderr
+		out, err = cmd.StdoutPipe()
+	}
+	if err == nil {
+		err = cmd.Start()
+	}
 	if err != nil {
 		os.RemoveAll(dir)
 		return nil, err
 	}
-	if err := cmd.Start(); err != nil {
-		os.RemoveAll(dir)
-		return nil, err
-	}
-	s := &server{name: "parley dev", cmd: cmd, dir: dir, done: make(chan error, 1)}
+	s := &server{name: name, cmd: cmd, dir: dir, done: make(chan error, 1)}
 	found := make(chan struct{})
-	go s.follow(stdout, func(line string) {
-		f := strings.Fields(line)
-		switch {
-		case len(f) >= 2 && f[0] == "public":
-			s.public = strings.TrimSuffix(strings.TrimPrefix(f[1], "ws://"), "/v1/ws")
-		case len(f) >= 2 && f[0] == "broker":
-			s.broker = f[1]
-		case strings.HasPrefix(line, "Stop with"):
-			close(found)
-		}
-	})
+	var once sync.Once
+	ready := func() { once.Do(func() { close(found) }) }
+	go s.follow(out, func(text string) { line(s, text, ready) })
 	if err := s.wait(ctx, found); err != nil {
 		return nil, err
-	}
-	if s.public == "" || s.broker == "" {
-		s.kill()
-		return nil, errors.New("parley dev printed no public or broker address")
 	}
 	return s, nil
 }
@@ -201,53 +248,17 @@ func (s *server) wait(ctx context.Context, ready <-chan struct{}) error {
 	}
 }
 
-// startConnector starts `parley connector` number n on broker (a parley
-// dev's), with an embedded store of its own, and waits until it listens.
-// It has no push endpoint: it serves the connections of the idle
-// scenario, to which nothing is pushed.
-func startConnector(ctx context.Context, bin, secret, broker string, n int) (*server, error) {
-	if bin == "" {
-		exe, err := os.Executable()
+// serversRSS returns the sum of the servers' settled RSS (settledRSS).
+func serversRSS(ctx context.Context, servers []*server) (int64, error) {
+	var sum int64
+	for _, s := range servers {
+		rss, err := settledRSS(ctx, s.pid())
 		if err != nil {
-			return nil, err
+			return 0, err
 		}
-		bin = exe
+		sum += rss
 	}
-	dir, err := os.MkdirTemp("", "parley-bench-")
-	if err != nil {
-		return nil, err
-	}
-	// Info level for the line that gives the listener's address; the
-	// connector logs nothing else at that level per connection.
-	cmd := exec.Command(bin, "connector", "--brokers", broker, "--store-dir", filepath.Join(dir, "store"),
-		"--listen", "127.0.0.1:0", "--node-id", fmt.Sprintf("bench-node-%d", n), "--token-secret", secret,
-		"--log-level", "info", "--log-format", "json")
-	cmd.SysProcAttr = childAttr()
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		os.RemoveAll(dir)
-		return nil, err
-	}
-	if err := cmd.Start(); err != nil {
-		os.RemoveAll(dir)
-		return nil, err
-	}
-	s := &server{name: "parley connector", cmd: cmd, dir: dir, done: make(chan error, 1)}
-	found := make(chan struct{})
-	go s.follow(stderr, func(line string) {
-		var l struct{ Level, Msg, Addr string }
-		if json.Unmarshal([]byte(line), &l) != nil || l.Level == "WARN" || l.Level == "ERROR" {
-			fmt.Fprintf(os.Stderr, "connector %d: %s\n", n, line)
-		}
-		if l.Msg == "public listener" && s.public == "" {
-			s.public = l.Addr
-			close(found)
-		}
-	})
-	if err := s.wait(ctx, found); err != nil {
-		return nil, err
-	}
-	return s, nil
+	return sum, nil
 }
 
 func (s *server) pid() int { return s.cmd.Process.Pid }

@@ -279,13 +279,9 @@ func runIdleSpread(ctx context.Context, cfg Config, res *Result) error {
 		}
 		servers = append(servers, s)
 	}
-	var before int64
-	for _, s := range servers {
-		rss, err := settledRSS(ctx, s.pid())
-		if err != nil {
-			return err
-		}
-		before += rss
+	before, err := serversRSS(ctx, servers)
+	if err != nil {
+		return err
 	}
 
 	workers := make([]*worker, 0, procs)
@@ -354,20 +350,12 @@ func runIdleSpread(ctx context.Context, cfg Config, res *Result) error {
 	res.Seconds = time.Since(start).Seconds()
 	res.Latency = latency(total)
 	// Hold them, then measure.
-	select {
-	case <-time.After(cfg.Duration):
-	case <-ctx.Done():
-		prog.stop()
-		return ctx.Err()
+	if res.Timeline, err = hold(ctx, cfg.Duration, prog); err != nil {
+		return err
 	}
-	res.Timeline = prog.stop()
-	var after int64
-	for _, s := range servers {
-		rss, err := settledRSS(ctx, s.pid())
-		if err != nil {
-			return err
-		}
-		after += rss
+	after, err := serversRSS(ctx, servers)
+	if err != nil {
+		return err
 	}
 	self, _ := statusKiB("/proc/self/status", "VmRSS")
 	benchRSS := self
