@@ -214,13 +214,17 @@ func TestUnavailable(t *testing.T) {
 // the outcome or, for a command still waiting when the commander closes,
 // unavailable at the close rather than at the reply timeout.
 func TestSubmit(t *testing.T) {
-	e := newEnv(t)
-	c, err := connector.NewCommander(context.Background(), connector.CommanderConfig{Kafka: e.kc, NodeID: "node-a", ReplyTimeout: time.Minute})
-	if err != nil {
-		t.Fatal(err)
+	commander := func(e *env, node string) (*connector.Commander, func()) {
+		c, err := connector.NewCommander(context.Background(), connector.CommanderConfig{Kafka: e.kc, NodeID: node, ReplyTimeout: time.Minute})
+		if err != nil {
+			t.Fatal(err)
+		}
+		stop := e.run(c.Run)
+		<-c.Ready()
+		return c, stop
 	}
-	stopRun := e.run(c.Run)
-	<-c.Ready()
+	e := newEnv(t)
+	c, stopRun := commander(e, "node-a")
 	type result struct {
 		o   *parleyv1.Outcome
 		err error
@@ -248,13 +252,7 @@ func TestSubmit(t *testing.T) {
 		t.Fatalf("create: %v, %v", r.o, r.err)
 	}
 	// On a log nobody sequences, a send waits until its commander closes.
-	e2 := newEnv(t)
-	c2, err := connector.NewCommander(context.Background(), connector.CommanderConfig{Kafka: e2.kc, NodeID: "node-b", ReplyTimeout: time.Minute})
-	if err != nil {
-		t.Fatal(err)
-	}
-	stop2 := e2.run(c2.Run)
-	<-c2.Ready()
+	c2, stop2 := commander(newEnv(t), "node-b")
 	ch := submit(c2, cmd(g, "alice", "m1", text("hi")))
 	select {
 	case r := <-ch:
