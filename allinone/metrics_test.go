@@ -90,12 +90,16 @@ func TestMetricsUnderTraffic(t *testing.T) {
 			t.Fatalf("bob got %d of %d messages", messages, sends)
 		}
 	}
-	if convs, err := bob.Sync(ctx); err != nil || len(convs) != 1 {
-		t.Fatalf("bob's sync: %v %v", convs, err)
-	}
-	if evs, _, err := bob.History(ctx, conv, 0, 0, 100); err != nil || len(evs) == 0 {
-		t.Fatalf("bob's history: %d events, %v", len(evs), err)
-	}
+	// Pushes can come before the writer stores the events: sync and history
+	// are read until the store has the conversation and its messages.
+	testutil.WaitFor(t, 10*time.Second, "bob's sync and history to show the conversation", func() bool {
+		convs, err := bob.Sync(ctx)
+		if err != nil || len(convs) != 1 {
+			return false
+		}
+		evs, _, err := bob.History(ctx, conv, 0, 0, 100)
+		return err == nil && len(evs) == sends+1
+	})
 
 	// Every series of name whose labels include want, summed: a counter's
 	// or gauge's value, a histogram's count.

@@ -181,10 +181,13 @@ func TestReadsAcrossDevices(t *testing.T) {
 	// Live: B and bob get the read event; their timelines show the receipt.
 	b.upTo(conv, 0, last+1)
 	bob.upTo(conv, 0, last+1)
-	evs, _, err := bob.c.History(ctx, conv, 0, 0, 100)
-	if err != nil {
-		t.Fatal(err)
-	}
+	// Pushes can come before the writer stores the event: the history is
+	// read once it has the read event.
+	var evs []client.Event
+	waitFor(t, time.Minute, "the store to hold the read event", func() bool {
+		evs, _, err = bob.c.History(ctx, conv, 0, 0, 100)
+		return err == nil && len(evs) > 0 && evs[len(evs)-1].Seq >= last+1
+	})
 	var tl client.Timeline
 	for _, ev := range evs {
 		tl.Apply(ev)
