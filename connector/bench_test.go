@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"strings"
 	"testing"
 
@@ -214,4 +215,60 @@ func BenchmarkHandlePush(b *testing.B) {
 	if ctx.Response.StatusCode() != fasthttp.StatusOK || string(ctx.Response.Body()) != fmt.Sprintf(`{"delivered":%d}`, events*len(users)) {
 		b.Fatalf("answered %d %s", ctx.Response.StatusCode(), ctx.Response.Body())
 	}
+}
+
+// BenchmarkWriteLoop queues a run of 16 event frames on a started session
+// and runs its writer, which writes them in one writev to a loopback TCP
+// connection whose other end is drained: the per-write cost a session pays
+// for each push batch, system call included.
+func BenchmarkWriteLoop(b *testing.B) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	drained := make(chan int64, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			drained <- -1
+			return
+		}
+		n, _ := io.Copy(io.Discard, c)
+		c.Close()
+		drained <- n
+	}()
+	conn, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	g := benchGateway(b)
+	s := benchSession(g, benchUser, "phone")
+	s.conn, s.started = conn, true
+	frames, _ := pushFrames(mustPushBody(b, 16))
+	run := make([][]byte, len(frames))
+	size := int64(0)
+	for i, f := range frames {
+		run[i] = f.frame
+		size += int64(len(f.frame))
+	}
+	b.ReportAllocs()
+	b.SetBytes(size)
+	for b.Loop() {
+		if !s.enqueueHeld(run...) {
+			b.Fatal("the writer was running")
+		}
+		s.writeLoop()
+	}
+	wrote := int64(b.N) * size
+	conn.Close()
+	if got := <-drained; got < wrote {
+		b.Fatalf("the other end read %d bytes, want at least %d", got, wrote)
+	}
+}
+
+// mustPushBody is benchPushBatch's body of n events.
+func mustPushBody(b *testing.B, n int) []byte {
+	body, _ := benchPushBatch(b, n)
+	return body
 }

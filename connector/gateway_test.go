@@ -345,6 +345,32 @@ func TestGatewaySlowConsumer(t *testing.T) {
 	}
 }
 
+// TestGatewayWriteTimeout: a client that stops reading while its queue
+// stays short of QueueFrames is ended by the write timeout: the write stuck
+// on its full socket fails after WriteTimeout (1 to 1.25 times it), and the
+// session closes as abnormal.
+func TestGatewayWriteTimeout(t *testing.T) {
+	g := newGateway(t, connector.GatewayConfig{QueueFrames: 1 << 20, RatePerSecond: 1e6, RateBurst: 1e6, WriteTimeout: time.Second})
+	stuck := g.login(t, "stuck", "1")
+	// 200 pongs of 60 KiB (12 MiB, under the 16 MiB byte bound) overfill
+	// the socket buffers of a client that reads nothing.
+	id := strings.Repeat("x", 60<<10)
+	for range 200 {
+		_ = stuck.conn.SetWriteDeadline(time.Now().Add(time.Second))
+		if err := stuck.conn.WriteJSON(map[string]any{"op": "ping", "id": id}); err != nil {
+			break
+		}
+	}
+	eventually(t, "the stuck write to end the session", func() bool { return g.g.Closes(1006) == 1 })
+	if n := g.g.Closes(connector.CloseSlowConsumer); n != 0 {
+		t.Fatalf("%d slow-consumer closes; the write timeout should end it", n)
+	}
+	other := g.login(t, "other", "1")
+	if r := other.call(map[string]any{"op": "ping", "id": "o"}); r["op"] != "pong" {
+		t.Fatalf("other client: %v", r)
+	}
+}
+
 // TestGatewayLiveness: WebSocket pings keep an idle connection open; junk
 // frames count against the rate limit like any other.
 func TestGatewayLiveness(t *testing.T) {
