@@ -17,8 +17,8 @@ import (
 // other languages' decoders refuse them), and unknown fields that
 // proto.Unmarshal refuses (a group that does not end where it should).
 // DecodeCommand, DecodeEvent, DecodePushBatch, DecodeOutcomeBatch and
-// UnmarshalEvent take UnmarshalVT's result only when every
-// string is valid UTF-8 and no message has unknown fields; otherwise, and
+// UnmarshalEvent take UnmarshalVT's result (UnmarshalVTUnsafe's for
+// DecodePushBatch) only when every string is valid UTF-8 and no message has unknown fields; otherwise, and
 // when UnmarshalVT fails (it also refuses a known field with another wire
 // type, which proto.Unmarshal keeps as unknown), proto.Unmarshal decides.
 // Records of this version's producers always take the fast path.
@@ -43,11 +43,16 @@ type vtMessage interface {
 // unmarshal decodes value into m (reset first): UnmarshalVT's result when
 // plain holds for it, else proto.Unmarshal's, whose error it returns.
 func unmarshal[M vtMessage](value []byte, m M, plain func(M) bool) error {
-	m.Reset()
-	if m.UnmarshalVT(value) == nil && plain(m) {
+	return decode(value, m, m.UnmarshalVT, plain)
+}
+
+// decode is unmarshal with the generated decoder fast.
+func decode[M proto.Message](value []byte, m M, fast func([]byte) error, plain func(M) bool) error {
+	proto.Reset(m)
+	if fast(value) == nil && plain(m) {
 		return nil
 	}
-	m.Reset()
+	proto.Reset(m)
 	return proto.Unmarshal(value, m)
 }
 
@@ -70,9 +75,15 @@ func UnmarshalEvent(value []byte, ev *parleyv1.Event) error {
 
 // DecodePushBatch decodes the body of a push request (push.proto). The
 // error wraps ErrUndecodable.
+//
+// The batch's strings and bytes share value's memory (UnmarshalVTUnsafe):
+// value must stay unchanged while the batch is in use, and whatever
+// outlives it must be copied. The push endpoint turns a batch into client
+// frames within the request; a push names every user of a busy group on
+// the node, and copying the names was most of its allocations.
 func DecodePushBatch(value []byte) (*parleyv1.PushBatch, error) {
 	b := new(parleyv1.PushBatch)
-	if err := unmarshal(value, b, plainPushBatch); err != nil {
+	if err := decode(value, b, b.UnmarshalVTUnsafe, plainPushBatch); err != nil {
 		return nil, undecodable("parley.v1.PushBatch", err)
 	}
 	return b, nil
