@@ -58,8 +58,9 @@ type GatewayConfig struct {
 	// closed with 4003. (A burst of more frames to a client that reads
 	// waits in the queue; 16 MiB queued closes any connection.) Default 256.
 	QueueFrames int
-	// WriteTimeout bounds one write to a client (a write is given 1 to
-	// 1.25 times it); default 10s.
+	// WriteTimeout bounds one write to a WebSocket client (a write is
+	// given 1 to 1.25 times it) and each response of the HTTP API and the
+	// push endpoint; default 10s.
 	WriteTimeout time.Duration
 	// DrainWindow spreads the 4009 closes of a shutdown; default 5s.
 	DrainWindow time.Duration

@@ -345,19 +345,35 @@ func TestGatewaySlowConsumer(t *testing.T) {
 	}
 }
 
-// TestGatewayWriteTimeout: a client that stops reading while its queue
-// stays short of QueueFrames is ended by the write timeout: the write stuck
-// on its full socket fails after WriteTimeout (1 to 1.25 times it), and the
+// TestGatewayWriteTimeout: the write deadline moves on while a client
+// reads, however long it stays; a client that stops reading while its
+// queue stays short of QueueFrames is ended by it: the write stuck on its
+// full socket fails after WriteTimeout (1 to 1.25 times it), and the
 // session closes as abnormal.
 func TestGatewayWriteTimeout(t *testing.T) {
-	g := newGateway(t, connector.GatewayConfig{QueueFrames: 1 << 20, RatePerSecond: 1e6, RateBurst: 1e6, WriteTimeout: time.Second})
+	const timeout = 250 * time.Millisecond
+	g := newGateway(t, connector.GatewayConfig{QueueFrames: 1 << 20, RatePerSecond: 1e6, RateBurst: 1e6, WriteTimeout: timeout})
+	// A client that reads, for six write timeouts.
+	healthy := g.login(t, "healthy", "1")
+	tick := time.NewTicker(timeout / 5)
+	defer tick.Stop()
+	for i := range 30 {
+		if r := healthy.call(map[string]any{"op": "ping", "id": fmt.Sprint(i)}); r["op"] != "pong" {
+			t.Fatalf("ping %d: %v", i, r)
+		}
+		<-tick.C
+	}
+	if n := g.g.Closes(1006); n != 0 {
+		t.Fatalf("%d sessions ended by a failed write while their clients read", n)
+	}
+	// A client that stops reading: 200 pongs of 60 KiB (12 MiB, under the
+	// 16 MiB byte bound) overfill its socket buffers.
 	stuck := g.login(t, "stuck", "1")
-	// 200 pongs of 60 KiB (12 MiB, under the 16 MiB byte bound) overfill
-	// the socket buffers of a client that reads nothing.
 	id := strings.Repeat("x", 60<<10)
-	for range 200 {
+	for i := range 200 {
 		_ = stuck.conn.SetWriteDeadline(time.Now().Add(time.Second))
 		if err := stuck.conn.WriteJSON(map[string]any{"op": "ping", "id": id}); err != nil {
+			t.Logf("the stuck client's ping %d: %v", i, err)
 			break
 		}
 	}
@@ -365,9 +381,8 @@ func TestGatewayWriteTimeout(t *testing.T) {
 	if n := g.g.Closes(connector.CloseSlowConsumer); n != 0 {
 		t.Fatalf("%d slow-consumer closes; the write timeout should end it", n)
 	}
-	other := g.login(t, "other", "1")
-	if r := other.call(map[string]any{"op": "ping", "id": "o"}); r["op"] != "pong" {
-		t.Fatalf("other client: %v", r)
+	if r := healthy.call(map[string]any{"op": "ping", "id": "after"}); r["op"] != "pong" {
+		t.Fatalf("the reading client after: %v", r)
 	}
 }
 

@@ -53,8 +53,9 @@ type session struct {
 	takenAt  int64         // when the writer last took the queue or was claimed (UnixNano)
 	finished chan struct{} // closed once the close frame is written
 	// writeDeadline is the connection's write deadline as the writer last
-	// set it (UnixNano); only the running writer touches it.
-	writeDeadline int64
+	// set it, on the monotonic clock (monoNow); only the running writer
+	// touches it.
+	writeDeadline time.Duration
 
 	done      chan struct{}
 	closeOnce sync.Once
@@ -663,7 +664,9 @@ func (s *session) writeLoop() {
 		}
 		s.qmu.Unlock()
 		if closing {
-			if s.closeCode != CloseSlowConsumer && len(w.batch) > 0 {
+			// A slow consumer's backlog is dropped, and after a failed
+			// write the stream may end in half a frame: neither gets more.
+			if s.closeCode != CloseSlowConsumer && s.closeCode != closeAbnormal && len(w.batch) > 0 {
 				w.write(s, nil)
 			}
 			s.closeNow(s.closeCode, s.closeWhy)
@@ -679,17 +682,24 @@ func (s *session) writeLoop() {
 // extendWriteDeadline gives the next write at least WriteTimeout. The
 // deadline moves on only once less than that is left, by a quarter more
 // (so a write has 1 to 1.25 WriteTimeout): setting it for every write was
-// 3.5% of the server in the group benchmark.
+// 3.5% of the server in the group benchmark. The check reads the monotonic
+// clock, as the deadline itself does, so a step of the wall clock cannot
+// leave the deadline behind.
 func (s *session) extendWriteDeadline() {
 	now := time.Now()
-	timeout := s.g.cfg.WriteTimeout
-	if time.Duration(s.writeDeadline-now.UnixNano()) >= timeout {
+	mono, timeout := monoNow(now), s.g.cfg.WriteTimeout
+	if s.writeDeadline-mono >= timeout {
 		return
 	}
-	d := now.Add(timeout + timeout/4)
-	s.writeDeadline = d.UnixNano()
-	_ = s.conn.SetWriteDeadline(d)
+	s.writeDeadline = mono + timeout + timeout/4
+	_ = s.conn.SetWriteDeadline(now.Add(timeout + timeout/4))
 }
+
+// monoStart is the origin of monoNow.
+var monoStart = time.Now()
+
+// monoNow is now (from time.Now) on the monotonic clock, since monoStart.
+func monoNow(now time.Time) time.Duration { return now.Sub(monoStart) }
 
 // writerBuffers are a writer's scratch slices, pooled: a writer runs only
 // while there is something to write, and an idle session keeps none.

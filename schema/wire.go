@@ -17,10 +17,12 @@ import (
 // other languages' decoders refuse them), and unknown fields that
 // proto.Unmarshal refuses (a group that does not end where it should).
 // DecodeCommand, DecodeEvent, DecodePushBatch, DecodeOutcomeBatch and
-// UnmarshalEvent take UnmarshalVT's result (UnmarshalVTUnsafe's for
-// DecodePushBatch) only when every string is valid UTF-8 and no message has unknown fields; otherwise, and
-// when UnmarshalVT fails (it also refuses a known field with another wire
-// type, which proto.Unmarshal keeps as unknown), proto.Unmarshal decides.
+// UnmarshalEvent take UnmarshalVT's result (UnmarshalVTUnsafe's, which is
+// the same but shares the input's memory, for DecodePushBatch) only when
+// every string is valid UTF-8 and no message has unknown fields; otherwise,
+// and when the generated decoder fails (it also refuses a known field with
+// another wire type, which proto.Unmarshal keeps as unknown),
+// proto.Unmarshal decides.
 // Records of this version's producers always take the fast path.
 //
 // So the decoders take every record proto.Unmarshal takes, refuse only
@@ -36,7 +38,6 @@ import (
 // vtMessage is a generated message with its generated decoder.
 type vtMessage interface {
 	proto.Message
-	Reset()
 	UnmarshalVT([]byte) error
 }
 
@@ -46,7 +47,9 @@ func unmarshal[M vtMessage](value []byte, m M, plain func(M) bool) error {
 	return decode(value, m, m.UnmarshalVT, plain)
 }
 
-// decode is unmarshal with the generated decoder fast.
+// decode decodes value into m (reset first): the result of fast, one of
+// m's generated decoders, when plain holds for it, else proto.Unmarshal's,
+// whose error it returns.
 func decode[M proto.Message](value []byte, m M, fast func([]byte) error, plain func(M) bool) error {
 	proto.Reset(m)
 	if fast(value) == nil && plain(m) {
