@@ -640,8 +640,9 @@ func (s *session) takeLocked(batch [][]byte) [][]byte {
 // writeLoop writes the queued frames, every frame queued by then in one
 // write, until there is nothing more to write; enqueue starts it again. When
 // the session closes it writes what is still queued (unless the client is
-// too slow to take it) and the close frame, and never ends again. Only one
-// runs at a time (kickLocked), so frames keep their order.
+// too slow to take it or a write failed) and the close frame, and never
+// ends again. Only one runs at a time (kickLocked), so frames keep their
+// order.
 func (s *session) writeLoop() {
 	w := writeBuffers.Get().(*writerBuffers)
 	defer w.put()
@@ -748,6 +749,7 @@ var writeBuffers = sync.Pool{New: func() any { return new(writerBuffers) }}
 // a burst's arrays are left to the collector.
 const maxPooledFrames = 1024
 
+// put gives w back to the pool, emptied, unless a burst made it large.
 func (w *writerBuffers) put() {
 	if cap(w.batch) > maxPooledFrames || cap(w.iov) > 2*(maxPooledFrames+1) || cap(w.hdrs) > 10*(maxPooledFrames+1) {
 		return
