@@ -13,7 +13,13 @@ import (
 )
 
 // chunkSize is the number of window entries per changelog chunk record.
-const chunkSize = 32
+// The entries not yet in a chunk ride in the conversation's head, which is
+// written again in every transaction that touches the conversation: at a
+// few commands per conversation per transaction (any load short of
+// saturation) a command costs the changelog about chunkSize/2 entries.
+// Eight keeps that near five entries while a chunk record still carries
+// several times its key and framing.
+const chunkSize = 8
 
 // rules are the limits the sequencer enforces; see Config.
 type rules struct {
@@ -114,10 +120,12 @@ func (c *convState) entry(seq int64) *parleyv1.MessageEntry {
 func (c *convState) record(e *parleyv1.MessageEntry, r rules, now int64) {
 	c.head.Pending = append(c.head.Pending, e)
 	c.index(e)
-	if len(c.head.Pending) == chunkSize {
+	// At least: a head restored from a changelog written with larger
+	// chunks seals them at once.
+	if len(c.head.Pending) >= chunkSize {
 		ch := &parleyv1.MessageChunk{Chunk: c.head.NextChunk, Entries: c.head.Pending}
 		c.head.NextChunk++
-		c.head.Pending = nil
+		c.head.Pending = make([]*parleyv1.MessageEntry, 0, chunkSize)
 		c.chunks = append(c.chunks, ch)
 		c.newChunks = append(c.newChunks, ch)
 	}

@@ -267,6 +267,57 @@ func TestWindow(t *testing.T) {
 	}
 }
 
+// TestRestoreLongPending: a head with more pending entries than chunkSize,
+// as a changelog written with larger chunks leaves it, is restored, and the
+// next entry seals them all into one chunk.
+func TestRestoreLongPending(t *testing.T) {
+	h := newHarness(t)
+	h.ok(g1, "alice", "", group("bob"))
+	for i := range 3 * chunkSize {
+		h.ok(g1, "alice", fmt.Sprintf("c%d", i), send("m"))
+	}
+	c := h.p.convs[g1]
+	var all []*parleyv1.MessageEntry
+	for _, ch := range c.chunks {
+		all = append(all, ch.Entries...)
+	}
+	head := proto.Clone(c.head).(*parleyv1.ConvState)
+	head.Pending, head.FirstChunk, head.NextChunk = append(all, head.Pending...), 0, 0
+	rs := newRestorer()
+	restore := func(key string, m proto.Message) {
+		v, err := proto.Marshal(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := rs.add(key, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	restore(headKey(g1), head)
+	for u, m := range c.members {
+		restore(memberKey(g1, u), m)
+	}
+	p, err := rs.partition(testRules)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h2 := &harness{t: t, p: p, now: h.now, n: h.n}
+	h2.status(parleyv1.OutcomeStatus_OUTCOME_STATUS_DUPLICATE, g1, "alice", "c0", send("retry"))
+	h2.ok(g1, "alice", "after", send("m"))
+	c2 := p.convs[g1]
+	if len(c2.chunks) != 1 || len(c2.chunks[0].Entries) != 3*chunkSize+1 || len(c2.head.Pending) != 0 || c2.head.NextChunk != 1 {
+		t.Fatalf("%d chunks, %d pending, next chunk %d; want the %d entries in chunk 0", len(c2.chunks), len(c2.head.Pending), c2.head.NextChunk, 3*chunkSize+1)
+	}
+	var keys []string
+	if err := p.flush(func(k string, _ []byte) { keys = append(keys, k) }); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(keys, chunkKey(g1, 0)) {
+		t.Fatalf("flushed %v, want the chunk %s", keys, chunkKey(g1, 0))
+	}
+	h2.status(parleyv1.OutcomeStatus_OUTCOME_STATUS_DUPLICATE, g1, "alice", "c1", send("retry"))
+}
+
 func TestDirectIDCannotBeTaken(t *testing.T) {
 	h := newHarness(t)
 	id := schema.DirectConvID("alice", "bob")
