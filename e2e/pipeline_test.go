@@ -2,11 +2,17 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"path/filepath"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/segmentio/ksuid"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"google.golang.org/protobuf/proto"
+
+	parleyv1 "github.com/parley-im/parley/schema/parley/v1"
 	"github.com/parley-im/parley/sequencer"
 	"github.com/parley-im/parley/store/pebblestore"
 	"github.com/parley-im/parley/writer"
@@ -77,6 +83,52 @@ func TestPipeline(t *testing.T) {
 	waitFor(t, time.Minute, "the writer to catch up", func() bool { return c.groupCaughtUp("parley-writer", c.kc.Topics().Events) })
 	stopWriter()
 	w.check(t, c.events(), outs, st)
+}
+
+// TestSequencerLinger: the first transaction waits for nothing; commands
+// that arrive within the linger, one by one, gather into one transaction
+// until MaxBatch; a sequencer lingering when it is stopped stops at once
+// and commits nothing half-gathered.
+func TestSequencerLinger(t *testing.T) {
+	c := newCluster(t)
+	s, err := sequencer.New(sequencer.Config{Kafka: c.kc, NodeID: "seq-linger", Linger: time.Hour, MaxBatch: 5, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := runInProcess(t, "sequencer", s.Run)
+	conv := ksuid.New().String()
+	c.produce(&parleyv1.Command{Conv: conv, MsgId: newMsgID(), From: "alice", Cmid: "create",
+		Body: &parleyv1.Command_Create{Create: &parleyv1.Create{Kind: parleyv1.ConvKind_CONV_KIND_GROUP, Members: []string{"bob"}}}})
+	waitFor(t, time.Minute, "the create, not held by the linger", func() bool { return s.Stats().Committed == 1 })
+
+	// Each send its own produce request, so that the sequencer polls them
+	// one or a few at a time.
+	cl := c.client()
+	defer cl.Close()
+	send := func(i int) {
+		v, err := proto.Marshal(&parleyv1.Command{Conv: conv, MsgId: newMsgID(), From: "alice", Cmid: fmt.Sprintf("m%d", i),
+			Body: &parleyv1.Command_Send{Send: &parleyv1.Send{Kind: "text", Body: []byte(`{"text":"hi"}`)}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cl.ProduceSync(context.Background(), &kgo.Record{Topic: c.kc.Topics().Commands, Key: []byte(conv), Value: v}).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 5 {
+		send(i)
+	}
+	// Stats count a command when it is decided, before its transaction ends.
+	waitFor(t, time.Minute, "five sends, at MaxBatch before the linger ends", func() bool { return s.Stats().Committed >= 2 })
+	if st := s.Stats(); st.Committed != 2 || st.Events != 6 || st.Aborted != 0 {
+		t.Fatalf("after the five sends: %+v; want them in one transaction", st)
+	}
+
+	send(5) // waits for the linger, an hour
+	stop()
+	if st := s.Stats(); st.Events != 6 || st.Committed != 2 || st.Aborted != 0 {
+		t.Fatalf("after a stop while lingering: %+v", st)
+	}
 }
 
 // TestSequencerKilled is run 2: the sequencer is a child process, killed

@@ -36,6 +36,13 @@ func TestFlagsFromEnv(t *testing.T) {
 	}
 }
 
+func TestLingerFlag(t *testing.T) {
+	err := runSequencer(context.Background(), []string{"--linger", "-1ms"})
+	if err == nil || !strings.Contains(err.Error(), "--linger -1ms: must not be negative") {
+		t.Fatalf("--linger -1ms: %v", err)
+	}
+}
+
 func TestCommitIntervalFlag(t *testing.T) {
 	fs := newFlags("test")
 	interval := commitIntervalFlag(fs)

@@ -187,13 +187,21 @@ func runSequencer(ctx context.Context, args []string) error {
 	fs := rf.fs
 	nodeID := fs.String("node-id", "", "stable unique id of this instance (default: hostname-pid)")
 	group := fs.String("group", "parley-sequencer", "consumer group")
+	linger := fs.Duration("linger", sequencer.DefaultLinger,
+		"least time from the start of one transaction to the next: commands arriving meanwhile share a transaction (0: none)")
 	adminAddr := adminFlag(fs)
 	log, k, err := rf.parse(args)
 	if err != nil {
 		return err
 	}
+	if *linger < 0 {
+		return fmt.Errorf("--linger %v: must not be negative", *linger)
+	}
+	if *linger == 0 {
+		*linger = -1 // the Config's "none"
+	}
 	reg := newRegistry()
-	s, err := sequencer.New(sequencer.Config{Kafka: k, NodeID: *nodeID, Group: *group, Logger: log, Registerer: reg})
+	s, err := sequencer.New(sequencer.Config{Kafka: k, NodeID: *nodeID, Group: *group, Linger: *linger, Logger: log, Registerer: reg})
 	if err != nil {
 		return err
 	}
