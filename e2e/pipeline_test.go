@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/ksuid"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/protobuf/proto"
@@ -91,11 +92,17 @@ func TestPipeline(t *testing.T) {
 // and commits nothing half-gathered.
 func TestSequencerLinger(t *testing.T) {
 	c := newCluster(t)
-	s, err := sequencer.New(sequencer.Config{Kafka: c.kc, NodeID: "seq-linger", Linger: time.Hour, MaxBatch: 5, Logger: testLogger(t)})
+	reg := prometheus.NewRegistry()
+	s, err := sequencer.New(sequencer.Config{Kafka: c.kc, NodeID: "seq-linger", Linger: time.Hour, MaxBatch: 5, Logger: testLogger(t), Registerer: reg})
 	if err != nil {
 		t.Fatal(err)
 	}
-	stop := runInProcess(t, "sequencer", s.Run)
+	// Not runInProcess: a stop that hangs must fail the test, not hang
+	// its cleanup.
+	ctx, stop := context.WithCancel(context.Background())
+	t.Cleanup(stop)
+	ran := make(chan error, 1)
+	go func() { ran <- s.Run(ctx) }()
 	conv := ksuid.New().String()
 	c.produce(&parleyv1.Command{Conv: conv, MsgId: newMsgID(), From: "alice", Cmid: "create",
 		Body: &parleyv1.Command_Create{Create: &parleyv1.Create{Kind: parleyv1.ConvKind_CONV_KIND_GROUP, Members: []string{"bob"}}}})
@@ -124,11 +131,45 @@ func TestSequencerLinger(t *testing.T) {
 		t.Fatalf("after the five sends: %+v; want them in one transaction", st)
 	}
 
-	send(5) // waits for the linger, an hour
+	// The sixth waits for the linger, an hour: once it is fetched, the
+	// sequencer is gathering, and a stop must end that at once.
+	send(5)
+	waitFor(t, time.Minute, "the sixth send fetched", func() bool { return commandsFetched(t, reg) >= 7 })
 	stop()
+	select {
+	case err := <-ran:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the sequencer did not stop while lingering")
+	}
 	if st := s.Stats(); st.Events != 6 || st.Committed != 2 || st.Aborted != 0 {
 		t.Fatalf("after a stop while lingering: %+v", st)
 	}
+}
+
+// commandsFetched is the number of commands records the sequencer's Kafka
+// client has fetched, from its metrics.
+func commandsFetched(t *testing.T, reg *prometheus.Registry) float64 {
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n float64
+	for _, mf := range mfs {
+		if mf.GetName() != "parley_kafka_fetch_records_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "topic" && l.GetValue() == "parley.commands" {
+					n += m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return n
 }
 
 // TestSequencerKilled is run 2: the sequencer is a child process, killed

@@ -41,8 +41,8 @@ type Config struct {
 	// MaxBatch caps the commands per transaction; default 10,000.
 	MaxBatch int
 	// Linger is the least time from the start of one transaction to the
-	// start of the next: commands that arrive meanwhile gather into the
-	// next one, up to MaxBatch. A transaction costs the log several round
+	// start of the next, unless MaxBatch commands are waiting: commands
+	// that arrive meanwhile gather into the next one. A transaction costs the log several round
 	// trips and a record per partition and topic it touches whatever it
 	// holds, so at moderate load this cuts the log's work several times
 	// over; a command that comes after a quiet spell longer than Linger
@@ -426,8 +426,18 @@ func (s *Sequencer) gather(ctx context.Context, sess *kgo.GroupTransactSession, 
 		pctx, cancel := context.WithDeadline(ctx, deadline)
 		more := sess.PollRecords(pctx, s.cfg.MaxBatch-n)
 		cancel()
-		if ctx.Err() != nil || (more.NumRecords() == 0 && pctx.Err() != nil) {
-			break // stopping, or the poll's own deadline passed with nothing
+		if ctx.Err() != nil {
+			break // stopping
+		}
+		if more.NumRecords() == 0 && pctx.Err() != nil {
+			// The poll's own deadline passed with nothing; only errors the
+			// broker reported are worth a word.
+			more.EachError(func(topic string, p int32, err error) {
+				if !errors.Is(err, context.DeadlineExceeded) {
+					s.log.Warn("fetch error", "topic", topic, "partition", p, "err", err)
+				}
+			})
+			break
 		}
 		fetches = append(fetches, more...)
 	}
@@ -515,12 +525,16 @@ func (s *Sequencer) process(fetches kgo.Fetches, produce func(*kgo.Record)) erro
 	now := s.cfg.Now().UnixMilli()
 	nparts := s.nparts
 	outcomes := make(map[outcomeKey][]*parleyv1.Outcome)
+	var touched []int32 // partitions decided on, in first-touch order
 	var err error
 	fetches.EachPartition(func(fp kgo.FetchTopicPartition) {
 		if err != nil || len(fp.Records) == 0 {
 			return
 		}
 		part := s.parts[fp.Partition]
+		if !slices.Contains(touched, fp.Partition) {
+			touched = append(touched, fp.Partition)
+		}
 		for _, r := range fp.Records {
 			s.stats.commands.Add(1)
 			cmd, ev, out, derr := decide(part, r.Key, r.Value, r.Partition, nparts, now)
@@ -557,12 +571,20 @@ func (s *Sequencer) process(fetches kgo.Fetches, produce func(*kgo.Record)) erro
 				}
 			}
 		}
-		err = part.flush(func(key string, value []byte) {
-			produce(&kgo.Record{Topic: t.SequencerState, Partition: fp.Partition, Key: []byte(key), Value: value})
-		})
 	})
 	if err != nil {
 		return err
+	}
+	// Each partition's changes go to the changelog once, after all its
+	// commands: a partition can come in several fetches (see gather), and a
+	// conversation's head is one record however many of its commands the
+	// transaction holds.
+	for _, p := range touched {
+		if err := s.parts[p].flush(func(key string, value []byte) {
+			produce(&kgo.Record{Topic: t.SequencerState, Partition: p, Key: []byte(key), Value: value})
+		}); err != nil {
+			return err
+		}
 	}
 	for k, outs := range outcomes {
 		for len(outs) > 0 {

@@ -14,11 +14,12 @@ import (
 
 // chunkSize is the number of window entries per changelog chunk record.
 // The entries not yet in a chunk ride in the conversation's head, which is
-// written again in every transaction that touches the conversation: at a
-// few commands per conversation per transaction (any load short of
-// saturation) a command costs the changelog about chunkSize/2 entries.
-// Eight keeps that near five entries while a chunk record still carries
-// several times its key and framing.
+// written again in every transaction that touches the conversation: with
+// k of the conversation's commands in a transaction, each costs the
+// changelog about chunkSize/(2k) entries besides its own, and k is near 1
+// for most conversations short of saturation. Eight keeps that near four
+// entries while a chunk record still carries several times its key and
+// framing. Chunks written with another size stay valid (see record).
 const chunkSize = 8
 
 // rules are the limits the sequencer enforces; see Config.
@@ -121,7 +122,8 @@ func (c *convState) record(e *parleyv1.MessageEntry, r rules, now int64) {
 	c.head.Pending = append(c.head.Pending, e)
 	c.index(e)
 	// At least: a head restored from a changelog written with larger
-	// chunks seals them at once.
+	// chunks holds more pending entries, and seals them all at its next
+	// entry.
 	if len(c.head.Pending) >= chunkSize {
 		ch := &parleyv1.MessageChunk{Chunk: c.head.NextChunk, Entries: c.head.Pending}
 		c.head.NextChunk++

@@ -318,6 +318,71 @@ func TestRestoreLongPending(t *testing.T) {
 	h2.status(parleyv1.OutcomeStatus_OUTCOME_STATUS_DUPLICATE, g1, "alice", "c1", send("retry"))
 }
 
+// TestRestoreOldChunks: a changelog written with chunks of 32 entries
+// restores, its big chunk answers retries and edits like any other, and it
+// leaves the window whole when the window has passed it.
+func TestRestoreOldChunks(t *testing.T) {
+	h := newHarness(t)
+	h.ok(g1, "alice", "", group("bob"))
+	for i := range 40 { // seqs 2..41
+		h.ok(g1, "alice", fmt.Sprintf("c%d", i), send("m"))
+	}
+	c := h.p.convs[g1]
+	var all []*parleyv1.MessageEntry
+	for _, ch := range c.chunks {
+		all = append(all, ch.Entries...)
+	}
+	all = append(all, c.head.Pending...)
+	head := proto.Clone(c.head).(*parleyv1.ConvState)
+	head.FirstChunk, head.NextChunk, head.Pending = 0, 1, all[32:]
+	rs := newRestorer()
+	restore := func(key string, m proto.Message) {
+		v, err := proto.Marshal(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := rs.add(key, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	restore(headKey(g1), head)
+	restore(chunkKey(g1, 0), &parleyv1.MessageChunk{Chunk: 0, Entries: all[:32]})
+	for u, m := range c.members {
+		restore(memberKey(g1, u), m)
+	}
+	p, err := rs.partition(testRules)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h2 := &harness{t: t, p: p, now: h.now, n: h.n}
+	h2.status(parleyv1.OutcomeStatus_OUTCOME_STATUS_DUPLICATE, g1, "alice", "c5", send("retry"))
+	h2.ok(g1, "alice", "e1", &parleyv1.Edit{Target: 10, Body: []byte(`"fixed"`)})
+
+	// The big chunk leaves once the entries after it reach the minimum
+	// (64) and its newest is old enough; the one sealed after it stays.
+	h2.now += testRules.windowMinAgeMs
+	c2 := p.convs[g1]
+	for i := 0; c2.chunks[0].Chunk == 0; i++ {
+		if i == 100 {
+			t.Fatalf("chunk 0 still in the window with %d entries", c2.entries)
+		}
+		h2.ok(g1, "alice", fmt.Sprintf("d%d", i), send("m"))
+	}
+	if c2.entries < testRules.windowMinEntries || c2.chunks[0].Chunk != 1 || len(c2.chunks[0].Entries) != 9 {
+		t.Fatalf("window of %d entries starting with chunk %d of %d entries", c2.entries, c2.chunks[0].Chunk, len(c2.chunks[0].Entries))
+	}
+	h2.rejected(parleyv1.Reason_REASON_TARGET_EXPIRED, g1, "alice", "e2", &parleyv1.Edit{Target: 10, Body: []byte(`"late"`)})
+	h2.ok(g1, "alice", "e3", &parleyv1.Edit{Target: 40, Body: []byte(`"in time"`)})
+	h2.ok(g1, "alice", "c5", send("a cmid that left the window is new again"))
+	tombstoned := false
+	if err := p.flush(func(k string, v []byte) { tombstoned = tombstoned || (k == chunkKey(g1, 0) && v == nil) }); err != nil {
+		t.Fatal(err)
+	}
+	if !tombstoned {
+		t.Fatal("chunk 0 left the window without a tombstone")
+	}
+}
+
 func TestDirectIDCannotBeTaken(t *testing.T) {
 	h := newHarness(t)
 	id := schema.DirectConvID("alice", "bob")

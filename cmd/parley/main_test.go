@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/parley-im/parley/kafka"
+	"github.com/parley-im/parley/sequencer"
 )
 
 func TestFlagsFromEnv(t *testing.T) {
@@ -37,6 +38,24 @@ func TestFlagsFromEnv(t *testing.T) {
 }
 
 func TestLingerFlag(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want time.Duration
+	}{
+		{nil, sequencer.DefaultLinger},
+		{[]string{"--linger", "20ms"}, 20 * time.Millisecond},
+		{[]string{"--linger", "0"}, -1}, // the Config's "none"
+	} {
+		fs := newFlags("test")
+		linger := lingerFlag(fs)
+		if err := parse(fs, c.args); err != nil {
+			t.Fatal(err)
+		}
+		if d, err := linger(); err != nil || d != c.want {
+			t.Fatalf("%v gave %v, %v; want %v", c.args, d, err, c.want)
+		}
+	}
+	// Refused before the role touches the broker.
 	err := runSequencer(context.Background(), []string{"--linger", "-1ms"})
 	if err == nil || !strings.Contains(err.Error(), "--linger -1ms: must not be negative") {
 		t.Fatalf("--linger -1ms: %v", err)

@@ -84,6 +84,23 @@ func limitFlags(fs *flag.FlagSet) func(*connector.GatewayConfig) {
 	}
 }
 
+// lingerFlag adds the sequencer's --linger flag; the function it returns
+// gives the sequencer.Config value once the flags are parsed (0 on the
+// command line is the Config's "none", a negative duration).
+func lingerFlag(fs *flag.FlagSet) func() (time.Duration, error) {
+	d := fs.Duration("linger", sequencer.DefaultLinger,
+		"least time from the start of one transaction to the next, unless a full batch waits: commands arriving meanwhile share a transaction (0: none)")
+	return func() (time.Duration, error) {
+		switch {
+		case *d < 0:
+			return 0, fmt.Errorf("--linger %v: must not be negative", *d)
+		case *d == 0:
+			return -1, nil
+		}
+		return *d, nil
+	}
+}
+
 // commitIntervalFlag adds the flag of how often the writer and fanout
 // commit the offsets of what they have finished with; the function it
 // returns gives the value once the flags are parsed.
@@ -187,21 +204,18 @@ func runSequencer(ctx context.Context, args []string) error {
 	fs := rf.fs
 	nodeID := fs.String("node-id", "", "stable unique id of this instance (default: hostname-pid)")
 	group := fs.String("group", "parley-sequencer", "consumer group")
-	linger := fs.Duration("linger", sequencer.DefaultLinger,
-		"least time from the start of one transaction to the next: commands arriving meanwhile share a transaction (0: none)")
+	lingerFor := lingerFlag(fs)
 	adminAddr := adminFlag(fs)
 	log, k, err := rf.parse(args)
 	if err != nil {
 		return err
 	}
-	if *linger < 0 {
-		return fmt.Errorf("--linger %v: must not be negative", *linger)
-	}
-	if *linger == 0 {
-		*linger = -1 // the Config's "none"
+	linger, err := lingerFor()
+	if err != nil {
+		return err
 	}
 	reg := newRegistry()
-	s, err := sequencer.New(sequencer.Config{Kafka: k, NodeID: *nodeID, Group: *group, Linger: *linger, Logger: log, Registerer: reg})
+	s, err := sequencer.New(sequencer.Config{Kafka: k, NodeID: *nodeID, Group: *group, Linger: linger, Logger: log, Registerer: reg})
 	if err != nil {
 		return err
 	}
