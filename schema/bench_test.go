@@ -128,3 +128,22 @@ func checkRendered(b *testing.B, out []byte, ev *parleyv1.Event) {
 		b.Fatalf("rendered %s", out)
 	}
 }
+
+// BenchmarkValidJSON checks a message body of about 100 bytes, as the
+// sequencer does for every send and edit and the writer and fanout for every
+// event: ValidJSON, and encoding/json.Valid that it matches.
+func BenchmarkValidJSON(b *testing.B) {
+	for _, c := range []struct {
+		name  string
+		valid func([]byte) bool
+	}{{"ValidJSON", ValidJSON}, {"encoding-json", json.Valid}} {
+		b.Run(c.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if !c.valid(benchBody) {
+					b.Fatal("the body is valid")
+				}
+			}
+		})
+	}
+}

@@ -1,6 +1,7 @@
 package schema
 
 import (
+	"encoding/json"
 	"strings"
 	"testing"
 )
@@ -22,4 +23,21 @@ func TestJSONDepth(t *testing.T) {
 			t.Errorf("JSONDepth(%.40q) = %d, want %d", in, got, want)
 		}
 	}
+}
+
+// FuzzValidJSON holds ValidJSON to encoding/json.Valid's answers.
+func FuzzValidJSON(f *testing.F) {
+	for _, s := range []string{
+		``, ` `, `1`, `-0`, `1e5`, `01`, `1.`, `.1`, `"a"`, `"\ud800"`, `"\udc00\ud800"`, `"\ud83d\ude00"`,
+		"\"\xff\"", "\"\xed\xa0\x80\"", `{"a":1,"a":2}`, `{"a":1,}`, `[1,]`, `[1 2]`, `{"a" 1}`, `nul`, `null `,
+		` {"a":[true,false,null]} `, `{} {}`, `"\x"`, `"\u12"`, "\"a\tb\"", "\ufeff1", `NaN`, `[[[[[[[[[[]]]]]]]]]]`,
+		strings.Repeat("[", 10001) + strings.Repeat("]", 10001), strings.Repeat("[", 10000) + strings.Repeat("]", 10000),
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if got, want := ValidJSON(b), json.Valid(b); got != want {
+			t.Fatalf("ValidJSON(%q) = %v, json.Valid %v", b, got, want)
+		}
+	})
 }

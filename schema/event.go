@@ -1,8 +1,6 @@
 package schema
 
 import (
-	"encoding/json"
-
 	parleyv1 "github.com/parley-im/parley/schema/parley/v1"
 )
 
@@ -62,7 +60,7 @@ func CheckEvent(ev *parleyv1.Event) error {
 		switch {
 		case len(ev.Body) > MaxBodyLen:
 			return malformed("body of %d bytes, the limit is %d", len(ev.Body), MaxBodyLen)
-		case len(ev.Body) == 0 || !json.Valid(ev.Body):
+		case len(ev.Body) == 0 || !ValidJSON(ev.Body):
 			return malformed("body is not a JSON value")
 		}
 		return nil

@@ -88,7 +88,7 @@ func ToJSON(ev *parleyv1.Event) EventJSON {
 		TS:      ev.GetTs(),
 	}
 	if b := ev.GetBody(); len(b) > 0 {
-		if json.Valid(b) {
+		if ValidJSON(b) {
 			j.Body = b
 		} else {
 			j.Body, _ = json.Marshal(string(b))

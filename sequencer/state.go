@@ -1,7 +1,6 @@
 package sequencer
 
 import (
-	"encoding/json"
 	"fmt"
 	"slices"
 	"sort"
@@ -263,7 +262,7 @@ func validate(cmd *parleyv1.Command) *parleyv1.Outcome {
 		if len(b) > schema.MaxBodyLen {
 			return reject(cmd, parleyv1.Reason_REASON_TOO_LARGE, "body is %d bytes, the limit is %d", len(b), schema.MaxBodyLen)
 		}
-		if len(b) == 0 || !json.Valid(b) {
+		if len(b) == 0 || !schema.ValidJSON(b) {
 			return bad("body is not a JSON value")
 		}
 		return nil
