@@ -98,11 +98,19 @@ func TestSequencerLinger(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Not runInProcess: a stop that hangs must fail the test, not hang
-	// its cleanup.
+	// its cleanup (which waits a while, so that the sequencer does not log
+	// to a finished test).
 	ctx, stop := context.WithCancel(context.Background())
-	t.Cleanup(stop)
-	ran := make(chan error, 1)
-	go func() { ran <- s.Run(ctx) }()
+	var runErr error
+	ran := make(chan struct{})
+	go func() { runErr = s.Run(ctx); close(ran) }()
+	t.Cleanup(func() {
+		stop()
+		select {
+		case <-ran:
+		case <-time.After(30 * time.Second):
+		}
+	})
 	conv := ksuid.New().String()
 	c.produce(&parleyv1.Command{Conv: conv, MsgId: newMsgID(), From: "alice", Cmid: "create",
 		Body: &parleyv1.Command_Create{Create: &parleyv1.Create{Kind: parleyv1.ConvKind_CONV_KIND_GROUP, Members: []string{"bob"}}}})
@@ -137,9 +145,9 @@ func TestSequencerLinger(t *testing.T) {
 	waitFor(t, time.Minute, "the sixth send fetched", func() bool { return commandsFetched(t, reg) >= 7 })
 	stop()
 	select {
-	case err := <-ran:
-		if err != nil {
-			t.Fatal(err)
+	case <-ran:
+		if runErr != nil {
+			t.Fatal(runErr)
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("the sequencer did not stop while lingering")

@@ -42,11 +42,12 @@ type Config struct {
 	MaxBatch int
 	// Linger is the least time from the start of one transaction to the
 	// start of the next, unless MaxBatch commands are waiting: commands
-	// that arrive meanwhile gather into the next one. A transaction costs the log several round
-	// trips and a record per partition and topic it touches whatever it
-	// holds, so at moderate load this cuts the log's work several times
-	// over; a command that comes after a quiet spell longer than Linger
-	// waits for nothing. Default 5ms; negative: none.
+	// that arrive meanwhile gather into the next one. A transaction costs
+	// the log several round trips and a record batch per partition and
+	// topic it touches, whatever it holds, and its commit wakes every
+	// reader of those topics; at moderate load lingering makes several
+	// times fewer transactions. A command that comes after a quiet spell
+	// longer than Linger waits for nothing. Default 5ms; negative: none.
 	Linger time.Duration
 	// SessionTimeout of the group member; default 10s. A member that dies
 	// without leaving holds its partitions this long.
