@@ -267,6 +267,34 @@ func TestWindow(t *testing.T) {
 	}
 }
 
+// restored is the partition a changelog of one conversation's head, members
+// and chunks restores to.
+func restored(t *testing.T, head *parleyv1.ConvState, members map[string]*parleyv1.MemberState, chunks ...*parleyv1.MessageChunk) *partition {
+	t.Helper()
+	rs := newRestorer()
+	add := func(key string, m proto.Message) {
+		v, err := proto.Marshal(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := rs.add(key, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	add(headKey(head.Conv), head)
+	for u, m := range members {
+		add(memberKey(head.Conv, u), m)
+	}
+	for _, ch := range chunks {
+		add(chunkKey(head.Conv, ch.Chunk), ch)
+	}
+	p, err := rs.partition(testRules)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
 // TestRestoreLongPending: a head with more pending entries than chunkSize,
 // as a changelog written with larger chunks leaves it, is restored, and the
 // next entry seals them all into one chunk.
@@ -283,24 +311,7 @@ func TestRestoreLongPending(t *testing.T) {
 	}
 	head := proto.Clone(c.head).(*parleyv1.ConvState)
 	head.Pending, head.FirstChunk, head.NextChunk = append(all, head.Pending...), 0, 0
-	rs := newRestorer()
-	restore := func(key string, m proto.Message) {
-		v, err := proto.Marshal(m)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := rs.add(key, v); err != nil {
-			t.Fatal(err)
-		}
-	}
-	restore(headKey(g1), head)
-	for u, m := range c.members {
-		restore(memberKey(g1, u), m)
-	}
-	p, err := rs.partition(testRules)
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := restored(t, head, c.members)
 	h2 := &harness{t: t, p: p, now: h.now, n: h.n}
 	h2.status(parleyv1.OutcomeStatus_OUTCOME_STATUS_DUPLICATE, g1, "alice", "c0", send("retry"))
 	h2.ok(g1, "alice", "after", send("m"))
@@ -335,25 +346,7 @@ func TestRestoreOldChunks(t *testing.T) {
 	all = append(all, c.head.Pending...)
 	head := proto.Clone(c.head).(*parleyv1.ConvState)
 	head.FirstChunk, head.NextChunk, head.Pending = 0, 1, all[32:]
-	rs := newRestorer()
-	restore := func(key string, m proto.Message) {
-		v, err := proto.Marshal(m)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := rs.add(key, v); err != nil {
-			t.Fatal(err)
-		}
-	}
-	restore(headKey(g1), head)
-	restore(chunkKey(g1, 0), &parleyv1.MessageChunk{Chunk: 0, Entries: all[:32]})
-	for u, m := range c.members {
-		restore(memberKey(g1, u), m)
-	}
-	p, err := rs.partition(testRules)
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := restored(t, head, c.members, &parleyv1.MessageChunk{Chunk: 0, Entries: all[:32]})
 	h2 := &harness{t: t, p: p, now: h.now, n: h.n}
 	h2.status(parleyv1.OutcomeStatus_OUTCOME_STATUS_DUPLICATE, g1, "alice", "c5", send("retry"))
 	h2.ok(g1, "alice", "e1", &parleyv1.Edit{Target: 10, Body: []byte(`"fixed"`)})
