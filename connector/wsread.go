@@ -1,7 +1,6 @@
 package connector
 
 import (
-	"bufio"
 	"errors"
 	"io"
 	"net"
@@ -16,16 +15,18 @@ import (
 // the client is quiet, which most clients are most of the time. A session
 // keeps no read buffer between messages and no goroutine with a grown stack:
 // a fresh goroutine, at the runtime's minimum stack, waits until the socket
-// is readable (wait peeks and takes nothing); the messages are then read
-// through a pooled buffer and handled; once nothing is left buffered, the
-// buffer goes back to the pool and the next wait to a fresh goroutine.
-// Go's poller (epoll on Linux) does the waiting.
+// is readable and then reads what came straight into a pooled buffer (one
+// read where the socket is ready; where it is not, the buffer goes back to
+// the pool before the goroutine parks). The messages are handled from that
+// buffer; once nothing is left in it, the buffer goes back to the pool and
+// the next wait to a fresh goroutine. Go's poller (epoll on Linux) does the
+// waiting.
 
 // readBufSize is the pooled read buffer's size: a typical burst of frames
 // fits; a larger message is read past it.
 const readBufSize = 4 << 10
 
-var readBufs = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, readBufSize) }}
+var readBufs = sync.Pool{New: func() any { return new([readBufSize]byte) }}
 
 // readBufsHeld counts the read buffers sessions hold: the sessions reading
 // a burst or a partial frame, never a quiet one.
@@ -49,54 +50,92 @@ func (e *protocolError) Error() string { return "websocket protocol error: " + e
 // uses it at a time.
 type wsReader struct {
 	conn   net.Conn
-	raw    syscall.RawConn       // nil where the connection has none: wait returns at once
-	peek   func(fd uintptr) bool // r.readable, bound once
+	raw    syscall.RawConn       // nil without raw reads: wait returns at once
+	fill   func(fd uintptr) bool // r.fillOnce, bound once
 	limit  int64                 // the largest message
 	onPing func([]byte)          // a ping's payload; the caller answers it
-	br     *bufio.Reader         // from readBufs, held only while reading
+	buf    *[readBufSize]byte    // from readBufs, held only while reading
+	r, w   int                   // buf[r:w] is read from the socket, not yet taken
+	err    error                 // fillOnce's read error
 	skip   int64                 // payload bytes of a too-large frame still to skip
-	one    [1]byte               // the peek's buffer
 }
 
 func newWSReader(conn net.Conn, limit int64, onPing func([]byte)) *wsReader {
 	r := &wsReader{conn: conn, limit: limit, onPing: onPing}
-	if sc, ok := conn.(syscall.Conn); ok {
-		if raw, err := sc.SyscallConn(); err == nil {
-			r.raw = raw
-			r.peek = r.readable
-		}
-	}
+	r.useRawReads()
 	return r
 }
 
-// wait returns once the connection has something to read (or an end to
-// report), or with the read deadline's error.
+// wait returns once bytes from the connection are buffered, or with why
+// none will come: the read deadline, the end of the stream, a failed read.
+// Where the connection offers no raw reads it returns at once and next
+// does the waiting.
 func (r *wsReader) wait() error {
 	if r.raw == nil || r.buffered() {
 		return nil
 	}
-	return r.raw.Read(r.peek)
+	if err := r.raw.Read(r.fill); err != nil {
+		return err
+	}
+	err := r.err
+	r.err = nil
+	return err
 }
 
 // buffered reports whether bytes already read from the socket wait in the
 // buffer.
-func (r *wsReader) buffered() bool { return r.br != nil && r.br.Buffered() > 0 }
+func (r *wsReader) buffered() bool { return r.r < r.w }
+
+// take gets a buffer from the pool, unless one is held.
+func (r *wsReader) take() {
+	if r.buf == nil {
+		r.buf = readBufs.Get().(*[readBufSize]byte)
+		r.r, r.w = 0, 0
+		readBufsHeld.Add(1)
+	}
+}
 
 // release gives the buffer back once nothing is buffered.
 func (r *wsReader) release() {
-	if r.br != nil && r.br.Buffered() == 0 {
+	if !r.buffered() {
 		r.drop()
 	}
 }
 
 // drop gives the buffer back, with whatever it holds: the reading is over.
 func (r *wsReader) drop() {
-	if r.br != nil {
-		r.br.Reset(nil)
-		readBufs.Put(r.br)
-		r.br = nil
+	if r.buf != nil {
+		readBufs.Put(r.buf)
+		r.buf = nil
+		r.r, r.w = 0, 0
 		readBufsHeld.Add(-1)
 	}
+}
+
+// Read reads through the buffer: what is buffered first, then the
+// connection, blocking under its read deadline. A read as large as the
+// buffer bypasses it.
+func (r *wsReader) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	if !r.buffered() {
+		r.take()
+		if len(p) >= readBufSize {
+			return r.conn.Read(p)
+		}
+		n, err := r.conn.Read(r.buf[:])
+		r.r, r.w = 0, n
+		if n == 0 {
+			if err == nil {
+				err = io.ErrNoProgress
+			}
+			return 0, err
+		}
+	}
+	n := copy(p, r.buf[r.r:r.w])
+	r.r += n
+	return n, nil
 }
 
 // next reads the next data message, unmasked. Pings go to onPing, pongs
@@ -104,13 +143,9 @@ func (r *wsReader) drop() {
 // errClientClosed. A message over the limit gives errTooLarge; a frame that
 // breaks the protocol, a *protocolError.
 func (r *wsReader) next() ([]byte, error) {
-	if r.br == nil {
-		r.br = readBufs.Get().(*bufio.Reader)
-		r.br.Reset(r.conn)
-		readBufsHeld.Add(1)
-	}
+	r.take()
 	if r.skip > 0 {
-		n, err := io.CopyN(io.Discard, r.br, r.skip)
+		n, err := io.CopyN(io.Discard, r, r.skip)
 		r.skip -= n
 		if err != nil {
 			return nil, err
@@ -119,7 +154,7 @@ func (r *wsReader) next() ([]byte, error) {
 	state := ws.StateServerSide
 	var msg []byte
 	for {
-		h, err := ws.ReadHeader(r.br)
+		h, err := ws.ReadHeader(r)
 		if errors.Is(err, ws.ErrHeaderLengthMSB) || errors.Is(err, ws.ErrHeaderLengthUnexpected) {
 			return nil, &protocolError{err.Error()}
 		}
@@ -145,7 +180,7 @@ func (r *wsReader) next() ([]byte, error) {
 		for left := h.Length; left > 0; {
 			n := int(min(left, readBufSize))
 			msg = append(msg, make([]byte, n)...)
-			if _, err := io.ReadFull(r.br, msg[len(msg)-n:]); err != nil {
+			if _, err := io.ReadFull(r, msg[len(msg)-n:]); err != nil {
 				return nil, err
 			}
 			left -= int64(n)
@@ -161,7 +196,7 @@ func (r *wsReader) next() ([]byte, error) {
 // control takes a control frame (CheckHeader bounded it to 125 bytes).
 func (r *wsReader) control(h ws.Header) error {
 	payload := make([]byte, h.Length)
-	if _, err := io.ReadFull(r.br, payload); err != nil {
+	if _, err := io.ReadFull(r, payload); err != nil {
 		return err
 	}
 	ws.Cipher(payload, h.Mask, 0)

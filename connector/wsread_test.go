@@ -3,6 +3,7 @@ package connector
 import (
 	"bytes"
 	"errors"
+	"io"
 	"net"
 	"os"
 	"strings"
@@ -69,7 +70,7 @@ func TestWSReaderMessages(t *testing.T) {
 		t.Fatal("nothing should be buffered after the only frame")
 	}
 	r.release()
-	if r.br != nil {
+	if r.buf != nil {
 		t.Fatal("release kept the buffer")
 	}
 	write(t, c,
@@ -125,13 +126,17 @@ func TestWSReaderLargeMessages(t *testing.T) {
 	}
 }
 
-// TestWSReaderWait: wait takes nothing from the socket, returns once
-// there is something to read, and keeps the read deadline.
+// TestWSReaderWait: wait returns once bytes from the socket are buffered,
+// keeps the read deadline, holds no buffer while there is nothing to read,
+// and reports the end of the stream.
 func TestWSReaderWait(t *testing.T) {
 	r, c, _ := tcpPair(t, 64)
 	_ = r.conn.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
 	if err := r.wait(); !errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("wait with nothing sent: %v, want the deadline", err)
+	}
+	if r.buf != nil {
+		t.Fatal("a buffer held after waiting for nothing")
 	}
 	_ = r.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
 	done := make(chan error, 1)
@@ -140,16 +145,21 @@ func TestWSReaderWait(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	if err := r.wait(); err != nil { // still readable: wait took nothing
+	if !r.buffered() {
+		t.Fatal("wait returned with nothing buffered")
+	}
+	if err := r.wait(); err != nil { // at once: bytes are buffered
 		t.Fatal(err)
 	}
 	if msg, err := r.next(); err != nil || string(msg) != "x" {
 		t.Fatalf("after wait: %q %v", msg, err)
 	}
+	r.release()
 	c.Close()
-	if err := r.wait(); err != nil {
-		t.Fatalf("wait on a closed connection: %v, want it to return for the read to report", err)
+	if err := r.wait(); !errors.Is(err, io.EOF) {
+		t.Fatalf("wait on a closed connection: %v, want EOF", err)
 	}
+	r.drop()
 	if _, err := r.next(); err == nil {
 		t.Fatal("read from a closed connection succeeded")
 	}
