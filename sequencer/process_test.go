@@ -3,6 +3,7 @@ package sequencer
 import (
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -89,5 +90,143 @@ func TestProcessFlushesOncePerTransaction(t *testing.T) {
 	// The create's entry and 2×chunkSize sends: two full chunks.
 	if changelog[headKey(conv)] != 1 || chunks != 2 {
 		t.Fatalf("changelog %v: want the head once and two chunks", changelog)
+	}
+}
+
+// TestProcessPartitions: a transaction over several partitions, each in
+// several fetches, decides them on several goroutines; every command gets
+// one outcome, in a batch for the connector partition it names, each
+// conversation's events are produced in seq order, and each partition's
+// changelog goes to its own changelog partition.
+func TestProcessPartitions(t *testing.T) {
+	s, err := New(Config{Kafka: kafka.Config{Brokers: []string{"127.0.0.1:9092"}}, NodeID: "seq-test",
+		Now: func() time.Time { return time.UnixMilli(1_760_000_000_000) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.nparts, s.nout = s.cfg.Kafka.Partitions, s.cfg.Kafka.OutcomesPartitions
+	topics := s.cfg.Kafka.Topics()
+	const parts, convsPerPart, sends = 4, 3, 3 * chunkSize
+	convPart := map[string]int32{}
+	var convs []string
+	for p := range int32(parts) {
+		s.parts[p] = newPartition(s.rules)
+		for range convsPerPart {
+			conv := ksuid.New().String()
+			for kafka.KeyPartition([]byte(conv), s.nparts) != p {
+				conv = ksuid.New().String()
+			}
+			convPart[conv] = p
+			convs = append(convs, conv)
+		}
+	}
+	offsets := map[int32]int64{}
+	wantReply := map[string]*parleyv1.ReplyTo{} // msg_id -> where its outcome goes
+	// record gives cmd its sender and ids, and a reply partition picked by n.
+	record := func(cmd *parleyv1.Command, n int) *kgo.Record {
+		conv := cmd.Conv
+		cmd.From, cmd.MsgId = "alice", ksuid.New().String()
+		cmd.ReplyTo = &parleyv1.ReplyTo{Node: fmt.Sprintf("connector-%d", n%2), Partition: int32(n % 3)}
+		wantReply[cmd.MsgId] = cmd.ReplyTo
+		v, err := proto.Marshal(cmd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := convPart[conv]
+		offsets[p]++
+		return &kgo.Record{Topic: topics.Commands, Partition: p, Offset: offsets[p], Key: []byte(conv), Value: v}
+	}
+	// Each fetch holds every partition; each conversation is created in the
+	// first and sent to in every one.
+	var fetches kgo.Fetches
+	for f := range 3 {
+		var fetch kgo.Fetch
+		fetch.Topics = []kgo.FetchTopic{{Topic: topics.Commands}}
+		for p := range int32(parts) {
+			fp := kgo.FetchPartition{Partition: p}
+			for i, conv := range convs {
+				if convPart[conv] != p {
+					continue
+				}
+				if f == 0 {
+					fp.Records = append(fp.Records, record(&parleyv1.Command{Conv: conv, Cmid: "create",
+						Body: &parleyv1.Command_Create{Create: &parleyv1.Create{Kind: parleyv1.ConvKind_CONV_KIND_GROUP, Members: []string{"bob"}}}}, i))
+				}
+				for j := range sends / 3 {
+					fp.Records = append(fp.Records, record(&parleyv1.Command{Conv: conv, Cmid: fmt.Sprintf("m%d-%d", f, j),
+						Body: &parleyv1.Command_Send{Send: &parleyv1.Send{Kind: "text", Body: []byte(`"hi"`)}}}, i+j))
+				}
+			}
+			fetch.Topics[0].Partitions = append(fetch.Topics[0].Partitions, fp)
+		}
+		fetches = append(fetches, fetch)
+	}
+
+	var mu sync.Mutex
+	var produced []*kgo.Record
+	if err := s.process(fetches, func(r *kgo.Record) {
+		mu.Lock()
+		produced = append(produced, r)
+		mu.Unlock()
+	}); err != nil {
+		t.Fatal(err)
+	}
+	lastSeq := map[string]int64{}
+	heads := map[string]int{}
+	outcomes := map[string]int{}
+	for _, r := range produced {
+		switch r.Topic {
+		case topics.Events:
+			ev := new(parleyv1.Event)
+			if err := proto.Unmarshal(r.Value, ev); err != nil {
+				t.Fatal(err)
+			}
+			if ev.Seq != lastSeq[ev.Conv]+1 {
+				t.Fatalf("conversation %s: event %d produced after %d", ev.Conv, ev.Seq, lastSeq[ev.Conv])
+			}
+			lastSeq[ev.Conv] = ev.Seq
+		case topics.SequencerState:
+			key := string(r.Key)
+			conv, _, _ := strings.Cut(key, "/")
+			if r.Partition != convPart[conv] {
+				t.Errorf("changelog record %s on partition %d, want %d", key, r.Partition, convPart[conv])
+			}
+			if key == headKey(conv) {
+				heads[conv]++
+			}
+		case topics.Outcomes:
+			var batch parleyv1.OutcomeBatch
+			if err := proto.Unmarshal(r.Value, &batch); err != nil {
+				t.Fatal(err)
+			}
+			if string(r.Key) != batch.Node {
+				t.Errorf("outcome batch for %s keyed %q", batch.Node, r.Key)
+			}
+			for _, o := range batch.Outcomes {
+				outcomes[o.MsgId]++
+				if want := wantReply[o.MsgId]; want.GetNode() != batch.Node || want.GetPartition() != r.Partition {
+					t.Errorf("outcome of %s sent to %s/%d, want %v", o.MsgId, batch.Node, r.Partition, want)
+				}
+				if o.Status != parleyv1.OutcomeStatus_OUTCOME_STATUS_SEQUENCED {
+					t.Errorf("outcome of %s: %v %v %q", o.MsgId, o.Status, o.Reason, o.Message)
+				}
+			}
+		default:
+			t.Fatalf("record produced to %s", r.Topic)
+		}
+	}
+	for _, conv := range convs {
+		if lastSeq[conv] != 1+sends || heads[conv] != 1 {
+			t.Errorf("conversation %s: last seq %d (want %d), head written %d times (want once)", conv, lastSeq[conv], 1+sends, heads[conv])
+		}
+	}
+	for id := range wantReply {
+		if outcomes[id] != 1 {
+			t.Errorf("command %s got %d outcomes, want 1", id, outcomes[id])
+		}
+	}
+	cmds := int64(len(convs) * (1 + sends))
+	if st := s.Stats(); st.Commands != cmds || st.Events != cmds || st.Rejected != 0 {
+		t.Errorf("stats %+v, want %d commands and events", st, cmds)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -520,31 +521,123 @@ func decide(part *partition, key, value []byte, partition, nparts int32, now int
 }
 
 // process decides every command in fetches and produces the events,
-// changelog records and outcome batches of the transaction.
+// changelog records and outcome batches of the transaction. Partitions
+// share no state (a conversation lives on one), so they are decided in
+// parallel, up to GOMAXPROCS at a time; each partition's records are
+// decided in log order by one goroutine, so each conversation's events are
+// produced in seq order. produce is called from those goroutines.
 func (s *Sequencer) process(fetches kgo.Fetches, produce func(*kgo.Record)) error {
-	t := s.cfg.Kafka.Topics()
 	now := s.cfg.Now().UnixMilli()
-	nparts := s.nparts
-	outcomes := make(map[outcomeKey][]*parleyv1.Outcome)
-	var touched []int32 // partitions decided on, in first-touch order
+	work := byPartition(fetches)
+	done := make([]decided, len(work))
+	parallel(len(work), func(i int) { done[i] = s.decidePartition(work[i], now, produce) })
+	var tally counts
 	var err error
+	for _, d := range done {
+		tally.add(d.counts)
+		if err == nil {
+			err = d.err
+		}
+	}
+	s.count(tally)
+	return err
+}
+
+// partitionWork is one partition's records in a transaction, in log
+// order: a partition can come in several fetches (see gather).
+type partitionWork struct {
+	partition int32
+	runs      [][]*kgo.Record
+}
+
+func byPartition(fetches kgo.Fetches) []partitionWork {
+	var work []partitionWork
 	fetches.EachPartition(func(fp kgo.FetchTopicPartition) {
-		if err != nil || len(fp.Records) == 0 {
+		if len(fp.Records) == 0 {
 			return
 		}
-		part := s.parts[fp.Partition]
-		if !slices.Contains(touched, fp.Partition) {
-			touched = append(touched, fp.Partition)
+		i := slices.IndexFunc(work, func(w partitionWork) bool { return w.partition == fp.Partition })
+		if i < 0 {
+			i = len(work)
+			work = append(work, partitionWork{partition: fp.Partition})
 		}
-		for _, r := range fp.Records {
-			s.stats.commands.Add(1)
-			cmd, ev, out, derr := decide(part, r.Key, r.Value, r.Partition, nparts, now)
+		work[i].runs = append(work[i].runs, fp.Records)
+	})
+	return work
+}
+
+// parallel calls f(0) … f(n-1), on up to GOMAXPROCS goroutines at a time,
+// and returns when every call has.
+func parallel(n int, f func(int)) {
+	workers := min(n, runtime.GOMAXPROCS(0))
+	if workers <= 1 {
+		for i := range n {
+			f(i)
+		}
+		return
+	}
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for i := int(next.Add(1) - 1); i < n; i = int(next.Add(1) - 1) {
+				f(i)
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// decided is what deciding one partition's records counted, and the
+// error that stopped it.
+type decided struct {
+	counts counts
+	err    error
+}
+
+// counts tallies commands by outcome.
+type counts struct{ commands, sequenced, duplicate, unchanged, rejected int64 }
+
+func (c *counts) add(o counts) {
+	c.commands += o.commands
+	c.sequenced += o.sequenced
+	c.duplicate += o.duplicate
+	c.unchanged += o.unchanged
+	c.rejected += o.rejected
+}
+
+func (c *counts) outcome(o *parleyv1.Outcome) {
+	switch o.Status {
+	case parleyv1.OutcomeStatus_OUTCOME_STATUS_SEQUENCED:
+		c.sequenced++
+	case parleyv1.OutcomeStatus_OUTCOME_STATUS_DUPLICATE:
+		c.duplicate++
+	case parleyv1.OutcomeStatus_OUTCOME_STATUS_UNCHANGED:
+		c.unchanged++
+	case parleyv1.OutcomeStatus_OUTCOME_STATUS_REJECTED:
+		c.rejected++
+	}
+}
+
+// decidePartition decides one partition's records against its state at
+// now (Unix ms), and produces their events, then the partition's changelog
+// records, then the outcomes, batched by the connector partition they go
+// to.
+func (s *Sequencer) decidePartition(w partitionWork, now int64, produce func(*kgo.Record)) decided {
+	t := s.cfg.Kafka.Topics()
+	part := s.parts[w.partition]
+	outcomes := make(map[outcomeKey][]*parleyv1.Outcome)
+	var d decided
+	for _, recs := range w.runs {
+		for _, r := range recs {
+			d.counts.commands++
+			cmd, ev, out, derr := decide(part, r.Key, r.Value, r.Partition, s.nparts, now)
 			if derr != nil {
 				s.skipped.Add(t.Commands, schema.SkipUndecodable)
 				s.log.Warn("skipping undecodable command", "partition", r.Partition, "offset", r.Offset, "reason", schema.SkipUndecodable, "err", derr)
 				continue
 			}
-			s.count(out)
+			d.counts.outcome(out)
 			if out.Reason == parleyv1.Reason_REASON_MALFORMED {
 				s.skipped.Add(t.Commands, schema.SkipMalformed)
 				if cmd.GetReplyTo().GetNode() == "" {
@@ -555,10 +648,10 @@ func (s *Sequencer) process(fetches kgo.Fetches, produce func(*kgo.Record)) erro
 				}
 			}
 			if ev != nil {
-				v, merr := ev.MarshalVT()
-				if merr != nil {
-					err = merr
-					return
+				v, err := ev.MarshalVT()
+				if err != nil {
+					d.err = err
+					return d
 				}
 				produce(&kgo.Record{Topic: t.Events, Key: r.Key, Value: v})
 			}
@@ -572,33 +665,38 @@ func (s *Sequencer) process(fetches kgo.Fetches, produce func(*kgo.Record)) erro
 				}
 			}
 		}
+	}
+	// The partition's changes go to the changelog once, after all its
+	// commands: a conversation's head is one record however many of its
+	// commands the transaction holds.
+	d.err = part.flush(func(key string, value []byte) {
+		produce(&kgo.Record{Topic: t.SequencerState, Partition: w.partition, Key: []byte(key), Value: value})
 	})
-	if err != nil {
-		return err
+	if d.err == nil {
+		d.err = produceOutcomes(t.Outcomes, outcomes, produce)
 	}
-	// Each partition's changes go to the changelog once, after all its
-	// commands: a partition can come in several fetches (see gather), and a
-	// conversation's head is one record however many of its commands the
-	// transaction holds.
-	for _, p := range touched {
-		if err := s.parts[p].flush(func(key string, value []byte) {
-			produce(&kgo.Record{Topic: t.SequencerState, Partition: p, Key: []byte(key), Value: value})
-		}); err != nil {
-			return err
-		}
-	}
+	return d
+}
+
+// produceOutcomes produces outcomes as OutcomeBatch records, each below
+// maxOutcomeBatchBytes unless a single outcome is larger.
+func produceOutcomes(topic string, outcomes map[outcomeKey][]*parleyv1.Outcome, produce func(*kgo.Record)) error {
 	for k, outs := range outcomes {
 		for len(outs) > 0 {
 			n, size := 0, 0
-			for n < len(outs) && (n == 0 || size+outs[n].SizeVT() <= maxOutcomeBatchBytes) {
-				size += outs[n].SizeVT()
+			for n < len(outs) {
+				m := outs[n].SizeVT()
+				if n > 0 && size+m > maxOutcomeBatchBytes {
+					break
+				}
+				size += m
 				n++
 			}
 			v, err := (&parleyv1.OutcomeBatch{Node: k.node, Outcomes: outs[:n]}).MarshalVT()
 			if err != nil {
 				return err
 			}
-			produce(&kgo.Record{Topic: t.Outcomes, Partition: k.partition, Key: []byte(k.node), Value: v})
+			produce(&kgo.Record{Topic: topic, Partition: k.partition, Key: []byte(k.node), Value: v})
 			outs = outs[n:]
 		}
 	}
@@ -610,22 +708,17 @@ func (s *Sequencer) process(fetches kgo.Fetches, produce func(*kgo.Record)) erro
 // bytes at most: every command field it repeats is validated or clipped.
 const maxOutcomeBatchBytes = 256 << 10
 
-func (s *Sequencer) count(o *parleyv1.Outcome) {
-	switch o.Status {
-	case parleyv1.OutcomeStatus_OUTCOME_STATUS_SEQUENCED:
-		s.stats.events.Add(1)
-		s.m.sequenced.Inc()
-		s.m.events.Inc()
-	case parleyv1.OutcomeStatus_OUTCOME_STATUS_DUPLICATE:
-		s.stats.duplicates.Add(1)
-		s.m.duplicate.Inc()
-	case parleyv1.OutcomeStatus_OUTCOME_STATUS_UNCHANGED:
-		s.stats.unchanged.Add(1)
-		s.m.unchanged.Inc()
-	case parleyv1.OutcomeStatus_OUTCOME_STATUS_REJECTED:
-		s.stats.rejected.Add(1)
-		s.m.rejected.Inc()
-	}
+func (s *Sequencer) count(c counts) {
+	s.stats.commands.Add(c.commands)
+	s.stats.events.Add(c.sequenced)
+	s.stats.duplicates.Add(c.duplicate)
+	s.stats.unchanged.Add(c.unchanged)
+	s.stats.rejected.Add(c.rejected)
+	s.m.sequenced.Add(float64(c.sequenced))
+	s.m.events.Add(float64(c.sequenced))
+	s.m.duplicate.Add(float64(c.duplicate))
+	s.m.unchanged.Add(float64(c.unchanged))
+	s.m.rejected.Add(float64(c.rejected))
 }
 
 // describe summarises fetches as partition:first-last offsets.
