@@ -7,8 +7,8 @@
 // offsets are written in one Kafka transaction (franz-go's
 // GroupTransactSession). State is restored from the changelog when a
 // partition is assigned. Partitions share no state, so the commands of a
-// transaction are decided on up to GOMAXPROCS goroutines, one partition's
-// in log order on one goroutine at a time.
+// large transaction are decided on up to GOMAXPROCS goroutines, one
+// partition's in log order on one goroutine.
 //
 // Guarantees: every command yields exactly one outcome and at most one event;
 // per conversation, seqs run 1, 2, 3, ... with no gap and no duplicate,

@@ -93,8 +93,8 @@ func TestProcessFlushesOncePerTransaction(t *testing.T) {
 	}
 }
 
-// TestProcessPartitions: a transaction over several partitions, each in
-// several fetches, decides them on several goroutines; every command gets
+// TestProcessPartitions: a large transaction over several partitions, each
+// in several fetches, decides them on several goroutines; every command gets
 // one outcome, in a batch for the connector partition it names, each
 // conversation's events are produced in seq order, and each partition's
 // changelog goes to its own changelog partition.
@@ -106,7 +106,7 @@ func TestProcessPartitions(t *testing.T) {
 	}
 	s.nparts, s.nout = s.cfg.Kafka.Partitions, s.cfg.Kafka.OutcomesPartitions
 	topics := s.cfg.Kafka.Topics()
-	const parts, convsPerPart, sends = 4, 3, 3 * chunkSize
+	const parts, convsPerPart, sends = 4, 3, 6 * chunkSize
 	convPart := map[string]int32{}
 	var convs []string
 	for p := range int32(parts) {
@@ -162,6 +162,9 @@ func TestProcessPartitions(t *testing.T) {
 		fetches = append(fetches, fetch)
 	}
 
+	if n := fetches.NumRecords(); n < parallelMin {
+		t.Fatalf("%d commands: too few to be decided in parallel", n)
+	}
 	var mu sync.Mutex
 	var produced []*kgo.Record
 	if err := s.process(fetches, func(r *kgo.Record) {

@@ -522,15 +522,20 @@ func decide(part *partition, key, value []byte, partition, nparts int32, now int
 
 // process decides every command in fetches and produces the events,
 // changelog records and outcome batches of the transaction. Partitions
-// share no state (a conversation lives on one), so they are decided in
-// parallel, up to GOMAXPROCS at a time; each partition's records are
-// decided in log order by one goroutine, so each conversation's events are
-// produced in seq order. produce is called from those goroutines.
+// share no state (a conversation lives on one), so a transaction of at
+// least parallelMin commands is decided on up to GOMAXPROCS goroutines;
+// each partition's records are decided in log order by one goroutine, so
+// each conversation's events are produced in seq order. produce is called
+// from those goroutines.
 func (s *Sequencer) process(fetches kgo.Fetches, produce func(*kgo.Record)) error {
 	now := s.cfg.Now().UnixMilli()
 	work := byPartition(fetches)
 	done := make([]decided, len(work))
-	parallel(len(work), func(i int) { done[i] = s.decidePartition(work[i], now, produce) })
+	workers := 1
+	if fetches.NumRecords() >= parallelMin {
+		workers = runtime.GOMAXPROCS(0)
+	}
+	parallel(len(work), workers, func(i int) { done[i] = s.decidePartition(work[i], now, produce) })
 	var tally counts
 	var err error
 	for _, d := range done {
@@ -566,10 +571,17 @@ func byPartition(fetches kgo.Fetches) []partitionWork {
 	return work
 }
 
-// parallel calls f(0) … f(n-1), on up to GOMAXPROCS goroutines at a time,
-// and returns when every call has.
-func parallel(n int, f func(int)) {
-	workers := min(n, runtime.GOMAXPROCS(0))
+// parallelMin is the least number of commands in a transaction that are
+// decided on more than one goroutine. A command takes a few microseconds;
+// below some hundreds, handing partitions to other goroutines (which may
+// have to wait for a core the other roles hold) costs more latency than it
+// saves.
+const parallelMin = 512
+
+// parallel calls f(0) … f(n-1) on up to workers goroutines at a time (the
+// calling one alone when workers ≤ 1), and returns when every call has.
+func parallel(n, workers int, f func(int)) {
+	workers = min(n, workers)
 	if workers <= 1 {
 		for i := range n {
 			f(i)
