@@ -2,12 +2,14 @@ package sequencer
 
 import (
 	"fmt"
+	"math"
 	"strings"
 	"testing"
 
 	"github.com/segmentio/ksuid"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/parley-im/parley/schema"
 	parleyv1 "github.com/parley-im/parley/schema/parley/v1"
 )
 
@@ -38,5 +40,22 @@ func TestEventTooLarge(t *testing.T) {
 	last := p.convs[conv].head.LastSeq
 	if ev, out = p.apply(add, 2); ev != nil || out.Reason != parleyv1.Reason_REASON_TOO_LARGE || p.convs[conv].head.LastSeq != last {
 		t.Fatalf("add of 20,000 members: %v %q, last seq %d (was %d)", out.Reason, out.Message, p.convs[conv].head.LastSeq, last)
+	}
+}
+
+// TestBoundedEventBytes: an event without members, every other field at
+// the largest validate lets through, encodes within boundedEventBytes (the
+// bound that lets checkEventSize skip such events), and that is within
+// maxEventBytes.
+func TestBoundedEventBytes(t *testing.T) {
+	id := func(n int) string { return strings.Repeat("x", n) }
+	ev := &parleyv1.Event{
+		Conv: id(schema.MaxConvIDLen), Seq: math.MaxInt64, Type: parleyv1.EventType_EVENT_TYPE_CREATED,
+		MsgId: id(schema.MaxMsgIDLen), Cmid: id(schema.MaxCMIDLen), From: id(schema.MaxUserIDLen), Ts: math.MinInt64,
+		Kind: id(schema.MaxKindLen), Body: []byte(id(schema.MaxBodyLen)), Target: math.MinInt64,
+		ConvKind: parleyv1.ConvKind_CONV_KIND_GROUP, Title: id(schema.MaxTitleLen),
+	}
+	if n := proto.Size(ev); n > boundedEventBytes || boundedEventBytes > maxEventBytes {
+		t.Fatalf("an event without members is up to %d bytes; bounded at %d, limit %d", n, boundedEventBytes, maxEventBytes)
 	}
 }
