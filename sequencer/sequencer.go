@@ -640,6 +640,15 @@ func (s *Sequencer) decidePartition(w partitionWork, now int64, produce func(*kg
 	part := s.parts[w.partition]
 	outcomes := make(map[outcomeKey][]*parleyv1.Outcome)
 	var d decided
+	// The event records and their values are carved from slabs, a few
+	// allocations for the partition instead of two an event: the producer
+	// holds them only until the transaction ends.
+	n := 0
+	for _, recs := range w.runs {
+		n += len(recs)
+	}
+	records := make([]kgo.Record, 0, n)
+	var values []byte
 	for _, recs := range w.runs {
 		for _, r := range recs {
 			d.counts.commands++
@@ -660,12 +669,18 @@ func (s *Sequencer) decidePartition(w partitionWork, now int64, produce func(*kg
 				}
 			}
 			if ev != nil {
-				v, err := ev.MarshalVT()
-				if err != nil {
+				size := ev.SizeVT()
+				if cap(values)-len(values) < size {
+					values = make([]byte, 0, max(valueSlab, size))
+				}
+				v := values[len(values) : len(values)+size]
+				if _, err := ev.MarshalToSizedBufferVT(v); err != nil {
 					d.err = err
 					return d
 				}
-				produce(&kgo.Record{Topic: t.Events, Key: r.Key, Value: v})
+				values = values[:len(values)+size]
+				records = append(records, kgo.Record{Topic: t.Events, Key: r.Key, Value: v})
+				produce(&records[len(records)-1])
 			}
 			if rt := cmd.ReplyTo; rt != nil && rt.Node != "" {
 				if rt.Partition < 0 || rt.Partition >= s.nout || len(rt.Node) > 256 {
@@ -714,6 +729,9 @@ func produceOutcomes(topic string, outcomes map[outcomeKey][]*parleyv1.Outcome, 
 	}
 	return nil
 }
+
+// valueSlab is the size of the slabs event values are encoded into.
+const valueSlab = 64 << 10
 
 // maxOutcomeBatchBytes keeps an OutcomeBatch record far below the broker's
 // record size limit (1 MiB by default). A single outcome is a few hundred

@@ -224,13 +224,18 @@ func unchanged(cmd *parleyv1.Command) *parleyv1.Outcome {
 // a body or member list could make a batch of outcomes too large for one
 // record (the event itself is on the events topic).
 func sequenced(cmd *parleyv1.Command, ev *parleyv1.Event) *parleyv1.Outcome {
-	return &parleyv1.Outcome{
-		MsgId: cmd.MsgId, Conv: cmd.Conv, Status: parleyv1.OutcomeStatus_OUTCOME_STATUS_SEQUENCED,
-		Event: &parleyv1.Event{
+	// One allocation for both: every command that is sequenced has them.
+	oe := &struct {
+		o parleyv1.Outcome
+		e parleyv1.Event
+	}{
+		e: parleyv1.Event{
 			Conv: ev.Conv, Seq: ev.Seq, Type: ev.Type, MsgId: ev.MsgId, Cmid: ev.Cmid, From: ev.From,
 			Ts: ev.Ts, Kind: ev.Kind, Target: ev.Target, ConvKind: ev.ConvKind, Title: ev.Title,
 		},
 	}
+	oe.o = parleyv1.Outcome{MsgId: cmd.MsgId, Conv: cmd.Conv, Status: parleyv1.OutcomeStatus_OUTCOME_STATUS_SEQUENCED, Event: &oe.e}
+	return &oe.o
 }
 
 func duplicate(cmd *parleyv1.Command, conv string, e *parleyv1.MessageEntry) *parleyv1.Outcome {
