@@ -1,6 +1,7 @@
 package sequencer
 
 import (
+	"bytes"
 	"fmt"
 	"strings"
 	"sync"
@@ -96,8 +97,9 @@ func TestProcessFlushesOncePerTransaction(t *testing.T) {
 // TestProcessPartitions: a large transaction over several partitions, each
 // in several fetches, decides them on several goroutines; every command gets
 // one outcome, in a batch for the connector partition it names, each
-// conversation's events are produced in seq order, and each partition's
-// changelog goes to its own changelog partition.
+// conversation's events are produced in seq order with their bodies intact
+// (encoded into several value slabs), and each partition's changelog goes
+// to its own changelog partition.
 func TestProcessPartitions(t *testing.T) {
 	s, err := New(Config{Kafka: kafka.Config{Brokers: []string{"127.0.0.1:9092"}}, NodeID: "seq-test",
 		Now: func() time.Time { return time.UnixMilli(1_760_000_000_000) }})
@@ -137,7 +139,9 @@ func TestProcessPartitions(t *testing.T) {
 		return &kgo.Record{Topic: topics.Commands, Partition: p, Offset: offsets[p], Key: []byte(conv), Value: v}
 	}
 	// Each fetch holds every partition; each conversation is created in the
-	// first and sent to in every one.
+	// first and sent to in every one. The bodies are large enough that a
+	// partition's events take several value slabs.
+	body := []byte(`"` + strings.Repeat("x", 2000) + `"`)
 	var fetches kgo.Fetches
 	for f := range 3 {
 		var fetch kgo.Fetch
@@ -154,7 +158,7 @@ func TestProcessPartitions(t *testing.T) {
 				}
 				for j := range sends / 3 {
 					fp.Records = append(fp.Records, record(&parleyv1.Command{Conv: conv, Cmid: fmt.Sprintf("m%d-%d", f, j),
-						Body: &parleyv1.Command_Send{Send: &parleyv1.Send{Kind: "text", Body: []byte(`"hi"`)}}}, i+j))
+						Body: &parleyv1.Command_Send{Send: &parleyv1.Send{Kind: "text", Body: body}}}, i+j))
 				}
 			}
 			fetch.Topics[0].Partitions = append(fetch.Topics[0].Partitions, fp)
@@ -188,6 +192,9 @@ func TestProcessPartitions(t *testing.T) {
 				t.Fatalf("conversation %s: event %d produced after %d", ev.Conv, ev.Seq, lastSeq[ev.Conv])
 			}
 			lastSeq[ev.Conv] = ev.Seq
+			if ev.Type == parleyv1.EventType_EVENT_TYPE_MESSAGE && !bytes.Equal(ev.Body, body) {
+				t.Fatalf("conversation %s: event %d has a body of %d bytes, not the one sent", ev.Conv, ev.Seq, len(ev.Body))
+			}
 		case topics.SequencerState:
 			key := string(r.Key)
 			conv, _, _ := strings.Cut(key, "/")

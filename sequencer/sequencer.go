@@ -574,8 +574,8 @@ func byPartition(fetches kgo.Fetches) []partitionWork {
 // parallelMin is the least number of commands in a transaction that are
 // decided on more than one goroutine. A command takes a few microseconds;
 // below some hundreds, handing partitions to other goroutines (which may
-// have to wait for a core the other roles hold) costs more latency than it
-// saves.
+// have to wait for a core the other roles hold) saves little and may add
+// latency.
 const parallelMin = 512
 
 // parallel calls f(0) … f(n-1) on up to workers goroutines at a time (the
@@ -642,12 +642,17 @@ func (s *Sequencer) decidePartition(w partitionWork, now int64, produce func(*kg
 	var d decided
 	// The event records and their values are carved from slabs, a few
 	// allocations for the partition instead of two an event: the producer
-	// holds them only until the transaction ends.
-	n := 0
+	// holds them only until the transaction ends. An event is about as
+	// large as its command, which sizes the value slabs up to valueSlab.
+	n, size := 0, 0
 	for _, recs := range w.runs {
 		n += len(recs)
+		for _, r := range recs {
+			size += len(r.Value)
+		}
 	}
 	records := make([]kgo.Record, 0, n)
+	slab := min(size, valueSlab)
 	var values []byte
 	for _, recs := range w.runs {
 		for _, r := range recs {
@@ -669,16 +674,16 @@ func (s *Sequencer) decidePartition(w partitionWork, now int64, produce func(*kg
 				}
 			}
 			if ev != nil {
-				size := ev.SizeVT()
-				if cap(values)-len(values) < size {
-					values = make([]byte, 0, max(valueSlab, size))
+				m := ev.SizeVT()
+				if cap(values)-len(values) < m {
+					values = make([]byte, 0, max(slab, m))
 				}
-				v := values[len(values) : len(values)+size]
+				v := values[len(values) : len(values)+m]
 				if _, err := ev.MarshalToSizedBufferVT(v); err != nil {
 					d.err = err
 					return d
 				}
-				values = values[:len(values)+size]
+				values = values[:len(values)+m]
 				records = append(records, kgo.Record{Topic: t.Events, Key: r.Key, Value: v})
 				produce(&records[len(records)-1])
 			}
@@ -730,7 +735,7 @@ func produceOutcomes(topic string, outcomes map[outcomeKey][]*parleyv1.Outcome, 
 	return nil
 }
 
-// valueSlab is the size of the slabs event values are encoded into.
+// valueSlab is the largest slab event values are encoded into.
 const valueSlab = 64 << 10
 
 // maxOutcomeBatchBytes keeps an OutcomeBatch record far below the broker's
