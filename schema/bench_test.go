@@ -13,7 +13,9 @@ import (
 // Benchmarks of what every consumer of the events topic does per record:
 // decode and check it (DecodeEvent: writer, fanout, tap) and render it as
 // the protocol's JSON (ToJSON, then encoding/json: the connector's push
-// and history frames, the HTTP API, the tap). Run with
+// and history frames, the HTTP API, the tap); and of the decoding of the
+// other hot records (DecodeCommand: the sequencer; DecodeOutcomeBatch: the
+// connectors). Run with
 // go test -run '^$' -bench . -benchmem ./schema.
 
 // benchBody is a chat message body of about 100 bytes.
@@ -45,6 +47,30 @@ func BenchmarkDecodeEvent(b *testing.B) {
 	}
 	if !proto.Equal(ev, want) {
 		b.Fatalf("decoded %v, want %v", ev, want)
+	}
+}
+
+// BenchmarkDecodeCommand decodes a send as the sequencer reads each record
+// of the commands topic.
+func BenchmarkDecodeCommand(b *testing.B) {
+	ev := benchMessage()
+	want := &parleyv1.Command{Conv: ev.Conv, MsgId: ev.MsgId, Cmid: ev.Cmid, From: ev.From, Ts: ev.Ts,
+		ReplyTo: &parleyv1.ReplyTo{Node: "conn-1", Partition: 3},
+		Body:    &parleyv1.Command_Send{Send: &parleyv1.Send{Kind: ev.Kind, Body: ev.Body}}}
+	value, err := proto.Marshal(want)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.SetBytes(int64(len(value)))
+	var cmd *parleyv1.Command
+	for b.Loop() {
+		if cmd, err = DecodeCommand(value); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if !proto.Equal(cmd, want) {
+		b.Fatalf("decoded %v, want %v", cmd, want)
 	}
 }
 
