@@ -16,17 +16,25 @@ import (
 	parleyv1 "github.com/parley-im/parley/schema/parley/v1"
 )
 
-// TestProcessFlushesOncePerTransaction: a transaction whose commands for
-// one partition come in several fetches (as gather leaves them) writes each
-// conversation's head once, after the last of them, and a chunk sealed
-// within it once.
-func TestProcessFlushesOncePerTransaction(t *testing.T) {
+// processOnly returns a Sequencer that is never run, for calling process
+// directly: it knows the default partition counts and has no state.
+func processOnly(t *testing.T) *Sequencer {
+	t.Helper()
 	s, err := New(Config{Kafka: kafka.Config{Brokers: []string{"127.0.0.1:9092"}}, NodeID: "seq-test",
 		Now: func() time.Time { return time.UnixMilli(1_760_000_000_000) }})
 	if err != nil {
 		t.Fatal(err)
 	}
 	s.nparts, s.nout = s.cfg.Kafka.Partitions, s.cfg.Kafka.OutcomesPartitions
+	return s
+}
+
+// TestProcessFlushesOncePerTransaction: a transaction whose commands for
+// one partition come in several fetches (as gather leaves them) writes each
+// conversation's head once, after the last of them, and a chunk sealed
+// within it once.
+func TestProcessFlushesOncePerTransaction(t *testing.T) {
+	s := processOnly(t)
 	conv := ksuid.New().String()
 	for kafka.KeyPartition([]byte(conv), s.nparts) != 0 {
 		conv = ksuid.New().String()
@@ -101,12 +109,7 @@ func TestProcessFlushesOncePerTransaction(t *testing.T) {
 // (encoded into several value slabs), and each partition's changelog goes
 // to its own changelog partition.
 func TestProcessPartitions(t *testing.T) {
-	s, err := New(Config{Kafka: kafka.Config{Brokers: []string{"127.0.0.1:9092"}}, NodeID: "seq-test",
-		Now: func() time.Time { return time.UnixMilli(1_760_000_000_000) }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.nparts, s.nout = s.cfg.Kafka.Partitions, s.cfg.Kafka.OutcomesPartitions
+	s := processOnly(t)
 	topics := s.cfg.Kafka.Topics()
 	const parts, convsPerPart, sends = 4, 3, 6 * chunkSize
 	convPart := map[string]int32{}
