@@ -262,13 +262,17 @@ func (d *deliverer) push(ev Event) {
 // position; false when the client stopped.
 func (d *deliverer) emit(ev Event) bool {
 	select {
-	case d.c.events <- ev:
-		d.last[ev.Conv] = ev.Seq
-		d.c.st.delivered.Add(1)
-		return true
-	case <-d.c.ctx.Done():
-		return false
+	case d.c.events <- ev: // room in the buffer: the usual case, and cheaper than the select below
+	default:
+		select {
+		case d.c.events <- ev:
+		case <-d.c.ctx.Done():
+			return false
+		}
 	}
+	d.last[ev.Conv] = ev.Seq
+	d.c.st.delivered.Add(1)
+	return true
 }
 
 // emitPage delivers a history page's events that follow the position. It
