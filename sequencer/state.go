@@ -452,8 +452,9 @@ func (p *partition) apply(cmd *parleyv1.Command, now int64) (*parleyv1.Event, *p
 const maxEventBytes = 960 << 10
 
 // boundedEventBytes bounds the encoding of an event without members: every
-// other field is bounded by validate (13 fields, each with at most a 2-byte
-// tag and a 3-byte length or an 11-byte varint).
+// other field's content is bounded by validate, and each of the 13 fields
+// takes at most 13 bytes besides (a tag, then a length or a varint of at
+// most 10 bytes).
 const boundedEventBytes = schema.MaxConvIDLen + schema.MaxMsgIDLen + schema.MaxCMIDLen + schema.MaxUserIDLen +
 	schema.MaxKindLen + schema.MaxBodyLen + schema.MaxTitleLen + 13*(2+11)
 
