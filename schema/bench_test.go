@@ -50,8 +50,9 @@ func BenchmarkDecodeEvent(b *testing.B) {
 	}
 }
 
-// BenchmarkDecodeCommand decodes a send as the sequencer reads each record
-// of the commands topic.
+// BenchmarkDecodeCommand decodes a send as a record of the commands topic:
+// "copy" with DecodeCommand, "shared" with DecodeSharedCommand (the
+// sequencer's), whose strings and body share the record's memory.
 func BenchmarkDecodeCommand(b *testing.B) {
 	ev := benchMessage()
 	want := &parleyv1.Command{Conv: ev.Conv, MsgId: ev.MsgId, Cmid: ev.Cmid, From: ev.From, Ts: ev.Ts,
@@ -61,16 +62,29 @@ func BenchmarkDecodeCommand(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	b.ReportAllocs()
-	b.SetBytes(int64(len(value)))
-	var cmd *parleyv1.Command
-	for b.Loop() {
-		if cmd, err = DecodeCommand(value); err != nil {
-			b.Fatal(err)
-		}
-	}
-	if !proto.Equal(cmd, want) {
-		b.Fatalf("decoded %v, want %v", cmd, want)
+	for _, d := range []struct {
+		name   string
+		decode func() (*parleyv1.Command, error)
+	}{
+		{"copy", func() (*parleyv1.Command, error) { return DecodeCommand(value) }},
+		{"shared", func() (*parleyv1.Command, error) {
+			cmd := new(parleyv1.Command)
+			return cmd, DecodeSharedCommand(value, cmd)
+		}},
+	} {
+		b.Run(d.name, func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetBytes(int64(len(value)))
+			var cmd *parleyv1.Command
+			for b.Loop() {
+				if cmd, err = d.decode(); err != nil {
+					b.Fatal(err)
+				}
+			}
+			if !proto.Equal(cmd, want) {
+				b.Fatalf("decoded %v, want %v", cmd, want)
+			}
+		})
 	}
 }
 

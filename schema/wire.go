@@ -16,9 +16,10 @@ import (
 // it takes string fields that are not valid UTF-8 (proto3 forbids them and
 // other languages' decoders refuse them), and unknown fields that
 // proto.Unmarshal refuses (a group that does not end where it should).
-// DecodeCommand, DecodeEvent, DecodePushBatch, DecodeOutcomeBatch and
-// UnmarshalEvent take UnmarshalVT's result (UnmarshalVTUnsafe's, which is
-// the same but shares the input's memory, for DecodePushBatch) only when
+// DecodeCommand, DecodeSharedCommand, DecodeEvent, DecodePushBatch,
+// DecodeOutcomeBatch and UnmarshalEvent take UnmarshalVT's result
+// (UnmarshalVTUnsafe's, which is the same but shares the input's memory,
+// for DecodeSharedCommand and DecodePushBatch) only when
 // every string is valid UTF-8 and no message has unknown fields; otherwise,
 // and when the generated decoder fails (it also refuses a known field with
 // another wire type, which proto.Unmarshal keeps as unknown),
@@ -67,6 +68,20 @@ func DecodeCommand(value []byte) (*parleyv1.Command, error) {
 		return nil, undecodable("parley.v1.Command", err)
 	}
 	return cmd, nil
+}
+
+// DecodeSharedCommand decodes a record value of the commands topic as
+// DecodeCommand does, into cmd (reset first), except that cmd's strings and
+// bytes share value's memory (UnmarshalVTUnsafe): value must stay unchanged
+// while cmd is in use, and whatever outlives it must be copied, or it keeps
+// all of value's memory alive. The sequencer decodes each command with it:
+// it keeps only a few of a command's strings, and copying every field was
+// most of decoding.
+func DecodeSharedCommand(value []byte, cmd *parleyv1.Command) error {
+	if err := decode(value, cmd, cmd.UnmarshalVTUnsafe, plainCommand); err != nil {
+		return undecodable("parley.v1.Command", err)
+	}
+	return nil
 }
 
 // UnmarshalEvent decodes an event into ev (reset first) as DecodeEvent

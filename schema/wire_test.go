@@ -85,8 +85,8 @@ func pathName(md protoreflect.MessageDescriptor, path []protoreflect.FieldDescri
 	return name
 }
 
-// TestDecodersMatchProto: DecodeCommand, DecodePushBatch,
-// DecodeOutcomeBatch, UnmarshalEvent and DecodeEvent refuse as
+// TestDecodersMatchProto: DecodeCommand, DecodeSharedCommand,
+// DecodePushBatch, DecodeOutcomeBatch, UnmarshalEvent and DecodeEvent refuse as
 // undecodable what proto.Unmarshal refuses and UnmarshalVT takes (invalid
 // UTF-8 in a string field, a broken group among a message's unknown
 // fields), and take the rest. Every string field and every message of a
@@ -98,6 +98,7 @@ func TestDecodersMatchProto(t *testing.T) {
 		decode func([]byte) error
 	}{
 		{&parleyv1.Command{}, func(v []byte) error { _, err := DecodeCommand(v); return err }},
+		{&parleyv1.Command{}, func(v []byte) error { return DecodeSharedCommand(v, &parleyv1.Command{Conv: "left over"}) }},
 		{&parleyv1.PushBatch{}, func(v []byte) error { _, err := DecodePushBatch(v); return err }},
 		{&parleyv1.OutcomeBatch{}, func(v []byte) error { _, err := DecodeOutcomeBatch(v); return err }},
 		// Undecodable or not: UnmarshalEvent's error is proto.Unmarshal's.

@@ -504,10 +504,22 @@ type outcomeKey struct {
 // holds the change in memory. A record whose key is not its command's
 // conversation, or that sits on another partition than the key's, is
 // rejected as MALFORMED: it could give one conversation two writers.
+//
+// The command, event and outcome may share value's memory
+// (schema.DecodeSharedCommand): they are used while value is, within the
+// transaction, and part keeps copies only (see partition.apply).
 func decide(part *partition, key, value []byte, partition, nparts int32, now int64) (*parleyv1.Command, *parleyv1.Event, *parleyv1.Outcome, error) {
-	cmd, err := schema.DecodeCommand(value)
-	if err != nil {
+	cmd := new(parleyv1.Command)
+	if err := schema.DecodeSharedCommand(value, cmd); err != nil {
 		return nil, nil, nil, err
+	}
+	switch cmd.Body.(type) {
+	case *parleyv1.Command_Create, *parleyv1.Command_AddMembers, *parleyv1.Command_RemoveMembers:
+		// Rare, and the state keeps much of them: decoded again, copying.
+		var err error
+		if cmd, err = schema.DecodeCommand(value); err != nil {
+			return nil, nil, nil, err
+		}
 	}
 	switch {
 	case len(key) == 0 || string(key) != cmd.Conv:

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strings"
 
 	"github.com/segmentio/ksuid"
 
@@ -357,6 +358,13 @@ func dedupe(users []string, skip string) []string {
 // apply decides cmd against the partition's state at time now (Unix ms).
 // It returns the event to append (nil if none) and the outcome. State is
 // updated in memory and marked for the next flush.
+//
+// Of a send, edit, revoke or read the state keeps only the ids of its
+// window entry, which sequence copies: such a command's strings may share
+// the memory of the record it came from (schema.DecodeSharedCommand).
+// The state keeps much of a command that creates a conversation or
+// changes its members (ids, title, users): such a command must not (see
+// decide).
 func (p *partition) apply(cmd *parleyv1.Command, now int64) (*parleyv1.Event, *parleyv1.Outcome) {
 	if o := validate(cmd); o != nil {
 		return nil, o
@@ -604,8 +612,17 @@ func (p *partition) sequence(c *convState, ev *parleyv1.Event, now int64) {
 	}
 	h.MemberCount = int64(len(c.members))
 	if ev.Cmid != "" {
+		// The entry's strings, copied in one allocation: ev's may share a
+		// record's memory (see apply).
+		var sb strings.Builder
+		sb.Grow(len(ev.MsgId) + len(ev.Cmid) + len(ev.From))
+		sb.WriteString(ev.MsgId)
+		sb.WriteString(ev.Cmid)
+		sb.WriteString(ev.From)
+		ids := sb.String()
+		a, b := len(ev.MsgId), len(ev.MsgId)+len(ev.Cmid)
 		c.record(&parleyv1.MessageEntry{
-			Seq: ev.Seq, Type: ev.Type, MsgId: ev.MsgId, Cmid: ev.Cmid, From: ev.From, Ts: ev.Ts, Target: ev.Target,
+			Seq: ev.Seq, Type: ev.Type, MsgId: ids[:a], Cmid: ids[a:b], From: ids[b:], Ts: ev.Ts, Target: ev.Target,
 		}, p.rules, ev.Ts)
 	}
 }
