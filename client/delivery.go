@@ -147,25 +147,41 @@ func (q *queue) droppedCount() int64 {
 	return q.dropped
 }
 
-// deliverer is the one goroutine that delivers events: it owns, per
-// tracked conversation, the last seq delivered.
+// deliverer is the one goroutine that delivers events: it owns the
+// position of every tracked conversation.
 type deliverer struct {
-	c    *Client
-	last map[string]int64
-	// pushed holds the conversations a push was delivered for since the
-	// current connection's catch-up: everything up to that push was
-	// delivered (a gap is filled first), and fanout pushes what follows it,
-	// so the late catch-up skips them. (A push fanout fails to deliver is
-	// recovered by the conversation's next push or the next connect.)
-	pushed map[string]bool
+	c     *Client
+	convs map[string]*position
+}
+
+// position is how far a tracked conversation was delivered.
+type position struct {
+	last int64 // the last seq delivered
+	// pushed: a push was delivered since the current connection's
+	// catch-up. Everything up to that push was delivered (a gap is filled
+	// first), and fanout pushes what follows it, so the late catch-up skips
+	// the conversation. (A push fanout fails to deliver is recovered by the
+	// conversation's next push or the next connect.)
+	pushed bool
 }
 
 func newDeliverer(c *Client, tracked map[string]int64) *deliverer {
-	d := &deliverer{c: c, last: make(map[string]int64, len(tracked)), pushed: make(map[string]bool)}
+	d := &deliverer{c: c, convs: make(map[string]*position, len(tracked))}
 	for conv, seq := range tracked {
-		d.last[conv] = max(seq, 0)
+		d.convs[conv] = &position{last: max(seq, 0)}
 	}
 	return d
+}
+
+// track starts tracking conv after seq, unless it is tracked; it returns
+// the conversation's position and whether it was new.
+func (d *deliverer) track(conv string, seq int64) (*position, bool) {
+	if p := d.convs[conv]; p != nil {
+		return p, false
+	}
+	p := &position{last: seq}
+	d.convs[conv] = p
+	return p, true
 }
 
 func (d *deliverer) loop() {
@@ -180,23 +196,22 @@ func (d *deliverer) loop() {
 		case itemEvent:
 			d.push(it.ev)
 		case itemTrack:
-			if _, tracked := d.last[it.conv]; !tracked {
-				d.last[it.conv] = it.seq
-				d.catchUp(it.conv)
+			if p, added := d.track(it.conv, it.seq); added {
+				d.catchUp(it.conv, p)
 			}
 		case itemCatchUp, itemLateCatchUp:
-			if it.kind == itemCatchUp {
-				clear(d.pushed)
-			}
-			convs := make([]string, 0, len(d.last))
-			for conv := range d.last {
-				if it.kind == itemCatchUp || !d.pushed[conv] {
+			convs := make([]string, 0, len(d.convs))
+			for conv, p := range d.convs {
+				if it.kind == itemCatchUp {
+					p.pushed = false
+				}
+				if !p.pushed {
 					convs = append(convs, conv)
 				}
 			}
 			slices.Sort(convs)
 			for _, conv := range convs {
-				if !d.catchUp(conv) {
+				if !d.catchUp(conv, d.convs[conv]) {
 					break
 				}
 			}
@@ -208,10 +223,8 @@ func (d *deliverer) loop() {
 			}
 			slices.Sort(convs)
 			for _, conv := range convs {
-				if _, tracked := d.last[conv]; !tracked {
-					d.last[conv] = it.from[conv]
-				}
-				if !d.fill(conv, it.upTo[conv]) && d.c.ctx.Err() != nil {
+				p, _ := d.track(conv, it.from[conv])
+				if !d.fill(conv, p, it.upTo[conv]) && d.c.ctx.Err() != nil {
 					ok = false
 					break
 				}
@@ -219,10 +232,8 @@ func (d *deliverer) loop() {
 			it.done <- ok
 		case itemOverflow:
 			for conv, r := range over {
-				if _, tracked := d.last[conv]; !tracked {
-					d.last[conv] = r.lo - 1
-				}
-				if !d.fill(conv, r.hi) && d.c.ctx.Err() != nil {
+				p, _ := d.track(conv, r.lo-1)
+				if !d.fill(conv, p, r.hi) && d.c.ctx.Err() != nil {
 					break
 				}
 			}
@@ -233,34 +244,29 @@ func (d *deliverer) loop() {
 // push handles a pushed event: drop a duplicate, deliver the next one,
 // fill a gap first.
 func (d *deliverer) push(ev Event) {
-	last, tracked := d.last[ev.Conv]
-	if !tracked {
-		// Start at this push (at 0 for seq 1).
-		last = ev.Seq - 1
-		d.last[ev.Conv] = last
-	}
-	if ev.Seq <= last {
+	p, _ := d.track(ev.Conv, ev.Seq-1) // if new, start at this push (at 0 for seq 1)
+	if ev.Seq <= p.last {
 		d.c.st.duplicates.Add(1)
 		return
 	}
-	if ev.Seq > last+1 {
+	if ev.Seq > p.last+1 {
 		d.c.st.gaps.Add(1)
-		if !d.fill(ev.Conv, ev.Seq-1) {
+		if !d.fill(ev.Conv, p, ev.Seq-1) {
 			return
 		}
-		if ev.Seq <= d.last[ev.Conv] { // the history had it too
+		if ev.Seq <= p.last { // the history had it too
 			d.c.st.duplicates.Add(1)
 			return
 		}
 	}
-	if d.emit(ev) {
-		d.pushed[ev.Conv] = true
+	if d.emit(ev, p) {
+		p.pushed = true
 	}
 }
 
-// emit delivers ev (the next of its conversation) and advances the
+// emit delivers ev (the next of its conversation, at p) and advances the
 // position; false when the client stopped.
-func (d *deliverer) emit(ev Event) bool {
+func (d *deliverer) emit(ev Event, p *position) bool {
 	select {
 	case d.c.events <- ev: // room in the buffer: the usual case, and cheaper than the select below
 	default:
@@ -270,42 +276,41 @@ func (d *deliverer) emit(ev Event) bool {
 			return false
 		}
 	}
-	d.last[ev.Conv] = ev.Seq
+	p.last = ev.Seq
 	d.c.st.delivered.Add(1)
 	return true
 }
 
-// emitPage delivers a history page's events that follow the position. It
-// stops at a hole (an event that is not the next one: the store has not
+// emitPage delivers a history page's events that follow the position p.
+// It stops at a hole (an event that is not the next one: the store has not
 // caught up there) and reports it; ok is false when the client stopped.
-func (d *deliverer) emitPage(conv string, evs []Event) (hole, ok bool) {
+func (d *deliverer) emitPage(p *position, evs []Event) (hole, ok bool) {
 	for _, ev := range evs {
-		last := d.last[conv]
-		if ev.Seq <= last {
+		if ev.Seq <= p.last {
 			continue
 		}
-		if ev.Seq != last+1 {
+		if ev.Seq != p.last+1 {
 			return true, true
 		}
-		if !d.emit(ev) {
+		if !d.emit(ev, p) {
 			return false, false
 		}
 	}
 	return false, true
 }
 
-// page fetches the history of conv after the position (retried on
+// page fetches the history of conv after its position p (retried on
 // unavailable and connection loss until the client stops).
-func (d *deliverer) page(conv string) ([]Event, bool, error) {
+func (d *deliverer) page(conv string, p *position) ([]Event, bool, error) {
 	d.c.st.historyPages.Add(1)
-	return d.c.History(d.c.ctx, conv, d.last[conv], 0, historyPage)
+	return d.c.History(d.c.ctx, conv, p.last, 0, historyPage)
 }
 
-// catchUp delivers what the history holds after the position, until the
-// server says there is no more. False when the client stopped.
-func (d *deliverer) catchUp(conv string) bool {
+// catchUp delivers what the history holds after conv's position p, until
+// the server says there is no more. False when the client stopped.
+func (d *deliverer) catchUp(conv string, p *position) bool {
 	for {
-		evs, more, err := d.page(conv)
+		evs, more, err := d.page(conv, p)
 		if err != nil {
 			if d.c.ctx.Err() != nil {
 				return false
@@ -316,7 +321,7 @@ func (d *deliverer) catchUp(conv string) bool {
 			d.c.log.Debug("catch-up failed", "conv", conv, "err", err)
 			return true
 		}
-		hole, ok := d.emitPage(conv, evs)
+		hole, ok := d.emitPage(p, evs)
 		if !ok {
 			return false
 		}
@@ -326,18 +331,18 @@ func (d *deliverer) catchUp(conv string) bool {
 	}
 }
 
-// fill delivers the events of conv up to seq target from history, waiting
+// fill delivers the events of conv (at p) up to seq target from history, waiting
 // with backoff while the store has not caught up with the push that
 // revealed the gap: a gap is filled, never skipped. False when the client
 // stopped, or for a conversation the server will not serve — bad_request
 // at once, forbidden after maxForbidden tries (the store may not have the
 // membership yet; past that, the user was removed) — which is then no
 // longer tracked.
-func (d *deliverer) fill(conv string, target int64) bool {
+func (d *deliverer) fill(conv string, p *position, target int64) bool {
 	forbidden := 0
-	for waits := 0; d.last[conv] < target; {
-		before := d.last[conv]
-		evs, _, err := d.page(conv)
+	for waits := 0; p.last < target; {
+		before := p.last
+		evs, _, err := d.page(conv, p)
 		if err != nil {
 			if d.c.ctx.Err() != nil {
 				return false
@@ -347,20 +352,20 @@ func (d *deliverer) fill(conv string, target int64) bool {
 			}
 			if IsCode(err, CodeBadRequest) || forbidden > maxForbidden {
 				d.c.log.Warn("cannot fill a gap; the conversation is no longer tracked", "conv", conv, "err", err)
-				delete(d.last, conv)
+				delete(d.convs, conv)
 				return false
 			}
-		} else if _, ok := d.emitPage(conv, evs); !ok {
+		} else if _, ok := d.emitPage(p, evs); !ok {
 			return false
 		}
-		if d.last[conv] > before {
+		if p.last > before {
 			waits = 0
 			continue
 		}
 		// No progress: the store lags behind the push (or refused for the
 		// same reason). Wait and ask again.
 		if waits > 0 && waits%10 == 0 {
-			d.c.log.Warn("still waiting for the history to fill a gap", "conv", conv, "have", d.last[conv], "want", target, "err", err)
+			d.c.log.Warn("still waiting for the history to fill a gap", "conv", conv, "have", p.last, "want", target, "err", err)
 		}
 		if !sleepCtx(d.c.ctx, d.c.backoff(waits)) {
 			return false
