@@ -115,3 +115,31 @@ func TestBitset(t *testing.T) {
 		}
 	}
 }
+
+// TestRecorder: a value is counted once, in the interval it was recorded
+// in and in the total, whether or not its interval has ended.
+func TestRecorder(t *testing.T) {
+	r := newRecorder()
+	now := time.Now()
+	for i := range 100 {
+		r.record(i, now, time.Duration(i+1)*time.Millisecond)
+	}
+	if h := r.interval(); h.TotalCount() != 100 || h.Max() < 99_000 {
+		t.Fatalf("first interval: %d values, max %d µs; want 100, about 100,000", h.TotalCount(), h.Max())
+	}
+	for i := range 10 {
+		r.record(i, now, time.Second)
+	}
+	if h := r.total(); h.TotalCount() != 110 || h.Min() > 1000 {
+		t.Fatalf("total within the second interval: %d values, min %d µs; want 110, about 1,000", h.TotalCount(), h.Min())
+	}
+	if h := r.interval(); h.TotalCount() != 10 || h.Min() < 999_000 {
+		t.Fatalf("second interval: %d values, min %d µs; want 10, about 1,000,000", h.TotalCount(), h.Min())
+	}
+	if h := r.total(); h.TotalCount() != 110 {
+		t.Fatalf("total: %d values, want 110", h.TotalCount())
+	}
+	if r.interval().TotalCount() != 0 || r.count.Load() != 110 {
+		t.Fatalf("an empty interval, and a count of %d, want 110", r.count.Load())
+	}
+}

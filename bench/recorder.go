@@ -31,6 +31,9 @@ type recorder struct {
 	errs   errList
 }
 
+// recShard holds the values of the current interval (cur) and those of
+// the intervals before it (total): a value is recorded once, into cur,
+// and moves into total when its interval ends.
 type recShard struct {
 	mu         sync.Mutex
 	total, cur *hdrhistogram.Histogram
@@ -53,7 +56,6 @@ func (r *recorder) record(shard int, now time.Time, d time.Duration) {
 	s.mu.Lock()
 	// Values past the top are recorded as the top: the run then shows a
 	// 10-minute latency instead of losing the value.
-	_ = s.total.RecordValue(min(us, histMax))
 	_ = s.cur.RecordValue(min(us, histMax))
 	s.mu.Unlock()
 	r.count.Add(1)
@@ -76,6 +78,7 @@ func (r *recorder) interval() *hdrhistogram.Histogram {
 		s := &r.shards[i]
 		s.mu.Lock()
 		h.Merge(s.cur)
+		s.total.Merge(s.cur)
 		s.cur.Reset()
 		s.mu.Unlock()
 	}
@@ -89,6 +92,7 @@ func (r *recorder) total() *hdrhistogram.Histogram {
 		s := &r.shards[i]
 		s.mu.Lock()
 		h.Merge(s.total)
+		h.Merge(s.cur)
 		s.mu.Unlock()
 	}
 	return h
