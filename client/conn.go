@@ -235,6 +235,9 @@ func (cn *conn) readLoop() error {
 	deadline := time.Now().Add(idle + slack)
 	_ = cn.ws.SetReadDeadline(deadline)
 	var buf bytes.Buffer // reused: decodeFrame keeps nothing of its input
+	// Reused, emptied before each frame: a push is copied out of it, and a
+	// reply gets a copy of its own.
+	var f frame
 	for {
 		if buf.Cap() > 1<<20 {
 			buf = bytes.Buffer{} // a large history page is not kept
@@ -254,7 +257,7 @@ func (cn *conn) readLoop() error {
 			deadline = now.Add(idle + slack)
 			_ = cn.ws.SetReadDeadline(deadline)
 		}
-		var f frame
+		f = frame{}
 		if err := decodeFrame(data, &f); err != nil {
 			c.log.Warn("undecodable frame", "err", err)
 			continue
@@ -277,7 +280,8 @@ func (cn *conn) readLoop() error {
 				// reply, so the conversation is tracked from seq 0 first.
 				c.q.add(item{kind: itemTrack, conv: f.Conv, seq: 0})
 			}
-			cn.resolve(&f)
+			reply := f
+			cn.resolve(&reply)
 		case f.Op == "error":
 			c.log.Debug("error without a request id", "code", f.Code, "message", f.Message)
 		default:
