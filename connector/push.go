@@ -108,8 +108,13 @@ func (g *Gateway) handlePush(ctx *fasthttp.RequestCtx) {
 }
 
 // pushChunk is how many events of a push batch are queued before the
-// writers of the sessions they go to start.
-const pushChunk = 16
+// writers of the sessions they go to start. A session writes what it was
+// given in one writev, and in a busy group a batch holds tens of the
+// group's events: 64 takes them in one write where 16 took several
+// (group, 1,000 members: 8 % less server CPU a delivery; 256 did no
+// better), and queueing them is a few microseconds, so the first events
+// of a long batch still go out early.
+const pushChunk = 64
 
 // pushFrame is one push of a batch as the client frame its users get.
 type pushFrame struct {
