@@ -62,27 +62,37 @@ func BenchmarkDecodeCommand(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	for _, d := range []struct {
-		name   string
-		decode func() (*parleyv1.Command, error)
-	}{
+	benchDecoders(b, value, want, []decoder[*parleyv1.Command]{
 		{"copy", func() (*parleyv1.Command, error) { return DecodeCommand(value) }},
 		{"shared", func() (*parleyv1.Command, error) {
 			cmd := new(parleyv1.Command)
 			return cmd, DecodeSharedCommand(value, cmd)
 		}},
-	} {
+	})
+}
+
+// decoder is a named way to decode a benchmark's record.
+type decoder[M proto.Message] struct {
+	name   string
+	decode func() (M, error)
+}
+
+// benchDecoders runs each decoder of value as a sub-benchmark, and checks
+// that what it decoded last equals want.
+func benchDecoders[M proto.Message](b *testing.B, value []byte, want M, decoders []decoder[M]) {
+	for _, d := range decoders {
 		b.Run(d.name, func(b *testing.B) {
 			b.ReportAllocs()
 			b.SetBytes(int64(len(value)))
-			var cmd *parleyv1.Command
+			var got M
+			var err error
 			for b.Loop() {
-				if cmd, err = d.decode(); err != nil {
+				if got, err = d.decode(); err != nil {
 					b.Fatal(err)
 				}
 			}
-			if !proto.Equal(cmd, want) {
-				b.Fatalf("decoded %v, want %v", cmd, want)
+			if !proto.Equal(got, want) {
+				b.Fatalf("decoded %v, want %v", got, want)
 			}
 		})
 	}
@@ -103,30 +113,13 @@ func BenchmarkDecodeOutcomeBatch(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	for _, bc := range []struct {
-		name   string
-		decode func() (*parleyv1.OutcomeBatch, error)
-	}{
+	benchDecoders(b, value, batch, []decoder[*parleyv1.OutcomeBatch]{
 		{"DecodeOutcomeBatch", func() (*parleyv1.OutcomeBatch, error) { return DecodeOutcomeBatch(value) }},
 		{"proto", func() (*parleyv1.OutcomeBatch, error) {
 			got := new(parleyv1.OutcomeBatch)
 			return got, proto.Unmarshal(value, got)
 		}},
-	} {
-		b.Run(bc.name, func(b *testing.B) {
-			b.ReportAllocs()
-			b.SetBytes(int64(len(value)))
-			var got *parleyv1.OutcomeBatch
-			for b.Loop() {
-				if got, err = bc.decode(); err != nil {
-					b.Fatal(err)
-				}
-			}
-			if !proto.Equal(got, batch) {
-				b.Fatal("the batch does not decode to itself")
-			}
-		})
-	}
+	})
 }
 
 // BenchmarkEventJSON renders a message event as the connector does for a

@@ -259,24 +259,11 @@ func TestStateSharesNoRecordMemory(t *testing.T) {
 	group := ksuid.New().String()
 	direct := schema.DirectConvID("alice", "bob")
 	var cmds []*parleyv1.Command
-	add := func(conv, from, cmid string, body any) {
-		cmd := &parleyv1.Command{Conv: conv, From: from, MsgId: ksuid.New().String(), Cmid: cmid,
-			ReplyTo: &parleyv1.ReplyTo{Node: "connector-1", Partition: 1}}
-		switch b := body.(type) {
-		case *parleyv1.Create:
-			cmd.Body = &parleyv1.Command_Create{Create: b}
-		case *parleyv1.AddMembers:
-			cmd.Body = &parleyv1.Command_AddMembers{AddMembers: b}
-		case *parleyv1.RemoveMembers:
-			cmd.Body = &parleyv1.Command_RemoveMembers{RemoveMembers: b}
-		case *parleyv1.Send:
-			cmd.Body = &parleyv1.Command_Send{Send: b}
-		case *parleyv1.Edit:
-			cmd.Body = &parleyv1.Command_Edit{Edit: b}
-		case *parleyv1.Revoke:
-			cmd.Body = &parleyv1.Command_Revoke{Revoke: b}
-		case *parleyv1.Read:
-			cmd.Body = &parleyv1.Command_Read{Read: b}
+	add := func(conv, from, cmid string, body proto.Message) {
+		cmd, err := schema.SetBody(&parleyv1.Command{Conv: conv, From: from, MsgId: ksuid.New().String(), Cmid: cmid,
+			ReplyTo: &parleyv1.ReplyTo{Node: "connector-1", Partition: 1}}, body)
+		if err != nil {
+			t.Fatal(err)
 		}
 		cmds = append(cmds, cmd)
 	}
