@@ -331,13 +331,13 @@ func (d *deliverer) catchUp(conv string, p *position) bool {
 	}
 }
 
-// fill delivers the events of conv (at p) up to seq target from history, waiting
-// with backoff while the store has not caught up with the push that
-// revealed the gap: a gap is filled, never skipped. False when the client
-// stopped, or for a conversation the server will not serve — bad_request
-// at once, forbidden after maxForbidden tries (the store may not have the
-// membership yet; past that, the user was removed) — which is then no
-// longer tracked.
+// fill delivers the events of conv (at p) up to seq target from history,
+// waiting with backoff while the store has not caught up with the push
+// that revealed the gap: a gap is filled, never skipped. False when the
+// client stopped, or for a conversation the server will not serve —
+// bad_request at once, forbidden after maxForbidden tries (the store may
+// not have the membership yet; past that, the user was removed) — which is
+// then no longer tracked.
 func (d *deliverer) fill(conv string, p *position, target int64) bool {
 	forbidden := 0
 	for waits := 0; p.last < target; {
