@@ -116,15 +116,17 @@ func BenchmarkRecipients(b *testing.B) {
 func BenchmarkRoute(b *testing.B) {
 	_, users := benchMembersCache(b)
 	v := benchView(b)
-	routed := 0
-	count := func(string, string, string) { routed++ }
+	var live []nodeUsers
 	var offline []string
 	b.ReportAllocs()
 	for b.Loop() {
-		routed = 0
-		offline = v.route(users, count)
+		live, offline = v.route(users)
 	}
-	if routed != benchOnline+benchLaptops || len(offline) != benchMembers-benchOnline {
+	routed := 0
+	for _, n := range live {
+		routed += len(n.users)
+	}
+	if len(live) != benchNodes || routed != benchOnline+benchLaptops || len(offline) != benchMembers-benchOnline {
 		b.Fatalf("routed %d deliveries, %d offline", routed, len(offline))
 	}
 }
@@ -136,16 +138,15 @@ func BenchmarkPushBatch(b *testing.B) {
 	const events = 100
 	_, users := benchMembersCache(b)
 	v := benchView(b)
-	byNode := map[string][]string{}
-	v.route(users, func(user, nodeID, _ string) { byNode[nodeID] = append(byNode[nodeID], user) })
+	live, _ := v.route(users)
 	batches := map[string]*nodeBatch{}
 	for seq := int64(2); seq < 2+events; seq++ {
 		ev := benchMessage(seq)
-		for id, us := range byNode {
-			if batches[id] == nil {
-				batches[id] = &nodeBatch{addr: id}
+		for _, n := range live {
+			if batches[n.id] == nil {
+				batches[n.id] = &nodeBatch{addr: n.pushAddr}
 			}
-			batches[id].pushes = append(batches[id].pushes, &parleyv1.Push{Event: ev, Users: us})
+			batches[n.id].pushes = append(batches[n.id].pushes, &parleyv1.Push{Event: ev, Users: n.users})
 		}
 	}
 	var size int

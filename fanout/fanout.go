@@ -343,21 +343,16 @@ func (f *Fanout) handle(ctx context.Context, cl *kgo.Client, view *presenceView,
 	waitUntil := time.Now().Add(f.cfg.StoreWait)
 	batches := make(map[string]*nodeBatch)
 	add := func(p *parleyv1.Push, users []string) []string {
-		byNode := make(map[string]*parleyv1.Push)
-		return view.route(users, func(user, nodeID, addr string) {
-			np := byNode[nodeID]
-			if np == nil {
-				np = &parleyv1.Push{Event: p.Event, Typing: p.Typing}
-				byNode[nodeID] = np
-				b := batches[nodeID]
-				if b == nil {
-					b = &nodeBatch{addr: addr}
-					batches[nodeID] = b
-				}
-				b.pushes = append(b.pushes, np)
+		live, offline := view.route(users)
+		for _, n := range live {
+			b := batches[n.id]
+			if b == nil {
+				b = &nodeBatch{addr: n.pushAddr}
+				batches[n.id] = b
 			}
-			np.Users = append(np.Users, user)
-		})
+			b.pushes = append(b.pushes, &parleyv1.Push{Event: p.Event, Typing: p.Typing, Users: n.users})
+		}
+		return offline
 	}
 	var notes []*kgo.Record
 	for _, r := range recs {

@@ -79,14 +79,14 @@ func FuzzPresenceRecord(f *testing.F) {
 				t.Fatalf("a node silent for %d intervals of %v is alive", deadAfter, rec.interval)
 			}
 		case rec.gone:
-			if off := v.route([]string{rec.user}, func(string, string, string) {}); len(off) != 1 {
+			if _, off := v.route([]string{rec.user}); len(off) != 1 {
 				t.Fatal("a user's tombstone left them online")
 			}
 		default:
 			if rec.devices < 1 {
 				t.Fatalf("accepted %+v", rec)
 			}
-			if off := v.route([]string{rec.user}, func(string, string, string) {}); len(off) != 0 {
+			if _, off := v.route([]string{rec.user}); len(off) != 0 {
 				t.Fatal("a user with devices on a live node is offline")
 			}
 		}

@@ -245,27 +245,58 @@ func (v *presenceView) sync(ctx context.Context) error {
 	}
 }
 
-// route calls fn for each live node holding a device of each of users
-// and returns the users with none.
-func (v *presenceView) route(users []string, fn func(user, nodeID, pushAddr string)) (offline []string) {
+// nodeUsers is one live node's share of a route: where it takes pushes,
+// and the users with a device there.
+type nodeUsers struct {
+	id, pushAddr string
+	users        []string
+}
+
+// route groups users by the live nodes holding their devices, in the
+// order the nodes are first met, and returns the users with none.
+func (v *presenceView) route(users []string) (live []nodeUsers, offline []string) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	now := v.now()
+	// Every node met, dead ones too (alive false), so that each is looked
+	// up in v.nodes once.
+	type met struct {
+		nodeUsers
+		alive bool
+	}
+	var nodes []met
+	index := make(map[string]int) // id -> nodes[i]
+	find := func(id string) *met {
+		if i, ok := index[id]; ok {
+			return &nodes[i]
+		}
+		n := v.nodes[id]
+		m := met{nodeUsers: nodeUsers{id: id}, alive: n != nil && !now.After(n.deadline)}
+		if m.alive {
+			m.pushAddr = n.pushAddr
+		}
+		index[id] = len(nodes)
+		nodes = append(nodes, m)
+		return &nodes[len(nodes)-1]
+	}
 	for _, u := range users {
 		online := false
 		for _, id := range v.users[u] {
-			n := v.nodes[id]
-			if n == nil || now.After(n.deadline) {
-				continue
+			if m := find(id); m.alive {
+				m.users = append(m.users, u)
+				online = true
 			}
-			fn(u, id, n.pushAddr)
-			online = true
 		}
 		if !online {
 			offline = append(offline, u)
 		}
 	}
-	return offline
+	for _, m := range nodes {
+		if m.alive {
+			live = append(live, m.nodeUsers)
+		}
+	}
+	return live, offline
 }
 
 // suspend treats node as dead until its next heartbeat: pushes to it
