@@ -14,8 +14,8 @@ import (
 // decode and check it (DecodeEvent: writer, fanout, tap) and render it as
 // the protocol's JSON (ToJSON, then encoding/json: the connector's push
 // and history frames, the HTTP API, the tap); and of the decoding of the
-// other hot records (DecodeCommand: the sequencer; DecodeOutcomeBatch: the
-// connectors). Run with
+// other hot records (DecodeSharedCommand: the sequencer, against
+// DecodeCommand; DecodeOutcomeBatch: the connectors). Run with
 // go test -run '^$' -bench . -benchmem ./schema.
 
 // benchBody is a chat message body of about 100 bytes.
