@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"reflect"
 	"testing"
+
+	gojson "github.com/goccy/go-json"
 
 	"github.com/parley-im/parley/schema"
 	parleyv1 "github.com/parley-im/parley/schema/parley/v1"
@@ -27,13 +30,14 @@ func historyPageFrame(n int) []byte {
 	return append(b, `],"more":true}`...)
 }
 
-// frameDecoders are the client's decoder and encoding/json, which it
-// replaced; the decode benchmarks run both.
+// frameDecoders are the client's decoder, its general decoder alone, and
+// encoding/json, which it replaced; the decode benchmarks run each.
 var frameDecoders = []struct {
 	name   string
 	decode func([]byte, *frame) error
 }{
 	{"decodeFrame", decodeFrame},
+	{"goccy", func(b []byte, f *frame) error { return gojson.Unmarshal(b, f) }},
 	{"encoding_json", func(b []byte, f *frame) error { return json.Unmarshal(b, f) }},
 }
 
@@ -87,9 +91,15 @@ func FuzzDecodeFrame(f *testing.F) {
 	f.Add([]byte(`{"op":"error","id":"7","code":"rate_limited","message":"slow down"}`))
 	f.Add([]byte(`{"op":"event","conv":"c1","seq":2,"type":"member_added","members":["a","b"],"body":"\ud83d\ude00 \u0000","ts":1}`))
 	f.Add([]byte(`{"op":"ack","id":"3","conv":"c","cmid":"k","msg_id":"m","seq":1e2}`))
+	f.Add(pushFrame(&parleyv1.Event{Conv: "c1", Seq: 9, Type: parleyv1.EventType_EVENT_TYPE_MESSAGE, MsgId: "m", Cmid: "k", From: "a", Kind: "text", Body: []byte(`{"t":1,"text":"x"}`), Ts: 3}))
+	f.Add([]byte(`{"op":"event","conv":"c","seq":1,"type":"message","body":[1,{"ts":2}],"ts":-12}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var want frame
 		if json.Unmarshal(data, &want) != nil {
+			var pushed frame
+			if decodePush(bytes.Clone(data), &pushed) {
+				t.Fatalf("encoding/json refuses %q, decodePush takes it", data)
+			}
 			return
 		}
 		var got frame
@@ -109,4 +119,91 @@ func FuzzDecodeFrame(f *testing.F) {
 			t.Fatalf("decoded %q, then overwrote the input: the frame changed from\n%s\nto\n%s", data, g, after)
 		}
 	})
+}
+
+// pushFrame is an event push as the server writes it.
+func pushFrame(ev *parleyv1.Event) []byte {
+	return append(schema.AppendEventFields([]byte(`{"op":"event",`), ev), '}')
+}
+
+// decodePush takes the pushes the server writes for messages, sets what
+// encoding/json sets, and leaves every other frame to the general decoder,
+// which decodeFrame then uses.
+func TestDecodePush(t *testing.T) {
+	msg := func(mod func(*parleyv1.Event)) []byte {
+		ev := &parleyv1.Event{
+			Conv: "c-1234567890", Seq: 17, Type: parleyv1.EventType_EVENT_TYPE_MESSAGE,
+			MsgId: "2Ok9q3bT1Sx2mB6xG4n0Yk8hW7e", Cmid: "cmid-17", From: "user-42", Kind: "text",
+			Body: []byte(`{"t":1795270817000123456,"text":"x"}`), Ts: 1795270817000,
+		}
+		if mod != nil {
+			mod(ev)
+		}
+		return pushFrame(ev)
+	}
+	fast := map[string][]byte{
+		"message":         msg(nil),
+		"string body":     msg(func(ev *parleyv1.Event) { ev.Body = []byte(`"a \"quoted\" \u00e9 ,\"ts\":1}"`) }),
+		"body like a end": msg(func(ev *parleyv1.Event) { ev.Body = []byte(`[1,{"ts":2},"x"]`) }),
+		"no body":         msg(func(ev *parleyv1.Event) { ev.Body = nil }),
+		"title":           msg(func(ev *parleyv1.Event) { ev.Title = "Team <&> room" }),
+		"only required":   msg(func(ev *parleyv1.Event) { ev.MsgId, ev.Cmid, ev.From, ev.Kind, ev.Body = "", "", "", "", nil }),
+		"created":         msg(func(ev *parleyv1.Event) { ev.Type = parleyv1.EventType_EVENT_TYPE_CREATED; ev.Kind = "group" }),
+		"unknown type":    []byte(`{"op":"event","conv":"c","seq":1,"type":"poll","from":"a","ts":5}`),
+		"negative":        []byte(`{"op":"event","conv":"c","seq":-3,"type":"message","ts":-0}`),
+		"18 digits":       []byte(`{"op":"event","conv":"c","seq":999999999999999999,"type":"message","ts":0}`),
+		"empty strings":   []byte(`{"op":"event","conv":"","seq":1,"type":"","msg_id":"","ts":1}`),
+	}
+	slow := map[string][]byte{
+		"edit (target)": msg(func(ev *parleyv1.Event) { ev.Type, ev.Target = parleyv1.EventType_EVENT_TYPE_EDIT, 3 }),
+		"members": msg(func(ev *parleyv1.Event) {
+			ev.Type, ev.Members = parleyv1.EventType_EVENT_TYPE_MEMBER_ADDED, []string{"a", "b"}
+		}),
+		"escaped id":        msg(func(ev *parleyv1.Event) { ev.From = "us\"er" }),
+		"non-ASCII id":      msg(func(ev *parleyv1.Event) { ev.Conv = "c-é" }),
+		"19 digits":         []byte(`{"op":"event","conv":"c","seq":1,"type":"message","ts":1795270817000123456}`),
+		"leading zero":      []byte(`{"op":"event","conv":"c","seq":07,"type":"message","ts":1}`),
+		"fraction":          []byte(`{"op":"event","conv":"c","seq":1.5,"type":"message","ts":1}`),
+		"spaces":            []byte(`{"op":"event", "conv":"c","seq":1,"type":"message","ts":1}`),
+		"body spaces":       []byte(`{"op":"event","conv":"c","seq":1,"type":"message","body": {"a":1} ,"ts":1}`),
+		"invalid body":      []byte(`{"op":"event","conv":"c","seq":1,"type":"message","body":{"a":1,},"ts":1}`),
+		"two values":        []byte(`{"op":"event","conv":"c","seq":1,"type":"message","body":1,"ts":2,"ts":3}`),
+		"order":             []byte(`{"op":"event","conv":"c","seq":1,"type":"message","from":"a","cmid":"k","ts":1}`),
+		"unknown key":       []byte(`{"op":"event","conv":"c","seq":1,"type":"message","extra":1,"ts":1}`),
+		"other op":          []byte(`{"op":"ack","id":"3","conv":"c","cmid":"k","msg_id":"m","seq":1}`),
+		"trailing":          []byte(`{"op":"event","conv":"c","seq":1,"type":"message","ts":1} `),
+		"ts not last":       []byte(`{"op":"event","conv":"c","seq":1,"type":"message","ts":1,"kind":"text"}`),
+		"duplicate message": []byte(`{"op":"event","conv":"c","seq":1,"type":"message","msg_id":"a","msg_id":"b","ts":1}`),
+	}
+	check := func(name string, data []byte, wantFast bool) {
+		t.Helper()
+		var want frame
+		wantErr := json.Unmarshal(data, &want)
+		var got frame
+		if took := decodePush(data, &got); took != wantFast {
+			t.Fatalf("%s: decodePush(%s) = %v, want %v", name, data, took, wantFast)
+		} else if !took && !reflect.DeepEqual(got, frame{}) {
+			t.Fatalf("%s: decodePush refused %s but changed the frame: %+v", name, data, got)
+		}
+		got = frame{}
+		err := decodeFrame(data, &got)
+		if (err != nil) != (wantErr != nil) {
+			t.Fatalf("%s: decodeFrame(%s) error %v, encoding/json %v", name, data, err, wantErr)
+		}
+		if err == nil && !reflect.DeepEqual(got, want) {
+			t.Fatalf("%s: decodeFrame(%s):\n got %+v\nwant %+v", name, data, got, want)
+		}
+	}
+	for name, data := range fast {
+		check(name, data, true)
+	}
+	for name, data := range slow {
+		check(name, data, false)
+	}
+	// The strings share one allocation, the body has another.
+	data := msg(nil)
+	var f frame
+	if n := testing.AllocsPerRun(100, func() { f = frame{}; decodePush(data, &f) }); n != 2 {
+		t.Errorf("decodePush made %v allocations a push, want 2", n)
+	}
 }
