@@ -119,7 +119,7 @@ func measure(ctx context.Context, cfg Config, rg *rig, t *traffic, res *Result, 
 		return n
 	}
 	cpu := startCPU(rg.srv)
-	start := time.Now()
+	start := t.now()
 	prog := newProgress(cfg, start, t.rec, func() string {
 		var sent int64
 		for _, s := range t.senders {

@@ -30,7 +30,8 @@ type traffic struct {
 
 	own     atomic.Int64 // deliveries to the sender's own device
 	sendErr errList
-	body    string // the padding text of every body
+	body    string    // the padding text of every body
+	base    time.Time // the origin of now
 }
 
 // sender is one client sending to one conversation.
@@ -79,8 +80,13 @@ func (b bitset) has(i int64) bool {
 
 func newTraffic(cfg Config, r *rig) *traffic {
 	return &traffic{cfg: cfg, rig: r, rec: newRecorder(), acks: newRecorder(), users: map[string]int{},
-		body: strings.Repeat("x", cfg.BodySize)}
+		body: strings.Repeat("x", cfg.BodySize), base: time.Now()}
 }
+
+// now is the time, as the traffic's creation plus the monotonic time since:
+// half the cost of time.Now, which the tool pays for every delivery, and
+// a step of the wall clock during the run does not move it.
+func (t *traffic) now() time.Time { return t.base.Add(time.Since(t.base)) }
 
 // addReceiver starts checking c's events.
 func (t *traffic) addReceiver(user string, c *client.Client) *receiver {
@@ -106,7 +112,7 @@ func (t *traffic) addSender(user string, c *client.Client, conv string) {
 func (t *traffic) receive(r *receiver) {
 	defer close(r.done)
 	for ev := range r.c.Events() {
-		t.deliver(r, ev, time.Now())
+		t.deliver(r, ev, t.now())
 	}
 }
 
@@ -191,7 +197,7 @@ func (t *traffic) run(ctx context.Context, start time.Time) {
 				defer wg.Done()
 				for ctx.Err() == nil {
 					k := next.Add(1) - 1
-					at := time.Now()
+					at := t.now()
 					if interval > 0 {
 						at = start.Add(phase + time.Duration(k)*interval)
 						if !at.Before(end) {
@@ -227,7 +233,7 @@ func (t *traffic) send(ctx context.Context, s *sender, k int64, at time.Time) {
 		}
 		return
 	}
-	now := time.Now()
+	now := t.now()
 	t.acks.record(s.idx, now, now.Sub(at))
 	s.mu.Lock()
 	s.acked.set(k)
