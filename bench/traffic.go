@@ -55,9 +55,9 @@ type receiver struct {
 	done chan struct{} // closed when its events have ended
 
 	// Owned by the receiving goroutine until done is closed.
-	last map[string]int64 // conv → last seq delivered
-	got  map[int]*bitset  // sender index → message numbers delivered
-	n    atomic.Int64     // message events delivered
+	last map[string]*int64 // conv → last seq delivered
+	got  []bitset          // sender index → message numbers delivered
+	n    atomic.Int64      // message events delivered
 }
 
 type bitset []uint64
@@ -96,7 +96,7 @@ func (t *traffic) addReceiver(user string, c *client.Client) *receiver {
 }
 
 func (t *traffic) newReceiver(user string, c *client.Client) *receiver {
-	r := &receiver{idx: len(t.receivers), user: user, c: c, done: make(chan struct{}), last: map[string]int64{}, got: map[int]*bitset{}}
+	r := &receiver{idx: len(t.receivers), user: user, c: c, done: make(chan struct{}), last: map[string]*int64{}}
 	t.receivers = append(t.receivers, r)
 	return r
 }
@@ -118,10 +118,15 @@ func (t *traffic) receive(r *receiver) {
 
 // deliver checks one event delivered to r at now.
 func (t *traffic) deliver(r *receiver, ev client.Event, now time.Time) {
-	if want := r.last[ev.Conv] + 1; ev.Seq != want {
+	last := r.last[ev.Conv]
+	if last == nil {
+		last = new(int64)
+		r.last[ev.Conv] = last
+	}
+	if want := *last + 1; ev.Seq != want {
 		t.rec.errs.add(fmt.Sprintf("%s got seq %d of %s after %d", r.user, ev.Seq, ev.Conv, want-1))
 	}
-	r.last[ev.Conv] = ev.Seq
+	*last = ev.Seq
 	if ev.Type != "message" {
 		return
 	}
@@ -131,12 +136,10 @@ func (t *traffic) deliver(r *receiver, ev client.Event, now time.Time) {
 		t.rec.errs.add(fmt.Sprintf("%s got a message of %s from %s, cmid %q, that nobody sent", r.user, ev.Conv, ev.From, ev.CMID))
 		return
 	}
-	b := r.got[si]
-	if b == nil {
-		b = &bitset{}
-		r.got[si] = b
+	for len(r.got) <= si {
+		r.got = append(r.got, nil)
 	}
-	if b.set(k) {
+	if r.got[si].set(k) {
 		t.rec.errs.add(fmt.Sprintf("%s got message %s/%s twice (seq %d of %s)", r.user, ev.From, ev.CMID, ev.Seq, ev.Conv))
 		return
 	}
@@ -263,13 +266,16 @@ func (t *traffic) want(r *receiver, sendersOf func(*receiver) []*sender) int64 {
 func (t *traffic) check(sendersOf func(*receiver) []*sender) {
 	for _, r := range t.receivers {
 		for _, s := range sendersOf(r) {
-			got := r.got[s.idx]
+			var got bitset
+			if s.idx < len(r.got) {
+				got = r.got[s.idx]
+			}
 			var missing []int64
 			s.mu.Lock()
 			for w, word := range s.acked {
 				for bit := 0; bit < 64; bit++ {
 					if word&(1<<bit) != 0 {
-						if k := int64(w*64 + bit); got == nil || !got.has(k) {
+						if k := int64(w*64 + bit); !got.has(k) {
 							missing = append(missing, k)
 						}
 					}
