@@ -16,7 +16,7 @@ import (
 )
 
 func adminFlag(fs *flag.FlagSet) *string {
-	return fs.String("admin-listen", "", "address of the admin endpoints /healthz, /readyz and /metrics (not public; empty: off)")
+	return fs.String("admin-listen", "", "address of the admin endpoints /healthz, /readyz, /metrics and /debug/pprof/ (not public; empty: off)")
 }
 
 // newRegistry returns the metrics registry of one process: its roles
