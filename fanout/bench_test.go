@@ -92,22 +92,32 @@ func benchView(b *testing.B) *presenceView {
 }
 
 // BenchmarkRecipients resolves the recipients of the group's next message
-// from the cache (members.recipients).
+// from the cache (members.recipients): shared, the list the messages
+// before it got; listed, walking the members again (as after a membership
+// change).
 func BenchmarkRecipients(b *testing.B) {
-	m, _ := benchMembersCache(b)
-	ctx := context.Background()
-	ev := benchMessage(1)
-	var users []string
-	b.ReportAllocs()
-	for b.Loop() {
-		ev.Seq++
-		var err error
-		if users, err = m.recipients(ctx, ev, time.Time{}); err != nil {
-			b.Fatal(err)
-		}
-	}
-	if len(users) != benchMembers {
-		b.Fatalf("%d recipients, want %d", len(users), benchMembers)
+	for _, listed := range []bool{false, true} {
+		b.Run(map[bool]string{false: "shared", true: "listed"}[listed], func(b *testing.B) {
+			m, _ := benchMembersCache(b)
+			ctx := context.Background()
+			ev := benchMessage(1)
+			c := m.get(ev.Conv)
+			var users []string
+			b.ReportAllocs()
+			for b.Loop() {
+				ev.Seq++
+				if listed {
+					c.recips = nil
+				}
+				var err error
+				if users, err = m.recipients(ctx, ev, time.Time{}); err != nil {
+					b.Fatal(err)
+				}
+			}
+			if len(users) != benchMembers {
+				b.Fatalf("%d recipients, want %d", len(users), benchMembers)
+			}
+		})
 	}
 }
 

@@ -342,8 +342,22 @@ func (f *Fanout) handle(ctx context.Context, cl *kgo.Client, view *presenceView,
 	t := f.cfg.Kafka.Topics()
 	waitUntil := time.Now().Add(f.cfg.StoreWait)
 	batches := make(map[string]*nodeBatch)
+	// A busy conversation's events in a poll share their recipients' list
+	// (members.recipients), and then their route: it is worked out once.
+	// The view may change meanwhile, but every event of the poll was
+	// sequenced before the sync above, so what it then held is what they
+	// need (a node that dies within the poll may still be pushed to: the
+	// push fails, and its devices recover through history).
+	var (
+		routed  []string
+		live    []nodeUsers
+		offline []string
+	)
 	add := func(p *parleyv1.Push, users []string) []string {
-		live, offline := view.route(users)
+		if len(users) == 0 || len(users) != len(routed) || &users[0] != &routed[0] {
+			live, offline = view.route(users)
+			routed = users
+		}
 		for _, n := range live {
 			b := batches[n.id]
 			if b == nil {

@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
+	"slices"
 	"sync"
 	"time"
 
@@ -37,6 +39,13 @@ type convMembers struct {
 	conv  string
 	users map[string]int64 // user -> seq of the event that made them a member
 	last  int64            // seq of the last event resolved from this entry
+	// recips are the recipients of the events that change no membership,
+	// from the one they were listed for up to (not including) seq
+	// recipsUntil, the first join among the users they leave out: a busy
+	// group's events share one list instead of each walking the map and
+	// taking a copy. nil when not listed, and after a membership change.
+	recips      []string
+	recipsUntil int64
 }
 
 // errOutOfSequence is an event that does not follow the last one fanout
@@ -121,7 +130,8 @@ func (m *members) load(ctx context.Context, conv string, atLeast int64, waitUnti
 
 // recipients returns the users who get ev: the members when it was
 // sequenced (for a removal, including those removed), and applies ev's
-// membership change to the cache. A conversation not cached is loaded from
+// membership change to the cache. The list may be shared with other events
+// of the conversation: it must not be modified. A conversation not cached is loaded from
 // the store, waiting for the writer until waitUntil; a load from a store
 // still behind serves this event only and is not cached.
 //
@@ -150,26 +160,37 @@ func (m *members) recipients(ctx context.Context, ev *parleyv1.Event, waitUntil 
 		}
 	}
 	c.last = ev.Seq
+	removal := ev.Type == parleyv1.EventType_EVENT_TYPE_MEMBER_REMOVED
 	if ev.Type == parleyv1.EventType_EVENT_TYPE_MEMBER_ADDED {
 		for _, u := range ev.Members {
 			c.users[u] = ev.Seq
 		}
+		c.recips = nil
+	}
+	if !removal && c.recips != nil && ev.Seq < c.recipsUntil {
+		return c.recips, nil
 	}
 	out := make([]string, 0, len(c.users)+len(ev.Members))
+	until := int64(math.MaxInt64)
 	for u, joined := range c.users {
 		if joined <= ev.Seq {
 			out = append(out, u)
+		} else {
+			until = min(until, joined) // a load from a store ahead of fanout
 		}
 	}
-	if ev.Type == parleyv1.EventType_EVENT_TYPE_MEMBER_REMOVED {
+	if removal {
 		for _, u := range ev.Members {
 			if _, ok := c.users[u]; !ok {
 				out = append(out, u) // the store was already past the removal
 			}
 			delete(c.users, u)
 		}
+		c.recips = nil
+		return out, nil
 	}
-	return out, nil
+	c.recips, c.recipsUntil = slices.Clip(out), until
+	return c.recips, nil
 }
 
 // current returns conv's members as the cache, or else the store, knows

@@ -44,6 +44,7 @@ func TestMembers(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		got = slices.Clone(got) // the list may be shared
 		slices.Sort(got)
 		slices.Sort(users)
 		if !slices.Equal(got, users) {
@@ -97,4 +98,64 @@ func TestMembers(t *testing.T) {
 	if m.get("a") != nil || m.get("c") == nil {
 		t.Fatal("the least recently used conversation was not evicted")
 	}
+}
+
+// TestRecipientsShared: events that change no membership share one list
+// of recipients, which is listed again after a change, and which leaves
+// out a member loaded from a store ahead of fanout until the event that
+// made them one.
+func TestRecipientsShared(t *testing.T) {
+	ctx := context.Background()
+	st, err := pebblestore.Open(t.TempDir(), pebblestore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	m := newMembers(st, 10)
+	soon := time.Now().Add(time.Minute)
+	get := func(e *parleyv1.Event, users ...string) []string {
+		t.Helper()
+		got, err := m.recipients(ctx, e, soon)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sorted := slices.Sorted(slices.Values(got))
+		if slices.Sort(users); !slices.Equal(sorted, users) {
+			t.Fatalf("recipients of %s seq %d: %v, want %v", e.Conv, e.Seq, sorted, users)
+		}
+		return got
+	}
+	same := func(a, b []string) bool { return len(a) > 0 && len(a) == len(b) && &a[0] == &b[0] }
+
+	get(ev("g", 1, created, "alice", "bob"), "alice", "bob")
+	a := get(ev("g", 2, message), "alice", "bob")
+	if b := get(ev("g", 3, message), "alice", "bob"); !same(a, b) {
+		t.Fatal("two messages in a row did not share their recipients")
+	}
+	if cap(a) != len(a) {
+		t.Fatalf("a shared list has room to grow into (len %d, cap %d)", len(a), cap(a))
+	}
+	grown := get(ev("g", 4, added, "carol"), "alice", "bob", "carol")
+	if same(a, grown) {
+		t.Fatal("an addition got the list from before it")
+	}
+	c := get(ev("g", 5, message), "alice", "bob", "carol")
+	gone := get(ev("g", 6, removed, "bob"), "alice", "bob", "carol")
+	if same(c, gone) {
+		t.Fatal("a removal got the list from before it")
+	}
+	get(ev("g", 7, message), "alice", "carol")
+
+	// Loaded from a store that is ahead: dave joined at seq 5, after the
+	// event pushed (seq 3), and is left out until seq 5, whatever event
+	// comes with it (here a message, so that no membership change lists
+	// the recipients again).
+	log := []*parleyv1.Event{ev("h", 1, created, "alice", "bob"), ev("h", 2, message), ev("h", 3, message), ev("h", 4, message), ev("h", 5, added, "dave")}
+	if err := st.Append(ctx, log); err != nil {
+		t.Fatal(err)
+	}
+	get(ev("h", 3, message), "alice", "bob")
+	get(ev("h", 4, message), "alice", "bob")
+	get(ev("h", 5, message), "alice", "bob", "dave") // the event that made dave a member, as the store has it
+	get(ev("h", 6, message), "alice", "bob", "dave")
 }
