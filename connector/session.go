@@ -582,6 +582,9 @@ func (s *session) enqueueHeld(frames ...[]byte) (start bool) {
 		slow = len(s.queue) >= s.g.cfg.QueueFrames && s.stalledLocked()
 	}
 	if !closing && !slow {
+		if s.queue == nil {
+			s.queue = spareQueue()
+		}
 		s.queue = append(s.queue, frames...)
 		start = s.claimWriterLocked()
 	}
@@ -625,16 +628,32 @@ func (s *session) claimWriterLocked() bool {
 func (s *session) take(batch [][]byte) [][]byte {
 	s.qmu.Lock()
 	defer s.qmu.Unlock()
-	return s.takeLocked(batch)
+	batch, _ = s.takeLocked(batch)
+	return batch
 }
 
-func (s *session) takeLocked(batch [][]byte) [][]byte {
-	batch, s.queue = s.queue, batch[:0]
-	if len(batch) == 0 {
-		// Nothing was queued: give the spare back rather than keep two.
-		batch, s.queue = s.queue, nil
+// takeLocked returns the queue's array with the queued frames, and the
+// queue goes on in batch's array, emptied. When nothing was queued it
+// returns batch's array, and the session keeps none (an idle session holds
+// no array): spare is the array the session had, emptied, for the next
+// session that needs one (spareQueue). qmu is held.
+func (s *session) takeLocked(batch [][]byte) (taken, spare [][]byte) {
+	taken, s.queue = s.queue, batch[:0]
+	if len(taken) == 0 {
+		taken, spare, s.queue = s.queue, taken, nil
 	}
-	return batch
+	return taken, spare
+}
+
+// spareQueue returns an emptied queue array a writer left in the pool, or
+// nil: a busy node's sessions go from idle to queueing every push batch,
+// and each would otherwise allocate an array to queue in.
+func spareQueue() [][]byte {
+	w := writeBuffers.Get().(*writerBuffers)
+	q := w.spare
+	w.spare = nil
+	writeBuffers.Put(w)
+	return q
 }
 
 // writeLoop writes the queued frames, every frame queued by then in one
@@ -648,7 +667,11 @@ func (s *session) writeLoop() {
 	defer w.put()
 	for {
 		s.qmu.Lock()
-		w.batch = s.takeLocked(w.batch)
+		var spare [][]byte
+		w.batch, spare = s.takeLocked(w.batch)
+		if w.spare == nil {
+			w.spare = spare
+		}
 		s.takenAt = time.Now().UnixNano()
 		pong := s.pong
 		s.pong = nil
@@ -709,6 +732,7 @@ type writerBuffers struct {
 	iov   net.Buffers // the write's buffers
 	out   net.Buffers // what of iov is still to write (WriteTo consumes it)
 	batch [][]byte    // the frames taken from the queue
+	spare [][]byte    // an emptied queue array, for spareQueue
 }
 
 // write sends a pong (if any) and the batch to s's connection in one
@@ -751,12 +775,16 @@ const maxPooledFrames = 1024
 
 // put gives w back to the pool, emptied, unless a burst made it large.
 func (w *writerBuffers) put() {
+	if cap(w.spare) > maxPooledFrames {
+		w.spare = nil
+	}
 	if cap(w.batch) > maxPooledFrames || cap(w.iov) > 2*(maxPooledFrames+1) || cap(w.hdrs) > 10*(maxPooledFrames+1) {
 		return
 	}
 	clear(w.batch[:cap(w.batch)])
+	clear(w.spare[:cap(w.spare)])
 	clear(w.iov[:cap(w.iov)])
-	w.hdrs, w.iov, w.out, w.batch = w.hdrs[:0], w.iov[:0], nil, w.batch[:0]
+	w.hdrs, w.iov, w.out, w.batch, w.spare = w.hdrs[:0], w.iov[:0], nil, w.batch[:0], w.spare[:0]
 	writeBuffers.Put(w)
 }
 
