@@ -28,15 +28,22 @@ const (
 	removed = parleyv1.EventType_EVENT_TYPE_MEMBER_REMOVED
 )
 
-// TestMembers: recipients follow member events; a conversation is loaded
-// from the store, and cached only once the store holds what came before.
-func TestMembers(t *testing.T) {
-	ctx := context.Background()
+// openStore opens an empty Pebble store, closed when the test ends.
+func openStore(t *testing.T) *pebblestore.Store {
+	t.Helper()
 	st, err := pebblestore.Open(t.TempDir(), pebblestore.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer st.Close()
+	t.Cleanup(func() { st.Close() })
+	return st
+}
+
+// TestMembers: recipients follow member events; a conversation is loaded
+// from the store, and cached only once the store holds what came before.
+func TestMembers(t *testing.T) {
+	ctx := context.Background()
+	st := openStore(t)
 	m := newMembers(st, 2)
 	want := func(e *parleyv1.Event, waitUntil time.Time, users ...string) {
 		t.Helper()
@@ -106,11 +113,7 @@ func TestMembers(t *testing.T) {
 // made them one.
 func TestRecipientsShared(t *testing.T) {
 	ctx := context.Background()
-	st, err := pebblestore.Open(t.TempDir(), pebblestore.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st := openStore(t)
 	m := newMembers(st, 10)
 	soon := time.Now().Add(time.Minute)
 	get := func(e *parleyv1.Event, users ...string) []string {
