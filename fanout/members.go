@@ -131,9 +131,9 @@ func (m *members) load(ctx context.Context, conv string, atLeast int64, waitUnti
 // recipients returns the users who get ev: the members when it was
 // sequenced (for a removal, including those removed), and applies ev's
 // membership change to the cache. The list may be shared with other events
-// of the conversation: it must not be modified. A conversation not cached is loaded from
-// the store, waiting for the writer until waitUntil; a load from a store
-// still behind serves this event only and is not cached.
+// of the conversation: it must not be modified. A conversation not cached
+// is loaded from the store, waiting for the writer until waitUntil; a load
+// from a store still behind serves this event only and is not cached.
 //
 // A cached conversation takes only the event after the last one resolved
 // from it; any other gets errOutOfSequence and changes nothing.
