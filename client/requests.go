@@ -149,7 +149,7 @@ func (c *Client) Typing(conv string) error {
 	if cn.pace != nil && !cn.pace.Allow() {
 		return &Error{Code: CodeRateLimited, Message: "typing signals come faster than the server takes frames"}
 	}
-	b, _ := json.Marshal(request{Op: "typing", Conv: conv})
+	b := encodeRequest(&request{Op: "typing", Conv: conv})
 	if err := cn.write(b); err != nil {
 		return ErrNotConnected
 	}
@@ -270,10 +270,7 @@ func (c *Client) attempt(ctx context.Context, req *request) (f *frame, sent bool
 		return nil, false, err
 	}
 	req.ID = c.newID()
-	b, err := json.Marshal(req)
-	if err != nil {
-		return nil, false, fmt.Errorf("parley: encode request: %w", err)
-	}
+	b := encodeRequest(req)
 	if len(b) > c.cfg.MaxFrameBytes {
 		return nil, false, &Error{Code: CodeTooLarge, Message: fmt.Sprintf("the request is %d bytes, over the limit of %d", len(b), c.cfg.MaxFrameBytes)}
 	}
