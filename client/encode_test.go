@@ -26,13 +26,20 @@ func TestEncodeRequest(t *testing.T) {
 		{Op: "tab\there", ID: "\x00\x1f\x7f", Conv: "ünï", CMID: "\xed\xa0\x80", Kind: "\u2029"},
 		{Op: "create", Members: []string{}, Add: []string{""}},
 	} {
-		want, err := json.Marshal(&req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if got := encodeRequest(&req); string(got) != string(want) {
-			t.Errorf("encodeRequest(%+v):\n got %s\nwant %s", req, got, want)
-		}
+		sameAsEncodingJSON(t, &req)
+	}
+}
+
+// sameAsEncodingJSON fails t unless encodeRequest writes what json.Marshal
+// writes for req.
+func sameAsEncodingJSON(t *testing.T, req *request) {
+	t.Helper()
+	want, err := json.Marshal(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := encodeRequest(req); string(got) != string(want) {
+		t.Fatalf("encodeRequest(%+v):\n got %s\nwant %s", *req, got, want)
 	}
 }
 
@@ -52,13 +59,7 @@ func FuzzEncodeRequest(f *testing.F) {
 		if body, err := encodeBody(member); err == nil {
 			req.Body = body
 		}
-		want, err := json.Marshal(&req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if got := encodeRequest(&req); string(got) != string(want) {
-			t.Fatalf("encodeRequest(%+v):\n got %s\nwant %s", req, got, want)
-		}
+		sameAsEncodingJSON(t, &req)
 	})
 }
 
