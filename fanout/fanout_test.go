@@ -38,11 +38,12 @@ var (
 // cluster is a sequencer, a writer into Pebble and a fanout over one
 // embedded broker; nodes are added with node.
 type cluster struct {
-	t   *testing.T
-	kc  kafka.Config
-	st  store.Store
-	f   *fanout.Fanout
-	reg *prometheus.Registry // fanout's metrics
+	t          *testing.T
+	kc         kafka.Config
+	st         store.Store
+	f          *fanout.Fanout
+	reg        *prometheus.Registry // fanout's metrics
+	stopFanout func()               // ends f's Run (a clean stop: it commits what it pushed)
 }
 
 func run(t *testing.T, fn func(context.Context) error) context.CancelFunc {
@@ -85,12 +86,17 @@ func newCluster(t *testing.T) *cluster {
 		t.Fatal(err)
 	}
 	run(t, w.Run)
-	c.f, err = fanout.New(fanout.Config{Kafka: c.kc, PushSecret: pushSecret, Registerer: c.reg}, st)
-	if err != nil {
-		t.Fatal(err)
-	}
-	run(t, c.f.Run)
+	c.startFanout(c.reg)
 	return c
+}
+
+// startFanout starts a fanout instance with its metrics in reg.
+func (c *cluster) startFanout(reg *prometheus.Registry) {
+	f, err := fanout.New(fanout.Config{Kafka: c.kc, PushSecret: pushSecret, Registerer: reg}, c.st)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	c.f, c.stopFanout = f, run(c.t, f.Run)
 }
 
 // node starts a connector node with a push endpoint; stop ends it cleanly.
@@ -316,6 +322,51 @@ func TestPushesReachEveryDeviceOnEveryNode(t *testing.T) {
 	})
 	if notes["alice"] != 0 || notes["bob"] != 0 {
 		t.Fatalf("notifications for online users: %v", notes)
+	}
+}
+
+// TestPollRoutesEachConversation: a poll that holds many events of two
+// conversations with no member in common (fanout was down while they were
+// sequenced) pushes each event to its own conversation's members only,
+// though consecutive events of one conversation share their route.
+func TestPollRoutesEachConversation(t *testing.T) {
+	c := newCluster(t)
+	n1, _ := c.node("node-1")
+	n2, _ := c.node("node-2")
+	alice, bob := login(t, n1, "alice", "phone"), login(t, n2, "bob", "phone")
+	carol, dave := login(t, n1, "carol", "phone"), login(t, n2, "dave", "phone")
+	c.stopFanout()
+
+	g1 := alice.call(map[string]any{"op": "create", "kind": "group", "members": []string{"bob"}, "title": "one"})["conv"].(string)
+	g2 := carol.call(map[string]any{"op": "create", "kind": "group", "members": []string{"dave"}, "title": "two"})["conv"].(string)
+	const msgs = 30
+	for i := range msgs {
+		for _, s := range []struct {
+			d    *device
+			conv string
+		}{{alice, g1}, {carol, g2}, {bob, g1}} {
+			if r := s.d.call(map[string]any{"op": "send", "conv": s.conv, "cmid": fmt.Sprint("m-", i), "body": i}); r["op"] != "ack" {
+				t.Fatalf("send: %v", r)
+			}
+		}
+	}
+	if n := alice.n.Load() + bob.n.Load() + carol.n.Load() + dave.n.Load(); n != 0 {
+		t.Fatalf("%d pushes while fanout was down", n)
+	}
+
+	c.startFanout(prometheus.NewRegistry())
+	for name, d := range map[string]*device{"alice": alice, "bob": bob} {
+		d.wantAll(name, g1, 1+2*msgs)
+	}
+	for name, d := range map[string]*device{"carol": carol, "dave": dave} {
+		d.wantAll(name, g2, 1+msgs)
+	}
+	for name, d := range map[string]*device{"alice": alice, "bob": bob, "carol": carol, "dave": dave} {
+		d.mu.Lock()
+		if len(d.events) != 1 {
+			t.Errorf("%s got events of %d conversations: %v", name, len(d.events), d.events)
+		}
+		d.mu.Unlock()
 	}
 }
 
