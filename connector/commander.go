@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/maphash"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -183,6 +184,10 @@ func (c *Commander) Do(ctx context.Context, cmd *parleyv1.Command) (*parleyv1.Ou
 // the reply timeout, or the commander closed). It fills in msg_id (a new
 // KSUID), ts and reply_to; the caller sets conv, from, cmid and the body.
 //
+// The outcome shares the memory of the record it came in
+// (schema.DecodeOutcomeBatch): what outlives done should be copied, or it
+// keeps the whole record alive.
+//
 // Submit does not wait: a command holds no goroutine while it waits for
 // its outcome. done runs on the outcome reader, the timeout sweep or
 // Close, on a goroutine of its own when the log refused the command, or on
@@ -310,7 +315,8 @@ func decodeOutcomeBatch(node string, key, value []byte) ([]*parleyv1.Outcome, er
 
 func outcome(o *parleyv1.Outcome) (*parleyv1.Outcome, error) {
 	if o.Status == parleyv1.OutcomeStatus_OUTCOME_STATUS_REJECTED {
-		return o, &RejectedError{Reason: o.Reason, Message: o.Message}
+		// Copied: an error may be kept, and o shares its record's memory.
+		return o, &RejectedError{Reason: o.Reason, Message: strings.Clone(o.Message)}
 	}
 	return o, nil
 }

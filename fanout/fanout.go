@@ -372,7 +372,9 @@ func (f *Fanout) handle(ctx context.Context, cl *kgo.Client, view *presenceView,
 	for _, r := range recs {
 		switch r.Topic {
 		case t.Events:
-			ev, err := schema.DecodeEvent(r.Key, r.Value)
+			// Shared with the record: the push is encoded within this
+			// call, and the members cache copies what it keeps.
+			ev, err := schema.DecodeSharedEvent(r.Key, r.Value)
 			if err != nil {
 				f.skip(r, schema.SkipReason(err), err)
 				continue

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -142,17 +143,20 @@ func (m *members) recipients(ctx context.Context, ev *parleyv1.Event, waitUntil 
 	if c != nil && ev.Seq != c.last+1 {
 		return nil, fmt.Errorf("%w: seq %d of %s after seq %d", errOutOfSequence, ev.Seq, ev.Conv, c.last)
 	}
+	// The cache keeps copies of the event's strings: it may share its
+	// record's memory (schema.DecodeSharedEvent), which they would keep
+	// alive.
 	if ev.Type == parleyv1.EventType_EVENT_TYPE_CREATED {
-		c = &convMembers{conv: ev.Conv, users: make(map[string]int64, len(ev.Members))}
+		c = &convMembers{conv: strings.Clone(ev.Conv), users: make(map[string]int64, len(ev.Members))}
 		for _, u := range ev.Members {
-			c.users[u] = ev.Seq
+			c.users[strings.Clone(u)] = ev.Seq
 		}
 		m.put(c)
 	}
 	if c == nil {
 		var current bool
 		var err error
-		if c, current, err = m.load(ctx, ev.Conv, ev.Seq-1, waitUntil); err != nil {
+		if c, current, err = m.load(ctx, strings.Clone(ev.Conv), ev.Seq-1, waitUntil); err != nil {
 			return nil, err
 		}
 		if current {
@@ -163,7 +167,7 @@ func (m *members) recipients(ctx context.Context, ev *parleyv1.Event, waitUntil 
 	removal := ev.Type == parleyv1.EventType_EVENT_TYPE_MEMBER_REMOVED
 	if ev.Type == parleyv1.EventType_EVENT_TYPE_MEMBER_ADDED {
 		for _, u := range ev.Members {
-			c.users[u] = ev.Seq
+			c.users[strings.Clone(u)] = ev.Seq
 		}
 		c.recips = nil
 	}

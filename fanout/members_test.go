@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/parley-im/parley/schema"
 	parleyv1 "github.com/parley-im/parley/schema/parley/v1"
 	"github.com/parley-im/parley/store/pebblestore"
 )
@@ -161,4 +162,58 @@ func TestRecipientsShared(t *testing.T) {
 	get(ev("h", 4, message), "alice", "bob")
 	get(ev("h", 5, message), "alice", "bob", "dave") // the event that made dave a member, as the store has it
 	get(ev("h", 6, message), "alice", "bob", "dave")
+}
+
+// TestMembersKeepNoRecordMemory: fanout decodes each event sharing its
+// record's memory (schema.DecodeSharedEvent), so what the members cache
+// keeps of one must be copies. Events are decoded from records, resolved,
+// and their records overwritten: the cached conversations are still found
+// by their ids (one created by an event, one loaded from the store), with
+// the members the events made.
+func TestMembersKeepNoRecordMemory(t *testing.T) {
+	ctx := context.Background()
+	st := openStore(t)
+	if err := st.Append(ctx, []*parleyv1.Event{ev("h", 1, created, "alice", "bob"), ev("h", 2, message)}); err != nil {
+		t.Fatal(err)
+	}
+	m := newMembers(st, 10)
+	var values [][]byte
+	resolve := func(e *parleyv1.Event) {
+		t.Helper()
+		v, err := e.MarshalVT()
+		if err != nil {
+			t.Fatal(err)
+		}
+		values = append(values, v)
+		shared, err := schema.DecodeSharedEvent([]byte(e.Conv), v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := m.recipients(ctx, shared, time.Now().Add(time.Minute)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	resolve(ev("g", 1, created, "alice", "bob"))
+	resolve(ev("g", 2, added, "carol"))
+	resolve(ev("g", 3, message))
+	resolve(ev("h", 3, message)) // loads h
+	resolve(ev("h", 4, added, "dave"))
+	for _, v := range values {
+		for i := range v {
+			v[i] = 'x'
+		}
+	}
+	for conv, users := range map[string][]string{"g": {"alice", "bob", "carol"}, "h": {"alice", "bob", "dave"}} {
+		c := m.get(conv)
+		if c == nil || c.conv != conv {
+			t.Fatalf("%s is not cached as itself: %+v", conv, c)
+		}
+		got, err := m.recipients(ctx, ev(conv, c.last+1, message), time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got = slices.Sorted(slices.Values(got)); !slices.Equal(got, users) {
+			t.Fatalf("recipients in %s after the overwrite: %v, want %v", conv, got, users)
+		}
+	}
 }

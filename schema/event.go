@@ -17,7 +17,27 @@ import (
 // SkipOutOfSequence.
 func DecodeEvent(key, value []byte) (*parleyv1.Event, error) {
 	ev := new(parleyv1.Event)
-	if err := UnmarshalEvent(value, ev); err != nil {
+	return checkedEvent(key, ev, UnmarshalEvent(value, ev))
+}
+
+// DecodeSharedEvent decodes and checks a record of the events topic as
+// DecodeEvent does, except that the event's strings and bytes share value's
+// memory (UnmarshalVTUnsafe), as DecodeSharedCommand's do: value must stay
+// unchanged while the event is in use, and whatever outlives it must be
+// copied, or it keeps all of value's memory alive. The writer and fanout
+// decode every event with it: the writer hands the batch to the store and
+// keeps only the conversation ids it tracks, fanout pushes the event and
+// keeps only the members it caches, and copying every field was most of
+// their allocations for an event.
+func DecodeSharedEvent(key, value []byte) (*parleyv1.Event, error) {
+	ev := new(parleyv1.Event)
+	return checkedEvent(key, ev, decode(value, ev, ev.UnmarshalVTUnsafe, plainEvent))
+}
+
+// checkedEvent is ev, decoded from a record under key with the error err,
+// if the decoding succeeded and ev passes DecodeEvent's checks.
+func checkedEvent(key []byte, ev *parleyv1.Event, err error) (*parleyv1.Event, error) {
+	if err != nil {
 		return nil, undecodable("parley.v1.Event", err)
 	}
 	if err := CheckEvent(ev); err != nil {

@@ -12,13 +12,15 @@ import (
 )
 
 // FuzzDecodeEvent feeds records of the events topic to DecodeEvent, the
-// decoder of the writer, fanout, rebuild and tap. It checks that nothing
-// panics, on whole or cut records; that a refusal says why in a bounded
-// message and wraps ErrUndecodable exactly when the value is not an Event
-// (ErrMalformed otherwise); and that an accepted event is keyed by its
-// conversation, passes CheckEvent, re-encodes to an equal event that is
-// accepted again, and renders as valid client JSON of bounded size. Run
-// with scripts/fuzz, or go test -run '^$' -fuzz '^FuzzDecodeEvent$' ./schema.
+// decoder of tap, and to DecodeSharedEvent, that of the writer, rebuild and
+// fanout. It checks that nothing panics, on whole or cut records; that the
+// two decide the same and decode the same event; that a refusal says why
+// in a bounded message and wraps ErrUndecodable exactly when the value is
+// not an Event (ErrMalformed otherwise); and that an accepted event is
+// keyed by its conversation, passes CheckEvent, re-encodes to an equal
+// event that is accepted again, and renders as valid client JSON of
+// bounded size. Run with scripts/fuzz, or
+// go test -run '^$' -fuzz '^FuzzDecodeEvent$' ./schema.
 func FuzzDecodeEvent(f *testing.F) {
 	const g = "3MPbDgfPSpdk4yX6HH4DZAM2c1v"
 	base := parleyv1.Event{Conv: g, MsgId: "3MPbDjvx7TfbHFOBPjUFJsyYs50", From: "alice", Ts: 1_700_000_000_000}
@@ -61,6 +63,10 @@ func FuzzDecodeEvent(f *testing.F) {
 	f.Add([]byte(g), []byte(nil))
 	f.Fuzz(func(t *testing.T, key, value []byte) {
 		ev, err := DecodeEvent(key, value)
+		shared, serr := DecodeSharedEvent(key, value)
+		if (err == nil) != (serr == nil) || err == nil && !proto.Equal(ev, shared) || err != nil && SkipReason(err) != SkipReason(serr) {
+			t.Fatalf("DecodeEvent: %v, %v; DecodeSharedEvent: %v, %v", ev, err, shared, serr)
+		}
 		if err != nil {
 			// Refused as undecodable only what proto.Unmarshal refuses, and
 			// anything it takes is an event or malformed (wire.go: a record

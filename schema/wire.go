@@ -16,10 +16,11 @@ import (
 // it takes string fields that are not valid UTF-8 (proto3 forbids them and
 // other languages' decoders refuse them), and unknown fields that
 // proto.Unmarshal refuses (a group that does not end where it should).
-// DecodeCommand, DecodeSharedCommand, DecodeEvent, DecodePushBatch,
-// DecodeOutcomeBatch and UnmarshalEvent take UnmarshalVT's result
-// (UnmarshalVTUnsafe's, which is the same but shares the input's memory,
-// for DecodeSharedCommand and DecodePushBatch) only when
+// DecodeCommand, DecodeSharedCommand, DecodeEvent, DecodeSharedEvent,
+// DecodePushBatch, DecodeOutcomeBatch and UnmarshalEvent take UnmarshalVT's
+// result (UnmarshalVTUnsafe's, which is the same but shares the input's
+// memory, for DecodeSharedCommand, DecodeSharedEvent, DecodePushBatch and
+// DecodeOutcomeBatch) only when
 // every string is valid UTF-8 and no message has unknown fields; otherwise,
 // and when the generated decoder fails (it also refuses a known field with
 // another wire type, which proto.Unmarshal keeps as unknown),
@@ -110,9 +111,13 @@ func DecodePushBatch(value []byte) (*parleyv1.PushBatch, error) {
 
 // DecodeOutcomeBatch decodes a record value of the outcomes topic. The
 // error wraps ErrUndecodable.
+//
+// The batch's strings share value's memory (UnmarshalVTUnsafe), as
+// DecodePushBatch's do. The connector answers each outcome's command at
+// once and keeps nothing of it.
 func DecodeOutcomeBatch(value []byte) (*parleyv1.OutcomeBatch, error) {
 	b := new(parleyv1.OutcomeBatch)
-	if err := unmarshal(value, b, plainOutcomeBatch); err != nil {
+	if err := decode(value, b, b.UnmarshalVTUnsafe, plainOutcomeBatch); err != nil {
 		return nil, undecodable("parley.v1.OutcomeBatch", err)
 	}
 	return b, nil

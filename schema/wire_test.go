@@ -86,12 +86,12 @@ func pathName(md protoreflect.MessageDescriptor, path []protoreflect.FieldDescri
 }
 
 // TestDecodersMatchProto: DecodeCommand, DecodeSharedCommand,
-// DecodePushBatch, DecodeOutcomeBatch, UnmarshalEvent and DecodeEvent refuse as
-// undecodable what proto.Unmarshal refuses and UnmarshalVT takes (invalid
-// UTF-8 in a string field, a broken group among a message's unknown
-// fields), and take the rest. Every string field and every message of a
-// Command, a PushBatch, an OutcomeBatch and an Event is tried, found by walking the schema, so a field
-// added later is covered.
+// DecodePushBatch, DecodeOutcomeBatch, UnmarshalEvent, DecodeEvent and
+// DecodeSharedEvent refuse as undecodable what proto.Unmarshal refuses and
+// UnmarshalVT takes (invalid UTF-8 in a string field, a broken group among
+// a message's unknown fields), and take the rest. Every string field and
+// every message of a Command, a PushBatch, an OutcomeBatch and an Event is
+// tried, found by walking the schema, so a field added later is covered.
 func TestDecodersMatchProto(t *testing.T) {
 	decoders := []struct {
 		msg    proto.Message
@@ -117,6 +117,12 @@ func TestDecodersMatchProto(t *testing.T) {
 			var ev parleyv1.Event
 			_ = ev.UnmarshalVT(v)
 			_, err := DecodeEvent([]byte(ev.Conv), v)
+			return err
+		}},
+		{&parleyv1.Event{}, func(v []byte) error {
+			var ev parleyv1.Event
+			_ = ev.UnmarshalVT(v)
+			_, err := DecodeSharedEvent([]byte(ev.Conv), v)
 			return err
 		}},
 	}

@@ -2,6 +2,7 @@ package writer
 
 import (
 	"fmt"
+	"strings"
 	"sync"
 
 	parleyv1 "github.com/parley-im/parley/schema/parley/v1"
@@ -95,14 +96,17 @@ func (s *sequence) check(batch []tracked) (ok []bool, why []string) {
 		ev := t.ev
 		c := s.convs[ev.Conv]
 		if c == nil {
+			// A copy: the event may share its record's memory, which the
+			// key would keep alive (schema.DecodeSharedEvent).
+			conv := strings.Clone(ev.Conv)
 			c = &convSeq{last: ev.Seq - 1}
-			s.convs[ev.Conv] = c
+			s.convs[conv] = c
 			ps := s.part[t.partition]
 			if ps == nil {
 				ps = make(map[string]bool)
 				s.part[t.partition] = ps
 			}
-			ps[ev.Conv] = true
+			ps[conv] = true
 		}
 		switch {
 		case ev.Seq == c.last+1:

@@ -13,6 +13,7 @@ import (
 
 	"github.com/parley-im/parley/schema"
 	parleyv1 "github.com/parley-im/parley/schema/parley/v1"
+	"github.com/parley-im/parley/store"
 	"github.com/parley-im/parley/store/pebblestore"
 )
 
@@ -102,4 +103,70 @@ func TestTakeEvents(t *testing.T) {
 		t.Fatalf("%d conversations tracked, bound 4", len(seq.convs))
 	}
 	want(take(record(0, 9, event(a, 5)), record(0, 10, event(a, 7))), 5)
+}
+
+// TestTakeEventsKeepsNoRecordMemory: the events decoded from a batch share
+// their records' memory (schema.DecodeSharedEvent), so what the writer
+// keeps of them must be copies. After a batch is stored, its records are
+// overwritten: the store still holds the events as they were, and the
+// conversations' last seqs are still found by their ids (a tracked id
+// sharing the record would now read as garbage, the conversation would be
+// met afresh and the jump below taken).
+func TestTakeEventsKeepsNoRecordMemory(t *testing.T) {
+	ctx := context.Background()
+	st, err := pebblestore.Open(t.TempDir(), pebblestore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	log := slog.New(slog.DiscardHandler)
+	seq := newSequence(100)
+	convs := []string{"conv-a", "conv-b"}
+	var recs []*kgo.Record
+	for s := int64(1); s <= 3; s++ {
+		for _, c := range convs {
+			ev := event(c, s)
+			ev.Cmid = fmt.Sprintf("cmid-%s-%d", c, s)
+			recs = append(recs, record(0, int64(len(recs)), ev))
+		}
+	}
+	evs := takeEvents(recs, seq, log, func(r string) { t.Fatalf("skipped: %s", r) })
+	if len(evs) != len(recs) {
+		t.Fatalf("took %d events of %d", len(evs), len(recs))
+	}
+	if err := st.Append(ctx, evs); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range recs {
+		for i := range r.Value {
+			r.Value[i] = 'x'
+		}
+		for i := range r.Key {
+			r.Key[i] = 'x'
+		}
+	}
+	for _, c := range convs {
+		if _, ok := seq.convs[c]; !ok {
+			t.Fatalf("%s is not tracked: tracked %v", c, seq.convs)
+		}
+		got, _, err := st.Events(ctx, c, store.Range{After: 0, Limit: 10})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, ev := range got {
+			want := event(c, int64(i+1))
+			want.Cmid = fmt.Sprintf("cmid-%s-%d", c, i+1)
+			if !proto.Equal(ev, want) {
+				t.Fatalf("stored %v, want %v", ev, want)
+			}
+		}
+		if len(got) != 3 {
+			t.Fatalf("%s: %d events stored", c, len(got))
+		}
+	}
+	skipped := 0
+	evs = takeEvents([]*kgo.Record{record(0, 6, event("conv-a", 5)), record(0, 7, event("conv-b", 4))}, seq, log, func(string) { skipped++ })
+	if skipped != 1 || len(evs) != 1 || evs[0].Conv != "conv-b" || evs[0].Seq != 4 {
+		t.Fatalf("after the overwrite: took %v, skipped %d; want conv-b's seq 4 only", evs, skipped)
+	}
 }

@@ -219,7 +219,9 @@ func takeEvents(recs []*kgo.Record, seq *sequence, log *slog.Logger, skip func(r
 	batch := make([]tracked, 0, len(recs))
 	from := make([]*kgo.Record, 0, len(recs))
 	for _, r := range recs {
-		ev, err := DecodeEvent(r)
+		// Shared with the record: the store copies what it keeps, and
+		// sequence copies the conversation ids it tracks.
+		ev, err := schema.DecodeSharedEvent(r.Key, r.Value)
 		if err != nil {
 			reason := schema.SkipReason(err)
 			skip(reason)
@@ -287,6 +289,3 @@ func retry(ctx context.Context, log *slog.Logger, msg string, op func() error, f
 		backoff = min(2*backoff, 10*time.Second)
 	}
 }
-
-// DecodeEvent decodes an events-topic record; see schema.DecodeEvent.
-func DecodeEvent(r *kgo.Record) (*parleyv1.Event, error) { return schema.DecodeEvent(r.Key, r.Value) }
