@@ -93,7 +93,7 @@ func BenchmarkDecodeSendFrame(b *testing.B) {
 }
 
 // BenchmarkSendAck encodes and queues the ack of a sequenced send
-// (session.send), then takes it off the queue with its WebSocket frame
+// (session.sendAck), then takes it off the queue with its WebSocket frame
 // header, as the writer does before its writev.
 func BenchmarkSendAck(b *testing.B) {
 	g := benchGateway(b)
@@ -106,12 +106,12 @@ func BenchmarkSendAck(b *testing.B) {
 	)
 	b.ReportAllocs()
 	for b.Loop() {
-		s.send(ack)
+		s.sendAck(ack.ID, ack.Conv, ack.CMID, ack.MsgID, ack.Seq)
 		if batch, hdrs, n = takeFrames(s, batch, hdrs); n != 1 {
 			b.Fatalf("%d frames queued, want 1", n)
 		}
 	}
-	s.send(ack)
+	s.sendAck(ack.ID, ack.Conv, ack.CMID, ack.MsgID, ack.Seq)
 	batch = s.take(batch)
 	var got reply
 	if err := json.Unmarshal(batch[0], &got); err != nil || got.Op != "ack" || got.MsgID != ack.MsgID || got.Seq != ack.Seq || got.CMID != ack.CMID {

@@ -165,17 +165,26 @@ func parseAuth(data []byte, secret []byte, now time.Time) (*request, string, *Cl
 // ts and reply_to are left for the commander. A create of a group without
 // conv gets a new KSUID.
 func commandsFor(user string, req *request) ([]*parleyv1.Command, *inputError) {
-	cmd := &parleyv1.Command{Conv: req.Conv, From: user, Cmid: req.CMID}
 	if (req.Op == "send" || req.Op == "edit") && schema.JSONDepth(req.Body) > schema.MaxBodyDepth {
 		return nil, badRequest("the body nests deeper than %d levels", schema.MaxBodyDepth)
 	}
-	switch req.Op {
-	case "send":
-		kind := req.Kind
-		if kind == "" {
-			kind = "text"
+	if req.Op == "send" {
+		// Every message: one allocation for the command and its parts.
+		s := new(sendCommand)
+		s.send = parleyv1.Send{Kind: req.Kind, Body: req.Body}
+		if s.send.Kind == "" {
+			s.send.Kind = "text"
 		}
-		cmd.Body = &parleyv1.Command_Send{Send: &parleyv1.Send{Kind: kind, Body: req.Body}}
+		s.body.Send = &s.send
+		s.cmd = parleyv1.Command{Conv: req.Conv, From: user, Cmid: req.CMID, Body: &s.body}
+		if !schema.ValidConvID(s.cmd.Conv) {
+			return nil, badRequest("missing or invalid conv")
+		}
+		s.list[0] = &s.cmd
+		return s.list[:], nil
+	}
+	cmd := &parleyv1.Command{Conv: req.Conv, From: user, Cmid: req.CMID}
+	switch req.Op {
 	case "edit":
 		cmd.Body = &parleyv1.Command_Edit{Edit: &parleyv1.Edit{Target: req.Target, Body: req.Body}}
 	case "revoke":
@@ -212,6 +221,15 @@ func commandsFor(user string, req *request) ([]*parleyv1.Command, *inputError) {
 		return nil, badRequest("missing or invalid conv")
 	}
 	return []*parleyv1.Command{cmd}, nil
+}
+
+// sendCommand is a send command, its parts and the list commandsFor
+// returns it in, allocated together.
+type sendCommand struct {
+	cmd  parleyv1.Command
+	body parleyv1.Command_Send
+	send parleyv1.Send
+	list [1]*parleyv1.Command
 }
 
 // memberCommands is one command per change of a members request, the

@@ -2,6 +2,7 @@ package connector
 
 import (
 	"encoding/json"
+	"strconv"
 
 	"github.com/parley-im/parley/schema"
 )
@@ -45,6 +46,31 @@ type reply struct {
 	More    *bool              `json:"more,omitempty"`
 	Code    string             `json:"code,omitempty"`
 	Message string             `json:"message,omitempty"`
+}
+
+// appendAck appends the ack of a request (reply{Op: "ack", ...}) as
+// json.Marshal writes it: the fields in the struct's order, the empty ones
+// left out. Every sent message gets one, so it is written without
+// reflection.
+func appendAck(dst []byte, id, conv, cmid, msgID string, seq int64) []byte {
+	dst = append(dst, `{"op":"ack"`...)
+	dst = appendStringField(dst, `,"id":`, id)
+	dst = appendStringField(dst, `,"conv":`, conv)
+	dst = appendStringField(dst, `,"cmid":`, cmid)
+	dst = appendStringField(dst, `,"msg_id":`, msgID)
+	if seq != 0 {
+		dst = strconv.AppendInt(append(dst, `,"seq":`...), seq, 10)
+	}
+	return append(dst, '}')
+}
+
+// appendStringField appends key (`,"name":`) and v as a JSON string,
+// unless v is empty (omitempty).
+func appendStringField(dst []byte, key, v string) []byte {
+	if v == "" {
+		return dst
+	}
+	return schema.AppendJSONString(append(dst, key...), v)
 }
 
 func errorReply(id, code, msg string) reply {

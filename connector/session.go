@@ -417,8 +417,14 @@ func (s *session) reply(req *request, cmd *parleyv1.Command, o *parleyv1.Outcome
 	case "read", "members":
 		s.send(reply{Op: "ok", ID: req.ID})
 	default:
-		s.send(reply{Op: "ack", ID: req.ID, Conv: cmd.Conv, CMID: cmd.Cmid, MsgID: o.Event.GetMsgId(), Seq: o.Event.GetSeq()})
+		s.sendAck(req.ID, cmd.Conv, cmd.Cmid, o.Event.GetMsgId(), o.Event.GetSeq())
 	}
+}
+
+// sendAck queues the ack of a message (appendAck).
+func (s *session) sendAck(id, conv, cmid, msgID string, seq int64) {
+	n := len(`{"op":"ack","id":"","conv":"","cmid":"","msg_id":"","seq":}`) + len(id) + len(conv) + len(cmid) + len(msgID) + 20
+	s.enqueue(appendAck(make([]byte, 0, n), id, conv, cmid, msgID, seq))
 }
 
 // sendErr answers a command that failed with err, and returns the error

@@ -3,7 +3,6 @@ package schema
 import (
 	"bufio"
 	"crypto/rand"
-	"io"
 	"sync"
 	"time"
 
@@ -24,7 +23,11 @@ var idRandom = struct {
 func NewID() string {
 	var payload [16]byte
 	idRandom.Lock()
-	_, err := io.ReadFull(idRandom.r, payload[:])
+	// Peek and Discard rather than io.ReadFull, whose interface argument
+	// would move payload to the heap.
+	b, err := idRandom.r.Peek(len(payload))
+	copy(payload[:], b)
+	idRandom.r.Discard(len(b))
 	idRandom.Unlock()
 	if err != nil {
 		// crypto/rand does not fail on the systems Go supports.
