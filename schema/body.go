@@ -1,6 +1,10 @@
 package schema
 
-import "github.com/go-json-experiment/json/jsontext"
+import (
+	"bytes"
+
+	"github.com/go-json-experiment/json/jsontext"
+)
 
 // MaxBodyDepth bounds how deeply the arrays and objects of a message body
 // nest. Readers decode a body inside the frames that carry it (history_ok
@@ -12,31 +16,47 @@ const MaxBodyDepth = 64
 // JSONDepth returns how deeply the arrays and objects of the JSON text b
 // nest: 0 for a scalar, 1 for [] or {"a":1}, 2 for [[]]. It reads b once
 // and allocates nothing; for text that is not valid JSON the answer is
-// meaningless (check validity separately).
+// meaningless (check validity separately). Strings are skipped with
+// bytes.IndexByte: the connector measures every body it is sent, and a
+// byte at a time took it 3 ns a byte.
 func JSONDepth(b []byte) int {
 	depth, deepest := 0, 0
-	inString, escaped := false, false
-	for _, c := range b {
-		switch {
-		case inString:
-			switch {
-			case escaped:
-				escaped = false
-			case c == '\\':
-				escaped = true
-			case c == '"':
-				inString = false
+	for i := 0; i < len(b); i++ {
+		switch b[i] {
+		case '"':
+			if i = JSONStringEnd(b, i) - 1; i < 0 {
+				return deepest // the string does not end
 			}
-		case c == '"':
-			inString = true
-		case c == '[' || c == '{':
+		case '[', '{':
 			depth++
 			deepest = max(deepest, depth)
-		case c == ']' || c == '}':
+		case ']', '}':
 			depth--
 		}
 	}
 	return deepest
+}
+
+// JSONStringEnd returns the index just after the JSON string that starts
+// with the quote at b[i]: after the next quote that an even number of
+// backslashes precedes (an odd number escapes it). It returns -1 if the
+// string does not end. What lies between is not checked.
+func JSONStringEnd(b []byte, i int) int {
+	start := i + 1
+	for {
+		q := bytes.IndexByte(b[i+1:], '"')
+		if q < 0 {
+			return -1
+		}
+		i += 1 + q
+		n := 0
+		for j := i - 1; j >= start && b[j] == '\\'; j-- {
+			n++
+		}
+		if n%2 == 0 {
+			return i + 1
+		}
+	}
 }
 
 // ValidJSON reports whether b is exactly one JSON value, by the rules of

@@ -17,12 +17,54 @@ func TestJSONDepth(t *testing.T) {
 		`[[],[]]`:                    2,
 		`{"a":[{"b":"]]]"}],"c":{}}`: 3,
 		`["\\",[["\"]"]]]`:           3,
+		`["\\\"]"]`:                  1,
+		`"\`:                         0,
 		strings.Repeat("[", 100) + strings.Repeat("]", 100): 100,
 	} {
 		if got := JSONDepth([]byte(in)); got != want {
 			t.Errorf("JSONDepth(%.40q) = %d, want %d", in, got, want)
 		}
 	}
+}
+
+// jsonDepth is JSONDepth a byte at a time, as it was first written: the
+// reference FuzzJSONDepth holds it to.
+func jsonDepth(b []byte) int {
+	depth, deepest := 0, 0
+	inString, escaped := false, false
+	for _, c := range b {
+		switch {
+		case inString:
+			switch {
+			case escaped:
+				escaped = false
+			case c == '\\':
+				escaped = true
+			case c == '"':
+				inString = false
+			}
+		case c == '"':
+			inString = true
+		case c == '[' || c == '{':
+			depth++
+			deepest = max(deepest, depth)
+		case c == ']' || c == '}':
+			depth--
+		}
+	}
+	return deepest
+}
+
+// FuzzJSONDepth holds JSONDepth to jsonDepth's answers on any text.
+func FuzzJSONDepth(f *testing.F) {
+	for _, s := range []string{`[]`, `{"a":[{"b":"]]]"}],"c":{}}`, `["\\",[["\"]"]]]`, `"\\\"[`, `"\`, `"`, `[["a\\\\"]]`, `]]][[`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if got, want := JSONDepth(b), jsonDepth(b); got != want {
+			t.Fatalf("JSONDepth(%q) = %d, want %d", b, got, want)
+		}
+	})
 }
 
 // FuzzValidJSON holds ValidJSON to encoding/json.Valid's answers.
