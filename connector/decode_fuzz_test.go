@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
 
+	jsonv2 "github.com/go-json-experiment/json"
 	"github.com/segmentio/ksuid"
 	"github.com/valyala/fasthttp"
 	"google.golang.org/protobuf/proto"
@@ -117,7 +119,9 @@ func FuzzAuthFrame(f *testing.F) {
 
 // FuzzRequestFrame feeds frames after auth to the decoders the read loop
 // and the request handlers call (parseFrame, then commandsFor or
-// historyRange by op). It checks that nothing panics; that a refusal has a
+// historyRange by op). It checks that nothing panics; that a frame
+// parseFrame's short way (parseFlat) takes is decoded as json.Unmarshal
+// decodes it; that a refusal has a
 // client code and message; that the commands of an accepted request are
 // the user's, on a valid conversation, one per member change with the
 // additions first, and survive encoding; that an accepted history range is
@@ -145,6 +149,12 @@ func FuzzRequestFrame(f *testing.F) {
 		f.Add([]byte(frame))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
+		var flat, full request
+		if parseFlat(data, &flat) {
+			if err := jsonv2.Unmarshal(data, &full); err != nil || !reflect.DeepEqual(flat, full) {
+				t.Fatalf("%q: parseFlat read %+v; json.Unmarshal %+v, %v", data, flat, full, err)
+			}
+		}
 		req, perr := parseFrame(data)
 		if req == nil {
 			t.Fatal("parseFrame returned no request")

@@ -3,7 +3,10 @@ package connector
 import (
 	"encoding/json"
 	"math"
+	"reflect"
 	"testing"
+
+	jsonv2 "github.com/go-json-experiment/json"
 )
 
 // checkAck fails t unless appendAck writes what json.Marshal writes for the
@@ -38,4 +41,48 @@ func FuzzAppendAck(f *testing.F) {
 	f.Fuzz(func(t *testing.T, id, conv, cmid, msgID string, seq int64) {
 		checkAck(t, id, conv, cmid, msgID, seq)
 	})
+}
+
+// checkFlat fails t unless parseFlat takes frame and decodes it as
+// json.Unmarshal does (when take), or leaves it (when not).
+func checkFlat(t *testing.T, frame string, take bool) {
+	t.Helper()
+	var flat request
+	if got := parseFlat([]byte(frame), &flat); got != take {
+		t.Fatalf("parseFlat(%s) = %v, want %v", frame, got, take)
+	}
+	if take {
+		var full request
+		if err := jsonv2.Unmarshal([]byte(frame), &full); err != nil || !reflect.DeepEqual(flat, full) {
+			t.Fatalf("%s: parseFlat read %+v; json.Unmarshal %+v, %v", frame, flat, full, err)
+		}
+	}
+}
+
+// TestParseFlat: the simple frames are read as json.Unmarshal reads them;
+// anything else is left to it.
+func TestParseFlat(t *testing.T) {
+	for _, frame := range []string{
+		`{"op":"send","id":"r1","conv":"` + fuzzGroup + `","cmid":"c1","kind":"text","body":{"text":"hi"}}`,
+		`{"body":"x","cmid":"c1","conv":"c","op":"send"}`, // any order
+		` { "op" : "read" , "conv" : "c" , "seq" : 7 } ` + "\n",
+		`{"op":"edit","target":-0,"seq":123456789012345678,"limit":0,"body":[1,{"a":[]},"é \u00e9 \\"]}`,
+		`{"op":"send","body":null}`, `{"op":"send","body":true}`, `{"op":"send","body":-1.5e3}`, `{"op":"send","body":""}`,
+		`{"op":"send","body":"}"}`, `{"op":"send","body":{"a":"]"}}`,
+		`{"op":"ping","id":"","token":"t","device":"d","title":"t"}`, `{}`,
+	} {
+		checkFlat(t, frame, true)
+	}
+	for _, frame := range []string{
+		`{"op":"send","op":"send"}`,                         // repeated: the decoder refuses it
+		`{"op":"send","Op":"x"}`, `{"op":"send","other":1}`, // unknown names: the decoder skips them
+		`{"op":"se\u006ed"}`, `{"o\u0070":"send"}`, `{"op":"é"}`, // escapes, non-ASCII
+		`{"op":null}`, `{"op":1}`, `{"seq":"1"}`, `{"seq":1.0}`, `{"seq":1e3}`, `{"seq":01}`, `{"seq":1234567890123456789}`,
+		`{"op":"send","body":{"a":1,"a":2}}`, `{"op":"send","body":"\ud800"}`, `{"op":"send","body":"` + "\xff" + `"}`,
+		`{"op":"send","body":}`, `{"op":"send","body":tru}`, `{"op":"send","body":[1,]}`, `{"op":"send","body":{"a":1}`,
+		`{"op":"members","add":["bob"]}`, `{"op":"history","after":1}`,
+		`{"op":"send"} x`, `{"op":"send",}`, `{"op" "send"}`, `[]`, `"op"`, ``, `{`,
+	} {
+		checkFlat(t, frame, false)
+	}
 }
