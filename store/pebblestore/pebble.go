@@ -18,11 +18,11 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/bloom"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/parley-im/parley/schema"
 	parleyv1 "github.com/parley-im/parley/schema/parley/v1"
@@ -129,11 +129,11 @@ func (s *Store) Append(ctx context.Context, events []*parleyv1.Event) error {
 	defer s.mu.Unlock()
 	b := s.db.NewBatch()
 	defer b.Close()
-	buf := make([]byte, 0, 256)
+	var buf []byte
 	for _, ev := range events {
-		var err error
-		buf, err = proto.MarshalOptions{}.MarshalAppend(buf[:0], ev)
-		if err != nil {
+		n := ev.SizeVT()
+		buf = slices.Grow(buf[:0], n)[:n]
+		if _, err := ev.MarshalToSizedBufferVT(buf); err != nil {
 			return fmt.Errorf("pebblestore: encode event: %w", err)
 		}
 		if err := b.Set(eventKey(ev.Conv, ev.Seq), buf, nil); err != nil {
