@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -47,7 +48,7 @@ func runCatchup(ctx context.Context, cfg Config, res *Result) error {
 	fill := newProgress(Config{Scenario: "catchup fill", Progress: cfg.Progress}, fillStart, newRecorder(), func() string {
 		return fmt.Sprintf("%d of %d sent", sent.Load(), cfg.Events-cfg.Convs)
 	})
-	body := rawJSON(fmt.Appendf(nil, `{"text":%q}`, newTraffic(cfg, rg).body))
+	body := rawJSON(fmt.Appendf(nil, `{"text":%q}`, strings.Repeat("x", cfg.BodySize)))
 	err = parallel(ctx, cfg.Convs, func(i int) error {
 		n := (cfg.Events - cfg.Convs) / cfg.Convs // the created event is one of them
 		if i < (cfg.Events-cfg.Convs)%cfg.Convs {

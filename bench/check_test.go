@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
@@ -83,6 +84,25 @@ func TestTrafficChecks(t *testing.T) {
 				t.Fatalf("errors %v; want one saying %q", first, tc.want)
 			}
 		})
+	}
+}
+
+// TestBody: a message's body is a JSON object whose send time sentAt
+// reads, padded with the configured text.
+func TestBody(t *testing.T) {
+	tr := newTraffic(Config{BodySize: 32}, nil)
+	for _, at := range []int64{0, 1_763_800_000_123_456_789, -5} {
+		b := tr.body(at)
+		var v struct {
+			T    int64  `json:"t"`
+			Text string `json:"text"`
+		}
+		if err := json.Unmarshal(b, &v); err != nil || v.T != at || v.Text != strings.Repeat("x", 32) {
+			t.Fatalf("body %s: %+v, %v", b, v, err)
+		}
+		if got, ok := sentAt(b); !ok || got != at {
+			t.Fatalf("sentAt(%s) = %d, %v; want %d", b, got, ok, at)
+		}
 	}
 }
 
