@@ -19,6 +19,7 @@ type gatewayMetrics struct {
 	framesOut    prometheus.Counter
 	sendAck      prometheus.Observer
 	commands     *prometheus.CounterVec // by op and status
+	sentOK       prometheus.Counter     // commands{op="send",status="ok"}: every message, looked up once
 	pushedEvents prometheus.Counter
 	pushedTyping prometheus.Counter
 }
@@ -100,6 +101,7 @@ func newGatewayMetrics(reg prometheus.Registerer, held func() float64) (gatewayM
 		m.commands.WithLabelValues(op, "ok")
 		m.commands.WithLabelValues(op, schema.CodeUnavailable)
 	}
+	m.sentOK = m.commands.WithLabelValues("send", "ok")
 	return m, nil
 }
 

@@ -330,10 +330,7 @@ func (s *session) dispatch(req *request) {
 		if !read {
 			// A command holds no goroutine: its outcome answers it.
 			s.requests.Add(1)
-			s.command(req, func() {
-				<-s.inFlight
-				s.requests.Done()
-			})
+			s.command(req)
 			return
 		}
 		select {
@@ -373,39 +370,62 @@ func (s *session) dispatch(req *request) {
 	}
 }
 
-// command turns a request into one or two commands, submits them one
-// after the other, and answers it; then it calls finished. It returns at
-// once: the commands' outcomes carry it on.
-func (s *session) command(req *request, finished func()) {
-	start := time.Now()
-	end := func(status string) {
-		s.g.m.commands.WithLabelValues(req.Op, status).Inc()
-		if req.Op == "send" {
-			s.g.m.sendAck.Observe(time.Since(start).Seconds())
-		}
-		finished()
-	}
+// command turns a request, holding a place in s.inFlight and s.requests,
+// into one or two commands, submits them one after the other, and answers
+// it; then it gives the places back. It returns at once: the commands'
+// outcomes carry it on.
+func (s *session) command(req *request) {
+	r := &commandRequest{s: s, req: req, start: time.Now()}
 	cmds, rerr := commandsFor(s.user, req)
 	if rerr != nil {
 		s.send(errorReply(req.ID, rerr.code, rerr.msg))
-		end(rerr.code)
+		r.end(rerr.code)
 		return
 	}
-	var submit func(i int)
-	submit = func(i int) {
-		s.g.cmd.Submit(cmds[i], func(o *parleyv1.Outcome, err error) {
-			switch {
-			case err != nil:
-				end(s.sendErr(req.ID, err))
-			case i+1 < len(cmds):
-				submit(i + 1)
-			default:
-				s.reply(req, cmds[0], o)
-				end("ok")
-			}
-		})
+	r.cmds = cmds
+	r.submit()
+}
+
+// commandRequest is a request whose commands are on their way: what their
+// outcomes need to carry it on, in one allocation (every message makes
+// one).
+type commandRequest struct {
+	s     *session
+	req   *request
+	cmds  []*parleyv1.Command
+	next  int // the command submitted last
+	start time.Time
+}
+
+func (r *commandRequest) submit() { r.s.g.cmd.Submit(r.cmds[r.next], r.outcome) }
+
+// outcome carries the request on with its current command's outcome.
+func (r *commandRequest) outcome(o *parleyv1.Outcome, err error) {
+	switch {
+	case err != nil:
+		r.end(r.s.sendErr(r.req.ID, err))
+	case r.next+1 < len(r.cmds):
+		r.next++
+		r.submit()
+	default:
+		r.s.reply(r.req, r.cmds[0], o)
+		r.end("ok")
 	}
-	submit(0)
+}
+
+// end counts the request, answered with status, and gives its places back.
+func (r *commandRequest) end(status string) {
+	s := r.s
+	if r.req.Op == "send" && status == "ok" {
+		s.g.m.sentOK.Inc()
+	} else {
+		s.g.m.commands.WithLabelValues(r.req.Op, status).Inc()
+	}
+	if r.req.Op == "send" {
+		s.g.m.sendAck.Observe(time.Since(r.start).Seconds())
+	}
+	<-s.inFlight
+	s.requests.Done()
 }
 
 // reply answers a request whose commands all succeeded; o is the last
