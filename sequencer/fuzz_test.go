@@ -192,7 +192,7 @@ func FuzzCommandRecord(f *testing.F) {
 				lastBefore = c.head.LastSeq
 			}
 		}
-		cmd, ev, out, err := decide(p, key, value, partition, fuzzParts, 2_000_000)
+		cmd, ev, out, err := decide(new(parleyv1.Command), p, key, value, partition, fuzzParts, 2_000_000)
 		if err != nil {
 			if !errors.Is(err, schema.ErrUndecodable) || proto.Unmarshal(value, new(parleyv1.Command)) == nil {
 				t.Fatalf("decide: %v, for a value that decodes", err)
@@ -254,7 +254,7 @@ func FuzzCommandRecord(f *testing.F) {
 		// Truncated input: nats-style, the same decoder on a cut record.
 		if len(value) > 1 {
 			p3, _ := restore(baseLog, base.rules)
-			_, _, _, _ = decide(p3, key, value[:len(value)/2], partition, fuzzParts, 2_000_000)
+			_, _, _, _ = decide(new(parleyv1.Command), p3, key, value[:len(value)/2], partition, fuzzParts, 2_000_000)
 		}
 	})
 }

@@ -507,9 +507,12 @@ type outcomeKey struct {
 //
 // The command, event and outcome may share value's memory
 // (schema.DecodeSharedCommand): they are used while value is, within the
-// transaction, and part keeps copies only (see partition.apply).
-func decide(part *partition, key, value []byte, partition, nparts int32, now int64) (*parleyv1.Command, *parleyv1.Event, *parleyv1.Outcome, error) {
-	cmd := new(parleyv1.Command)
+// transaction, and part keeps copies only (see partition.apply). The
+// command is decoded into scratch (reset first), which the caller may use
+// again for the next record once it is done with this one's command: no
+// event, outcome or state refers to it.
+func decide(scratch *parleyv1.Command, part *partition, key, value []byte, partition, nparts int32, now int64) (*parleyv1.Command, *parleyv1.Event, *parleyv1.Outcome, error) {
+	cmd := scratch
 	if err := schema.DecodeSharedCommand(value, cmd); err != nil {
 		return nil, nil, nil, err
 	}
@@ -666,10 +669,11 @@ func (s *Sequencer) decidePartition(w partitionWork, now int64, produce func(*kg
 	records := make([]kgo.Record, 0, n)
 	slab := min(size, valueSlab)
 	var values []byte
+	var scratch parleyv1.Command // each record's command, in turn
 	for _, recs := range w.runs {
 		for _, r := range recs {
 			d.counts.commands++
-			cmd, ev, out, derr := decide(part, r.Key, r.Value, r.Partition, s.nparts, now)
+			cmd, ev, out, derr := decide(&scratch, part, r.Key, r.Value, r.Partition, s.nparts, now)
 			if derr != nil {
 				s.skipped.Add(t.Commands, schema.SkipUndecodable)
 				s.log.Warn("skipping undecodable command", "partition", r.Partition, "offset", r.Offset, "reason", schema.SkipUndecodable, "err", derr)
