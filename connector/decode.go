@@ -72,20 +72,21 @@ func parseFrame(data []byte) (*request, *inputError) {
 	return req, nil
 }
 
-// parseFlat decodes the frames clients send most (send, ack-free pings,
-// reads) when they take a simple form: one JSON object whose names are
+// parseFlat decodes the frames clients send most (sends, reads, pings)
+// when they take a simple form: one JSON object whose names are
 // request fields, each once, written without escapes; whose strings are
 // printable ASCII without escapes; whose numbers are integers of at most
 // 18 digits; and whose body is any JSON value that json.Unmarshal would
 // take. Whitespace between tokens is allowed. It reports false, leaving
 // req in any state, for anything else, which json.Unmarshal then decides.
 // What it takes, it decodes as json.Unmarshal does (FuzzRequestFrame holds
-// the two to the same result), in a fifth of the time: the strings share
-// one copy of the frame, and the body has its own.
+// the two to the same result), in under half the time (a send frame: 0.6
+// µs against 1.35), in two allocations besides req: the strings share one
+// copy of the frame, and the body has its own.
 func parseFlat(data []byte, req *request) bool {
 	type field struct{ from, to int } // data[from:to]
 	var (
-		strs     [8]field // the string fields, in flatStrings' order
+		strs     [8]field // the string fields, in flatField's order
 		have     uint16   // strs present, by index; then target, seq, limit and body at 8-11
 		body     field
 		nums     [3]int64 // target, seq, limit

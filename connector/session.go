@@ -387,8 +387,8 @@ func (s *session) command(req *request) {
 }
 
 // commandRequest is a request whose commands are on their way: what their
-// outcomes need to carry it on, in one allocation (every message makes
-// one).
+// outcomes need to carry it on, in one allocation besides the callback
+// each Submit takes (every message makes one; closures made four).
 type commandRequest struct {
 	s     *session
 	req   *request
