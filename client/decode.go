@@ -4,6 +4,8 @@ import (
 	"bytes"
 
 	gojson "github.com/goccy/go-json"
+
+	"github.com/parley-im/parley/schema"
 )
 
 // decodeFrame decodes a server frame. Every event a device receives passes
@@ -178,7 +180,7 @@ func (p *pushScanner) str() (span, bool) {
 // zero, no fraction or exponent), of up to 18 digits so that it cannot
 // overflow.
 func (p *pushScanner) int() (int64, bool) {
-	n, end, ok := parseInt(p.b, p.i)
+	n, end, ok := schema.ParseJSONInt(p.b, p.i)
 	if ok {
 		p.i = end
 	}
@@ -200,32 +202,8 @@ func (p *pushScanner) tail() (at int, ts int64, ok bool) {
 	if at < p.i || string(p.b[at:start]) != key {
 		return 0, 0, false
 	}
-	ts, next, ok := parseInt(p.b, start)
+	ts, next, ok := schema.ParseJSONInt(p.b, start)
 	return at, ts, ok && next == end
-}
-
-// parseInt parses the JSON integer at b[i:] (see pushScanner.int) and
-// returns it and where it ends.
-func parseInt(b []byte, i int) (n int64, end int, ok bool) {
-	neg := i < len(b) && b[i] == '-'
-	if neg {
-		i++
-	}
-	start := i
-	for ; i < len(b) && b[i] >= '0' && b[i] <= '9'; i++ {
-		n = n*10 + int64(b[i]-'0')
-	}
-	digits := i - start
-	if digits == 0 || digits > 18 || (digits > 1 && b[start] == '0') {
-		return 0, 0, false
-	}
-	if i < len(b) && (b[i] == '.' || b[i] == 'e' || b[i] == 'E') {
-		return 0, 0, false
-	}
-	if neg {
-		n = -n
-	}
-	return n, i, true
 }
 
 // isSpace reports whether c is JSON whitespace.

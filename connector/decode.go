@@ -127,7 +127,7 @@ func parseFlat(data []byte, req *request) bool {
 			widen(strs[k])
 			i = s.to + 1
 		case k < 11:
-			n, end, ok := parseInt(data, i)
+			n, end, ok := schema.ParseJSONInt(data, i)
 			if !ok {
 				return false
 			}
@@ -233,31 +233,6 @@ func plainString(data []byte, i int) (s struct{ from, to int }, ok bool) {
 		}
 	}
 	return s, false
-}
-
-// parseInt reads an integer at data[i] as JSON writes one: an optional
-// minus, no leading zero, no fraction or exponent, and at most 18 digits,
-// so that it cannot overflow. end is the index after it.
-func parseInt(data []byte, i int) (n int64, end int, ok bool) {
-	neg := i < len(data) && data[i] == '-'
-	if neg {
-		i++
-	}
-	start := i
-	for i < len(data) && data[i] >= '0' && data[i] <= '9' {
-		n = n*10 + int64(data[i]-'0')
-		i++
-	}
-	if digits := i - start; digits == 0 || digits > 18 || digits > 1 && data[start] == '0' {
-		return 0, 0, false
-	}
-	if i < len(data) && (data[i] == '.' || data[i] == 'e' || data[i] == 'E') {
-		return 0, 0, false
-	}
-	if neg {
-		n = -n
-	}
-	return n, i, true
 }
 
 // valueEnd returns the index just after the JSON value that starts at

@@ -1,10 +1,6 @@
 package schema
 
-import (
-	"bytes"
-
-	"github.com/go-json-experiment/json/jsontext"
-)
+import "github.com/go-json-experiment/json/jsontext"
 
 // MaxBodyDepth bounds how deeply the arrays and objects of a message body
 // nest. Readers decode a body inside the frames that carry it (history_ok
@@ -35,28 +31,6 @@ func JSONDepth(b []byte) int {
 		}
 	}
 	return deepest
-}
-
-// JSONStringEnd returns the index just after the JSON string that starts
-// with the quote at b[i]: after the next quote that an even number of
-// backslashes precedes (an odd number escapes it). It returns -1 if the
-// string does not end. What lies between is not checked.
-func JSONStringEnd(b []byte, i int) int {
-	start := i + 1
-	for {
-		q := bytes.IndexByte(b[i+1:], '"')
-		if q < 0 {
-			return -1
-		}
-		i += 1 + q
-		n := 0
-		for j := i - 1; j >= start && b[j] == '\\'; j-- {
-			n++
-		}
-		if n%2 == 0 {
-			return i + 1
-		}
-	}
 }
 
 // ValidJSON reports whether b is exactly one JSON value, by the rules of
