@@ -35,17 +35,24 @@ func record(partition int32, offset int64, ev *parleyv1.Event) *kgo.Record {
 	return &kgo.Record{Topic: "parley.events", Partition: partition, Offset: offset, Key: []byte(ev.Conv), Value: v}
 }
 
+// openStore opens an empty Pebble store, closed when the test ends.
+func openStore(t *testing.T) *pebblestore.Store {
+	t.Helper()
+	st, err := pebblestore.Open(t.TempDir(), pebblestore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st
+}
+
 // TestTakeEvents runs the writer's filter over batches of records, storing
 // what it takes in a real Pebble store: well-formed events that continue
 // their conversation are taken (replays after a rebalance included); the
 // rest is skipped with its reason, logged, and counted.
 func TestTakeEvents(t *testing.T) {
 	ctx := context.Background()
-	st, err := pebblestore.Open(t.TempDir(), pebblestore.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st := openStore(t)
 	var logs bytes.Buffer
 	log := slog.New(slog.NewTextHandler(&logs, nil))
 	skipped := map[string]int{}
@@ -114,11 +121,7 @@ func TestTakeEvents(t *testing.T) {
 // met afresh and the jump below taken).
 func TestTakeEventsKeepsNoRecordMemory(t *testing.T) {
 	ctx := context.Background()
-	st, err := pebblestore.Open(t.TempDir(), pebblestore.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st := openStore(t)
 	log := slog.New(slog.DiscardHandler)
 	seq := newSequence(100)
 	convs := []string{"conv-a", "conv-b"}
