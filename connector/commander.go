@@ -60,6 +60,8 @@ type Commander struct {
 	shards [64]pendingShard
 	seed   maphash.Seed
 	late   atomic.Int64
+
+	produced func(*kgo.Record, error) // c.onProduced, bound once
 }
 
 // Late returns how many outcomes arrived after their command had ended
@@ -110,6 +112,7 @@ func NewCommander(ctx context.Context, cfg CommanderConfig) (*Commander, error) 
 	for i := range c.shards {
 		c.shards[i].waiters = make(map[string]pending)
 	}
+	c.produced = c.onProduced
 	if err := kafka.EnsureTopics(ctx, producer, cfg.Kafka); err != nil {
 		producer.Close()
 		return nil, err
@@ -223,8 +226,11 @@ func (c *Commander) submit(cmd *parleyv1.Command, done func(*parleyv1.Outcome, e
 	cmd.MsgId = schema.NewID()
 	cmd.Ts = c.cfg.Now().UnixMilli()
 	cmd.ReplyTo = &parleyv1.ReplyTo{Node: c.cfg.NodeID, Partition: c.partition}
-	v, err := cmd.MarshalVT()
-	if err != nil {
+	// The record's key and value in one allocation.
+	k := len(cmd.Conv)
+	kv := make([]byte, k+cmd.SizeVT())
+	copy(kv, cmd.Conv)
+	if _, err := cmd.MarshalToSizedBufferVT(kv[k:]); err != nil {
 		done(nil, fmt.Errorf("connector: encode command: %w", err))
 		return
 	}
@@ -236,17 +242,29 @@ func (c *Commander) submit(cmd *parleyv1.Command, done func(*parleyv1.Outcome, e
 	// TryProduce does not wait for buffer space: with the producer's buffer
 	// full the command fails as unavailable at once, and the client retries
 	// later.
-	c.producer.TryProduce(context.Background(), &kgo.Record{Topic: c.topics.Commands, Key: []byte(cmd.Conv), Value: v},
-		func(_ *kgo.Record, err error) {
-			if err == nil {
-				return // the outcome follows (or came first)
-			}
-			if p, ok := c.take(id); ok {
-				// Off the producer's promise goroutine, which must not
-				// wait on anything done might do (such as producing).
-				go p.done(nil, fmt.Errorf("%w: the log did not take the command: %v", ErrUnavailable, err))
-			}
-		})
+	c.producer.TryProduce(context.Background(), &kgo.Record{Topic: c.topics.Commands, Key: kv[:k:k], Value: kv[k:]}, c.produced)
+}
+
+// onProduced hears whether the log took a command's record. One callback
+// serves every record (a closure per command was an allocation per
+// message): the command is found again by the msg_id in the record, read
+// only when the record failed.
+func (c *Commander) onProduced(r *kgo.Record, err error) {
+	if err == nil {
+		return // the outcome follows (or came first)
+	}
+	cmd, derr := schema.DecodeCommand(r.Value)
+	if derr != nil {
+		// This node encoded it: it cannot be undecodable. Its command
+		// times out.
+		c.log.Error("a command record that failed does not decode", "err", derr)
+		return
+	}
+	if p, ok := c.take(cmd.MsgId); ok {
+		// Off the producer's promise goroutine, which must not wait on
+		// anything done might do (such as producing).
+		go p.done(nil, fmt.Errorf("%w: the log did not take the command: %v", ErrUnavailable, err))
+	}
 }
 
 // take removes and returns the command waiting under msgID, if any: the

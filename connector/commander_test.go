@@ -3,6 +3,7 @@ package connector_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -173,15 +174,17 @@ func TestUnavailable(t *testing.T) {
 			for _, rp := range rt.Partitions {
 				sp := kmsg.NewProduceResponseTopicPartition()
 				sp.Partition = rp.Partition
-				sp.ErrorCode = kerr.NotEnoughReplicas.Code
+				// Not retriable: the producer fails the record at once,
+				// well before the reply timeout.
+				sp.ErrorCode = kerr.InvalidRecord.Code
 				st.Partitions = append(st.Partitions, sp)
 			}
 			resp.Topics = append(resp.Topics, st)
 		}
 		return resp, nil, true
 	})
-	if _, err := c.Do(ctx, cmd(g, "alice", "m1", text("while down"))); !errors.Is(err, connector.ErrUnavailable) {
-		t.Fatalf("with the log refusing writes: %v, want unavailable", err)
+	if _, err := c.Do(ctx, cmd(g, "alice", "m1", text("while down"))); !errors.Is(err, connector.ErrUnavailable) || !strings.Contains(err.Error(), "did not take") {
+		t.Fatalf("with the log refusing writes: %v, want unavailable as the log did not take it", err)
 	}
 	down.Store(false)
 	var o *parleyv1.Outcome
