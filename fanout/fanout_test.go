@@ -26,7 +26,6 @@ import (
 	parleyv1 "github.com/parley-im/parley/schema/parley/v1"
 	"github.com/parley-im/parley/sequencer"
 	"github.com/parley-im/parley/store"
-	"github.com/parley-im/parley/store/pebblestore"
 	"github.com/parley-im/parley/writer"
 )
 
@@ -70,18 +69,13 @@ func newCluster(t *testing.T) *cluster {
 	}
 	t.Cleanup(b.Close)
 	c := &cluster{t: t, kc: kafka.Config{Brokers: []string{b.Addr()}, Partitions: 4}.WithDefaults(), reg: prometheus.NewRegistry()}
-	st, err := pebblestore.Open(t.TempDir(), pebblestore.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	c.st = st
+	c.st = testutil.Pebble(t)
 	s, err := sequencer.New(sequencer.Config{Kafka: c.kc, NodeID: "seq"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	run(t, s.Run)
-	w, err := writer.New(writer.Config{Kafka: c.kc}, st)
+	w, err := writer.New(writer.Config{Kafka: c.kc}, c.st)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -484,11 +478,7 @@ func TestRunStoppedWhileStarting(t *testing.T) {
 	}
 	t.Cleanup(b.Close)
 	kc := kafka.Config{Brokers: []string{b.Addr()}, Partitions: 4}.WithDefaults()
-	st, err := pebblestore.Open(t.TempDir(), pebblestore.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
+	st := testutil.Pebble(t)
 	s, err := sequencer.New(sequencer.Config{Kafka: kc, NodeID: "seq"})
 	if err != nil {
 		t.Fatal(err)

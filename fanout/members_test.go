@@ -6,9 +6,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/parley-im/parley/internal/testutil"
 	"github.com/parley-im/parley/schema"
 	parleyv1 "github.com/parley-im/parley/schema/parley/v1"
-	"github.com/parley-im/parley/store/pebblestore"
 )
 
 func ev(conv string, seq int64, typ parleyv1.EventType, members ...string) *parleyv1.Event {
@@ -29,22 +29,11 @@ const (
 	removed = parleyv1.EventType_EVENT_TYPE_MEMBER_REMOVED
 )
 
-// openStore opens an empty Pebble store, closed when the test ends.
-func openStore(t *testing.T) *pebblestore.Store {
-	t.Helper()
-	st, err := pebblestore.Open(t.TempDir(), pebblestore.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	return st
-}
-
 // TestMembers: recipients follow member events; a conversation is loaded
 // from the store, and cached only once the store holds what came before.
 func TestMembers(t *testing.T) {
 	ctx := context.Background()
-	st := openStore(t)
+	st := testutil.Pebble(t)
 	m := newMembers(st, 2)
 	want := func(e *parleyv1.Event, waitUntil time.Time, users ...string) {
 		t.Helper()
@@ -114,7 +103,7 @@ func TestMembers(t *testing.T) {
 // made them one.
 func TestRecipientsShared(t *testing.T) {
 	ctx := context.Background()
-	st := openStore(t)
+	st := testutil.Pebble(t)
 	m := newMembers(st, 10)
 	soon := time.Now().Add(time.Minute)
 	get := func(e *parleyv1.Event, users ...string) []string {
@@ -172,7 +161,7 @@ func TestRecipientsShared(t *testing.T) {
 // the members the events made.
 func TestMembersKeepNoRecordMemory(t *testing.T) {
 	ctx := context.Background()
-	st := openStore(t)
+	st := testutil.Pebble(t)
 	if err := st.Append(ctx, []*parleyv1.Event{ev("h", 1, created, "alice", "bob"), ev("h", 2, message)}); err != nil {
 		t.Fatal(err)
 	}

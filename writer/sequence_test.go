@@ -11,10 +11,10 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/parley-im/parley/internal/testutil"
 	"github.com/parley-im/parley/schema"
 	parleyv1 "github.com/parley-im/parley/schema/parley/v1"
 	"github.com/parley-im/parley/store"
-	"github.com/parley-im/parley/store/pebblestore"
 )
 
 func event(conv string, seq int64) *parleyv1.Event {
@@ -35,24 +35,13 @@ func record(partition int32, offset int64, ev *parleyv1.Event) *kgo.Record {
 	return &kgo.Record{Topic: "parley.events", Partition: partition, Offset: offset, Key: []byte(ev.Conv), Value: v}
 }
 
-// openStore opens an empty Pebble store, closed when the test ends.
-func openStore(t *testing.T) *pebblestore.Store {
-	t.Helper()
-	st, err := pebblestore.Open(t.TempDir(), pebblestore.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	return st
-}
-
 // TestTakeEvents runs the writer's filter over batches of records, storing
 // what it takes in a real Pebble store: well-formed events that continue
 // their conversation are taken (replays after a rebalance included); the
 // rest is skipped with its reason, logged, and counted.
 func TestTakeEvents(t *testing.T) {
 	ctx := context.Background()
-	st := openStore(t)
+	st := testutil.Pebble(t)
 	var logs bytes.Buffer
 	log := slog.New(slog.NewTextHandler(&logs, nil))
 	skipped := map[string]int{}
@@ -121,7 +110,7 @@ func TestTakeEvents(t *testing.T) {
 // met afresh and the jump below taken).
 func TestTakeEventsKeepsNoRecordMemory(t *testing.T) {
 	ctx := context.Background()
-	st := openStore(t)
+	st := testutil.Pebble(t)
 	log := slog.New(slog.DiscardHandler)
 	seq := newSequence(100)
 	convs := []string{"conv-a", "conv-b"}
