@@ -3,8 +3,12 @@ package pebblestore
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
+	"syscall"
 	"testing"
+	"time"
 
+	"github.com/parley-im/parley/schema"
 	parleyv1 "github.com/parley-im/parley/schema/parley/v1"
 	"github.com/parley-im/parley/store"
 )
@@ -86,6 +90,63 @@ func BenchmarkAppend(b *testing.B) {
 			}
 		})
 	}
+}
+
+// BenchmarkAppendSustained appends batches as the writer does under dm
+// load: 4,000 message events, four to each of 1,000 direct conversations
+// in random order, with the writer's options, for long enough that
+// memtables are flushed and tables compacted. Those run on Pebble's own
+// goroutines, outside the time a batch takes, so it also reports the
+// process's CPU time an event (cpu-ns/event), taken once the compactions
+// in progress have finished: with -benchtime 200x (800,000 events) it is
+// the figure to compare store options by.
+func BenchmarkAppendSustained(b *testing.B) {
+	const convs, perConv = 1000, 4
+	ctx := context.Background()
+	s, err := Open(b.TempDir(), Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	conv := func(c int) string { return schema.DirectConvID(fmt.Sprint("alice", c), fmt.Sprint("bob", c)) }
+	var batch []*parleyv1.Event
+	for c := range convs {
+		if err := s.Append(ctx, []*parleyv1.Event{benchCreated(conv(c), 2)}); err != nil {
+			b.Fatal(err)
+		}
+		for i := range perConv {
+			batch = append(batch, benchMessage(conv(c), int64(2+i)-perConv))
+		}
+	}
+	rand.New(rand.NewPCG(1, 2)).Shuffle(len(batch), func(i, j int) { batch[i], batch[j] = batch[j], batch[i] })
+	cpu0 := cpuTime(b)
+	b.ResetTimer()
+	for range b.N {
+		for _, ev := range batch {
+			ev.Seq += perConv
+			ev.Ts += perConv
+		}
+		if err := s.Append(ctx, batch); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	for s.db.Metrics().Compact.NumInProgress > 0 {
+		time.Sleep(10 * time.Millisecond)
+	}
+	b.ReportMetric(float64(cpuTime(b)-cpu0)/float64(b.N*len(batch)), "cpu-ns/event")
+	if h, err := s.Conversation(ctx, conv(0)); err != nil || h.LastSeq != int64(1+b.N*perConv) {
+		b.Fatalf("head %+v (%v), want last seq %d", h, err, 1+b.N*perConv)
+	}
+}
+
+// cpuTime is the CPU time the process has used so far.
+func cpuTime(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // BenchmarkEvents reads a history page of 50 events from the middle of a
