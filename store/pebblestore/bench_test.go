@@ -49,11 +49,7 @@ func BenchmarkAppend(b *testing.B) {
 	}{{"sync", Options{}}, {"nosync", Options{NoSync: true}}} {
 		b.Run(o.name, func(b *testing.B) {
 			ctx := context.Background()
-			s, err := Open(b.TempDir(), o.opts)
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer s.Close()
+			s := openBench(b, o.opts)
 			var created []*parleyv1.Event
 			for c := range convs {
 				created = append(created, benchCreated(benchConv(c), 100))
@@ -98,16 +94,12 @@ func BenchmarkAppend(b *testing.B) {
 // memtables are flushed and tables compacted. Those run on Pebble's own
 // goroutines, outside the time a batch takes, so it also reports the
 // process's CPU time an event (cpu-ns/event), taken once the compactions
-// in progress have finished: with -benchtime 200x (800,000 events) it is
-// the figure to compare store options by.
+// in progress have finished: with -benchtime 600x (2.4 million events) it
+// is the figure to compare store options by.
 func BenchmarkAppendSustained(b *testing.B) {
 	const convs, perConv = 1000, 4
 	ctx := context.Background()
-	s, err := Open(b.TempDir(), Options{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer s.Close()
+	s := openBench(b, Options{})
 	conv := func(c int) string { return schema.DirectConvID(fmt.Sprint("alice", c), fmt.Sprint("bob", c)) }
 	var batch []*parleyv1.Event
 	for c := range convs {
@@ -140,6 +132,16 @@ func BenchmarkAppendSustained(b *testing.B) {
 	}
 }
 
+// openBench opens an empty store for benchmark b, closed when it ends.
+func openBench(b *testing.B, o Options) *Store {
+	s, err := Open(b.TempDir(), o)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { s.Close() })
+	return s
+}
+
 // cpuTime is the CPU time the process has used so far.
 func cpuTime(b *testing.B) time.Duration {
 	var ru syscall.Rusage
@@ -155,11 +157,7 @@ func cpuTime(b *testing.B) time.Duration {
 func BenchmarkEvents(b *testing.B) {
 	const total, page = 10_000, 50
 	ctx := context.Background()
-	s, err := Open(b.TempDir(), Options{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer s.Close()
+	s := openBench(b, Options{})
 	conv := benchConv(0)
 	batch := []*parleyv1.Event{benchCreated(conv, 100)}
 	for seq := int64(2); seq <= total; seq++ {
@@ -185,6 +183,7 @@ func BenchmarkEvents(b *testing.B) {
 		b.Run(r.name, func(b *testing.B) {
 			var evs []*parleyv1.Event
 			var more bool
+			var err error
 			b.ReportAllocs()
 			for b.Loop() {
 				if evs, more, err = s.Events(ctx, conv, r.r); err != nil {
