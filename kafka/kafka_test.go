@@ -9,7 +9,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/parley-im/parley/internal/testutil"
 	"github.com/parley-im/parley/kafka"
 	"github.com/parley-im/parley/kafka/embedded"
 )
@@ -196,18 +195,5 @@ func TestKeyPartitionMatchesTheProducer(t *testing.T) {
 		if p := kafka.KeyPartition([]byte(key), 3); p != r.Partition {
 			t.Errorf("KeyPartition(%q) = %d, the producer chose %d", key, p, r.Partition)
 		}
-	}
-}
-
-// TestKeyPartitionAllocs: KeyPartition allocates nothing. Its record comes
-// from a sync.Pool, which the race detector empties at random, so the count
-// is taken only without it (scripts/test runs the *Allocs tests so).
-func TestKeyPartitionAllocs(t *testing.T) {
-	if testutil.Race {
-		t.Skip("the race detector's sync.Pool drops objects at random; counted in the run without it")
-	}
-	key := []byte("conversation-1")
-	if n := testing.AllocsPerRun(1000, func() { kafka.KeyPartition(key, 8) }); n != 0 {
-		t.Errorf("KeyPartition allocates %v times a call, want 0", n)
 	}
 }
