@@ -14,7 +14,11 @@
 //   - catchup: one device reconnecting to many events it missed;
 //   - rebuild: the events topic replayed into an empty Pebble store;
 //   - sequencer: the sequencer against a plain transactional copy of the
-//     same commands through the same broker, the ceiling it cannot beat.
+//     same commands through the same broker, the ceiling it cannot beat;
+//   - loopback: no Parley at all, the machine's floor for messaging: the
+//     CPU of one frame carried over loopback TCP on a connection of its
+//     own, which each of a dm message's four frames costs at least when
+//     none coalesces.
 //
 // A run with any error (a lost, doubled or misordered event, a failed
 // send) is a failed run.
@@ -80,7 +84,7 @@ type Config struct {
 }
 
 // Scenarios lists the scenario names.
-var Scenarios = []string{"dm", "group", "idle", "catchup", "rebuild", "sequencer"}
+var Scenarios = []string{"dm", "group", "idle", "catchup", "rebuild", "sequencer", "loopback"}
 
 // Defaults returns cfg with each unset parameter at its scenario's
 // default: moderate sizes that run in well under a minute here.
@@ -111,6 +115,8 @@ func Defaults(cfg Config) Config {
 	case "rebuild", "sequencer":
 		def(&cfg.Events, 200_000)
 		def(&cfg.Convs, 1000)
+	case "loopback":
+		def(&cfg.Clients, 2000)
 	}
 	def(&cfg.Partitions, 8)
 	def(&cfg.BodySize, 32)
@@ -135,10 +141,12 @@ func (cfg Config) validate() error {
 		return fmt.Errorf("bad rate %v", cfg.Rate)
 	case cfg.Target != "" && cfg.TokenSecret == "":
 		return errors.New("a target needs the token secret its node verifies tokens with")
-	case cfg.Target != "" && (cfg.Scenario == "rebuild" || cfg.Scenario == "sequencer"):
+	case cfg.Target != "" && (cfg.Scenario == "rebuild" || cfg.Scenario == "sequencer" || cfg.Scenario == "loopback"):
 		return fmt.Errorf("%s runs on an embedded broker of its own; it takes no target", cfg.Scenario)
 	case cfg.Convs > cfg.Events && cfg.Events > 0:
 		return fmt.Errorf("%d events cannot fill %d conversations", cfg.Events, cfg.Convs)
+	case cfg.Scenario == "loopback" && fdLimit() > 0 && 2*cfg.Clients+fdReserve(fdLimit()) > fdLimit():
+		return fmt.Errorf("%d loopback connections need %d file descriptors and %d more, but the hard limit (ulimit -Hn) is %d", cfg.Clients, 2*cfg.Clients, fdReserve(fdLimit()), fdLimit())
 	case cfg.Scenario == "idle" && fdLimit() > 0 && cfg.ConnsPerProcess+fdReserve(fdLimit()) > fdLimit():
 		return fmt.Errorf("%d connections per process need as many file descriptors and %d more, but the hard limit (ulimit -Hn) is %d", cfg.ConnsPerProcess, fdReserve(fdLimit()), fdLimit())
 	case cfg.FirstClient < 0:
@@ -288,6 +296,8 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		err = runRebuild(ctx, cfg, res)
 	case "sequencer":
 		err = runSequencer(ctx, cfg, res)
+	case "loopback":
+		err = runLoopback(ctx, cfg, res)
 	}
 	if err != nil {
 		return nil, err
@@ -315,8 +325,11 @@ func params(cfg Config) Params {
 		p.Events, p.Convs, p.BodySize = cfg.Events, cfg.Convs, cfg.BodySize
 	case "rebuild", "sequencer":
 		p.Events, p.Convs = cfg.Events, cfg.Convs
+	case "loopback":
+		p.Clients, p.Rate, p.Duration, p.BodySize = cfg.Clients, cfg.Rate, cfg.Duration.String(), cfg.BodySize
+		p.Partitions = 0 // no broker
 	}
-	if cfg.Scenario == "rebuild" || cfg.Scenario == "sequencer" {
+	if cfg.Scenario == "rebuild" || cfg.Scenario == "sequencer" || cfg.Scenario == "loopback" {
 		p.ServerArgs = ""
 	}
 	return p

@@ -81,6 +81,21 @@ func TestScenarios(t *testing.T) {
 				t.Errorf("count %d, counts %v, figures %v", res.Count, res.Counts, res.Figures)
 			}
 		}},
+		{Config{Scenario: "loopback", Clients: 30, Rate: 3000, Duration: time.Second}, func(t *testing.T, res *Result) {
+			// 3,000 frames/s for a second, every one received and checked.
+			if n := res.Counts["frames"]; n < 2900 || n > 3000 || res.Count != n {
+				t.Errorf("%d frames received of %d written; want all of about 3,000", res.Count, n)
+			}
+			if res.Figures["cpu_us_per_frame"] <= 0 || res.Figures["dm_ceiling_msgs_per_s"] <= 0 || res.Latency == nil {
+				t.Errorf("figures %v, latency %+v", res.Figures, res.Latency)
+			}
+		}},
+		{Config{Scenario: "loopback", Clients: 7, Duration: time.Second}, func(t *testing.T, res *Result) {
+			// Unpaced, with more writers than one when the machine has the cores.
+			if res.Count == 0 || res.Count != res.Counts["frames"] {
+				t.Errorf("%d frames received of %d written", res.Count, res.Counts["frames"])
+			}
+		}},
 	} {
 		t.Run(tc.cfg.Scenario, func(t *testing.T) {
 			cfg := tc.cfg

@@ -163,3 +163,34 @@ func TestRecorder(t *testing.T) {
 		t.Fatalf("an empty interval, and a count of %d, want 110", r.count.Load())
 	}
 }
+
+// A loopback connection's stream is taken apart into frames however the
+// reads cut it, and a frame out of turn is an error.
+func TestFrameReader(t *testing.T) {
+	const size = loopbackHeader + 5
+	var stream []byte
+	for seq := range 4 {
+		f := make([]byte, size)
+		loopbackFrame(f, uint64(seq), int64(100+seq))
+		stream = append(stream, f...)
+	}
+	for _, cut := range []int{1, 7, size - 1, size, size + 1, 3 * size, len(stream)} {
+		r := frameReader{size: size}
+		var ats []int64
+		for b := stream; len(b) > 0; {
+			n := min(cut, len(b))
+			if err := r.take(b[:n], func(at int64) { ats = append(ats, at) }); err != nil {
+				t.Fatalf("reads of %d: %v", cut, err)
+			}
+			b = b[n:]
+		}
+		if fmt.Sprint(ats) != "[100 101 102 103]" || r.next != 4 {
+			t.Errorf("reads of %d: frames sent at %v, next %d; want [100 101 102 103], 4", cut, ats, r.next)
+		}
+	}
+	r := frameReader{size: size}
+	skipped := append(append([]byte(nil), stream[:size]...), stream[2*size:3*size]...) // frames 0, 2
+	if err := r.take(skipped, func(int64) {}); err == nil || !strings.Contains(err.Error(), "frame 2 came where 1 was due") {
+		t.Errorf("frame 1 missing: err %v", err)
+	}
+}

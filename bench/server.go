@@ -104,9 +104,13 @@ func (r *rig) netDial(i int) func(ctx context.Context, network, addr string) (ne
 	if !r.loopback || k == 0 {
 		return nil
 	}
-	src := &net.TCPAddr{IP: net.IPv4(127, byte(k>>16), byte(k>>8), byte(k)+1)}
-	d := &net.Dialer{LocalAddr: src, Control: bindNoPort}
+	d := &net.Dialer{LocalAddr: sourceAddr(k), Control: bindNoPort}
 	return d.DialContext
+}
+
+// sourceAddr is the k-th loopback source address: 127.0.0.1, 127.0.0.2, …
+func sourceAddr(k int) *net.TCPAddr {
+	return &net.TCPAddr{IP: net.IPv4(127, byte(k>>16), byte(k>>8), byte(k)+1)}
 }
 
 // server is a `parley dev` or `parley connector` child process.

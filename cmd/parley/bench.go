@@ -20,6 +20,7 @@ scenarios:
   catchup    one device reconnecting to many missed events
   rebuild    the events topic replayed into an empty Pebble store
   sequencer  the sequencer against a plain transactional copy through the same broker
+  loopback   no Parley: the CPU of a frame over loopback TCP, each on a connection of its own
 Without --target it starts 'parley dev' (this binary) on a fresh data dir.
 `
 
@@ -35,15 +36,15 @@ func runBench(ctx context.Context, args []string) error {
 	fs.StringVar(&cfg.TokenSecret, "token-secret", "", "secret the target verifies tokens with (with --target)")
 	serverArgs := fs.String("server-args", "", "extra flags for the parley dev it starts, space-separated")
 	fs.IntVar(&cfg.Partitions, "partitions", 8, "partitions per topic")
-	fs.IntVar(&cfg.Clients, "clients", 0, "dm: clients, in pairs (default 200); idle: connections (default 10000)")
+	fs.IntVar(&cfg.Clients, "clients", 0, "dm: clients, in pairs (default 200); idle: connections (default 10000); loopback: connections (default 2000)")
 	fs.IntVar(&cfg.Members, "members", 0, "group: members, all online (default 200)")
 	fs.IntVar(&cfg.Senders, "senders", 0, "group: members that send (default 4)")
-	fs.Float64Var(&cfg.Rate, "rate", 0, "dm, group: messages per second in all (0: as fast as acks come back)")
+	fs.Float64Var(&cfg.Rate, "rate", 0, "dm, group: messages per second in all (0: as fast as acks come back); loopback: frames per second in all (0: as fast as it can)")
 	fs.IntVar(&cfg.Window, "window", 0, "dm, group: sends in flight per sender without --rate (default 4)")
-	fs.DurationVar(&cfg.Duration, "duration", 0, "dm, group: how long to send; idle: how long to hold the connections (default 10s)")
+	fs.DurationVar(&cfg.Duration, "duration", 0, "dm, group, loopback: how long to send; idle: how long to hold the connections (default 10s)")
 	fs.IntVar(&cfg.Events, "events", 0, "catchup (default 100000), rebuild and sequencer (default 200000): events to produce")
 	fs.IntVar(&cfg.Convs, "convs", 0, "catchup (default 10), rebuild and sequencer (default 1000): conversations")
-	fs.IntVar(&cfg.BodySize, "body-size", 0, "bytes of text in each message (default 32)")
+	fs.IntVar(&cfg.BodySize, "body-size", 0, "bytes of text in each message (default 32); loopback: a frame is 128 bytes more")
 	fs.IntVar(&cfg.ConnsPerProcess, "conns-per-process", 0, "idle: connections one process holds; more are spread over several servers and client processes (default: the file descriptor hard limit less up to 1000; no limit: one process)")
 	worker := fs.Bool("worker", false, "idle: be one client process of a spread run (the run starts these itself)")
 	fs.IntVar(&cfg.FirstClient, "first-client", 0, "idle: number of the first connection (with --worker)")
