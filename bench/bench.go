@@ -141,8 +141,10 @@ func (cfg Config) validate() error {
 		return fmt.Errorf("bad rate %v", cfg.Rate)
 	case cfg.Target != "" && cfg.TokenSecret == "":
 		return errors.New("a target needs the token secret its node verifies tokens with")
-	case cfg.Target != "" && (cfg.Scenario == "rebuild" || cfg.Scenario == "sequencer" || cfg.Scenario == "loopback"):
+	case cfg.Target != "" && (cfg.Scenario == "rebuild" || cfg.Scenario == "sequencer"):
 		return fmt.Errorf("%s runs on an embedded broker of its own; it takes no target", cfg.Scenario)
+	case cfg.Target != "" && cfg.Scenario == "loopback":
+		return errors.New("loopback runs no Parley; it takes no target")
 	case cfg.Convs > cfg.Events && cfg.Events > 0:
 		return fmt.Errorf("%d events cannot fill %d conversations", cfg.Events, cfg.Convs)
 	case cfg.Scenario == "loopback" && fdLimit() > 0 && 2*cfg.Clients+fdReserve(fdLimit()) > fdLimit():

@@ -194,3 +194,11 @@ func TestFrameReader(t *testing.T) {
 		t.Errorf("frame 1 missing: err %v", err)
 	}
 }
+
+// Loopback runs no server, so it refuses a target.
+func TestLoopbackTakesNoTarget(t *testing.T) {
+	_, err := Run(t.Context(), Config{Scenario: "loopback", Target: "ws://127.0.0.1:1/v1/ws", TokenSecret: "s"})
+	if err == nil || !strings.Contains(err.Error(), "takes no target") {
+		t.Fatalf("loopback with a target: err %v", err)
+	}
+}
