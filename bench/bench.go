@@ -57,15 +57,15 @@ type Config struct {
 	// broker of rebuild and sequencer).
 	Partitions int
 
-	Clients  int           // dm: clients (pairs of them); idle: connections
+	Clients  int           // dm: clients (pairs of them); idle, loopback: connections
 	Members  int           // group: members, all online
 	Senders  int           // group: members that send
-	Rate     float64       // dm, group: messages/s in all; 0: each sender as fast as acks come
+	Rate     float64       // dm, group: messages/s in all; 0: each sender as fast as acks come; loopback: frames/s
 	Window   int           // sends in flight per sender
-	Duration time.Duration // dm, group: how long the senders send; idle: how long the connections are held
+	Duration time.Duration // dm, group, loopback: how long the senders send; idle: how long the connections are held
 	Events   int           // catchup, rebuild, sequencer: events to produce
 	Convs    int           // catchup, rebuild, sequencer: conversations the events are spread over
-	BodySize int           // dm, group, catchup: bytes of text in each message body
+	BodySize int           // dm, group, catchup: bytes of text in each message body; loopback: a frame's, besides 128
 
 	// ConnsPerProcess is how many idle connections one process holds:
 	// more are spread over several server and client processes (see
