@@ -34,8 +34,9 @@ import (
 
 // Config configures the all-in-one node.
 type Config struct {
-	// DataDir holds the broker's log (broker/), the store (store/) and the
-	// secrets; default "./parley-data".
+	// DataDir holds the broker's log (broker/), the store (store/), the
+	// sequencer's local state (sequencer/, refilled from the log at every
+	// start) and the secrets; default "./parley-data".
 	DataDir string
 	// BrokerListen is the embedded broker's address; default
 	// "127.0.0.1:9092".
@@ -113,7 +114,8 @@ func Start(cfg Config) (*Node, error) {
 	n.kafka = kafka.Config{
 		Brokers: []string{b.Addr()}, Partitions: cfg.Partitions, Logger: cfg.Logger, ClientID: "parley-dev",
 	}
-	n.seq, err = sequencer.New(sequencer.Config{Kafka: n.kafka, NodeID: "dev", Logger: cfg.Logger, Registerer: cfg.Registerer})
+	n.seq, err = sequencer.New(sequencer.Config{Kafka: n.kafka, NodeID: "dev", Logger: cfg.Logger, Registerer: cfg.Registerer,
+		StateDir: filepath.Join(cfg.DataDir, "sequencer")})
 	if err == nil {
 		n.writer, err = writer.New(writer.Config{Kafka: n.kafka, Logger: cfg.Logger, Registerer: cfg.Registerer}, st)
 	}

@@ -233,6 +233,43 @@ func TestSequencerLeaves(t *testing.T) {
 	w.check(t, c.events(), outs, nil)
 }
 
+// TestSequencerStateOnDisk: sequencers whose state cache holds a few
+// conversations, so that nearly every command loads its conversation's
+// state from the local state store; one of them leaves mid-stream and the
+// other restores its partitions into its store. Every invariant holds,
+// retries of older sends included.
+func TestSequencerStateOnDisk(t *testing.T) {
+	c := newCluster(t)
+	w := newWorkload(300, 100, 30_000, retryFrac, 9)
+	outs := c.collectOutcomes(context.Background())
+	start := func(node string) (*sequencer.Sequencer, func()) {
+		s, err := sequencer.New(sequencer.Config{Kafka: c.kc, NodeID: node, Logger: testLogger(t),
+			StateDir: t.TempDir(), StateCacheBytes: 64 << 10, MaxBatch: 200})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s, runInProcess(t, node, s.Run)
+	}
+	a, _ := start("seq-disk-a")
+	b, stopB := start("seq-disk-b")
+	c.produce(w.creates...)
+	c.produce(w.sends...)
+	waitFor(t, 2*time.Minute, "a third of the outcomes", func() bool { return outs.count() >= w.commands()/3 })
+	stopB()
+	waitFor(t, 2*time.Minute, "every outcome", func() bool { return outs.answered() >= w.commands() })
+	w.check(t, c.events(), outs, nil)
+	sa, sb := a.Stats(), b.Stats()
+	t.Logf("sequencer a: %+v; b: %+v", sa, sb)
+	// The cache holds about 64 KiB over the partitions, a conversation's
+	// state grows to about 25 KiB (a hundred window entries), and a
+	// transaction has at most 200 commands: once conversations have grown,
+	// most commands find theirs gone from memory since the last
+	// transaction that touched it (about a fifth over the whole run).
+	if loads, cmds := sa.StateLoads+sb.StateLoads, sa.Commands+sb.Commands; loads < cmds/10 {
+		t.Fatalf("%d state loads for %d commands: the cache did not bound the state", loads, cmds)
+	}
+}
+
 // TestWriterKilledAndRebuild is runs 4 and 5: the writer is a child
 // process killed with SIGKILL mid-stream and restarted, and the store ends
 // equal to the log; then parley rebuild into an empty store gives the same

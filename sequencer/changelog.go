@@ -24,9 +24,16 @@ func chunkKey(conv string, n int64) string {
 }
 
 // flush hands every state change since the last flush to emit as changelog
-// records (a nil value is a tombstone) and clears the change marks.
+// records (a nil value is a tombstone) and clears the change marks. The
+// touched conversations are counted again for the cache's budget, and
+// marked as differing from the state store's copy.
 func (p *partition) flush(emit func(key string, value []byte)) error {
+	p.clock++
 	for _, c := range p.dirty {
+		c.used, c.unstored = p.clock, true
+		cost := c.estimate()
+		p.bytes += cost - c.cost
+		c.cost = cost
 		conv := c.head.Conv
 		v, err := c.head.MarshalVT()
 		if err != nil {
@@ -174,33 +181,43 @@ func ascending(es []*parleyv1.MessageEntry) error {
 func (r *restorer) partition(rl rules) (*partition, error) {
 	p := newPartition(rl)
 	for conv, h := range r.heads {
-		c := newConvState(h)
-		for u, m := range r.members[conv] {
-			c.members[u] = m
-		}
-		if h.FirstChunk < 0 || h.FirstChunk > h.NextChunk {
-			return nil, fmt.Errorf("changelog of %s: window of chunks %d..%d", conv, h.FirstChunk, h.NextChunk-1)
-		}
-		var window []*parleyv1.MessageEntry
-		for n := h.FirstChunk; n < h.NextChunk; n++ {
-			ch := r.chunks[conv][n]
-			if ch == nil {
-				return nil, fmt.Errorf("changelog of %s lacks chunk %d (window %d..%d)", conv, n, h.FirstChunk, h.NextChunk-1)
-			}
-			c.chunks = append(c.chunks, ch)
-			window = append(window, ch.Entries...)
-		}
-		window = append(window, h.Pending...)
-		if err := ascending(window); err != nil {
-			return nil, fmt.Errorf("changelog of %s: %w", conv, err)
-		}
-		if n := len(window); n > 0 && (window[0].Seq < 1 || window[n-1].Seq > h.LastSeq) {
-			return nil, fmt.Errorf("changelog of %s: window seqs %d..%d, last seq %d", conv, window[0].Seq, window[n-1].Seq, h.LastSeq)
-		}
-		for _, e := range window {
-			c.index(e)
+		c, err := r.conv(h)
+		if err != nil {
+			return nil, err
 		}
 		p.convs[conv] = c
 	}
 	return p, nil
+}
+
+// conv assembles the state of the conversation whose head is h.
+func (r *restorer) conv(h *parleyv1.ConvState) (*convState, error) {
+	conv := h.Conv
+	c := newConvState(h)
+	for u, m := range r.members[conv] {
+		c.members[u] = m
+	}
+	if h.FirstChunk < 0 || h.FirstChunk > h.NextChunk {
+		return nil, fmt.Errorf("changelog of %s: window of chunks %d..%d", conv, h.FirstChunk, h.NextChunk-1)
+	}
+	var window []*parleyv1.MessageEntry
+	for n := h.FirstChunk; n < h.NextChunk; n++ {
+		ch := r.chunks[conv][n]
+		if ch == nil {
+			return nil, fmt.Errorf("changelog of %s lacks chunk %d (window %d..%d)", conv, n, h.FirstChunk, h.NextChunk-1)
+		}
+		c.chunks = append(c.chunks, ch)
+		window = append(window, ch.Entries...)
+	}
+	window = append(window, h.Pending...)
+	if err := ascending(window); err != nil {
+		return nil, fmt.Errorf("changelog of %s: %w", conv, err)
+	}
+	if n := len(window); n > 0 && (window[0].Seq < 1 || window[n-1].Seq > h.LastSeq) {
+		return nil, fmt.Errorf("changelog of %s: window seqs %d..%d, last seq %d", conv, window[0].Seq, window[n-1].Seq, h.LastSeq)
+	}
+	for _, e := range window {
+		c.index(e)
+	}
+	return c, nil
 }

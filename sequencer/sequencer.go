@@ -37,6 +37,17 @@ type Config struct {
 	// defaults 24h and 10,000.
 	WindowMinAge     time.Duration
 	WindowMinEntries int
+	// StateDir is where the local copy of the owned partitions' state
+	// lives (a Pebble store, emptied at start and filled from the
+	// changelog at every assignment; see schema/README.md). One sequencer
+	// to a directory. Default: a new temporary directory, removed when Run
+	// returns.
+	StateDir string
+	// StateCacheBytes bounds the estimated memory of the conversations'
+	// state kept in memory, shared by the owned partitions; the least
+	// recently used leave it and are loaded from StateDir when next
+	// needed. Default 256 MiB.
+	StateCacheBytes int64
 	// MaxMembers caps a group's size; default 10,000.
 	MaxMembers int
 	// MaxBatch caps the commands per transaction; default 10,000.
@@ -82,6 +93,9 @@ func (c Config) withDefaults() Config {
 	if c.WindowMinEntries == 0 {
 		c.WindowMinEntries = 10000
 	}
+	if c.StateCacheBytes == 0 {
+		c.StateCacheBytes = DefaultStateCacheBytes
+	}
 	if c.MaxMembers == 0 {
 		c.MaxMembers = 10000
 	}
@@ -113,6 +127,8 @@ func (c Config) validate() error {
 	switch {
 	case c.WindowMinAge < 0 || c.WindowMinEntries < 0:
 		return errors.New("sequencer: the window must not be negative")
+	case c.StateCacheBytes < 0:
+		return errors.New("sequencer: StateCacheBytes must not be negative")
 	case c.MaxMembers < 2:
 		return errors.New("sequencer: MaxMembers must be at least 2")
 	case c.MaxBatch < 1:
@@ -124,12 +140,18 @@ func (c Config) validate() error {
 // DefaultLinger is Config.Linger's default.
 const DefaultLinger = 5 * time.Millisecond
 
+// DefaultStateCacheBytes is Config.StateCacheBytes's default.
+const DefaultStateCacheBytes = 256 << 20
+
 // Stats counts what a Sequencer has done since it started. Counts cover
 // committed and aborted transactions alike. Undecodable counts the records
-// skipped as undecodable (parley_records_skipped_total).
+// skipped as undecodable (parley_records_skipped_total). StateLoads counts
+// the conversations whose state was loaded from the state store, not
+// being in memory.
 type Stats struct {
 	Commands, Events, Duplicates, Unchanged, Rejected, Undecodable int64
 	Committed, Aborted                                             int64
+	StateLoads                                                     int64
 }
 
 // Sequencer is the sequencer role.
@@ -138,8 +160,9 @@ type Sequencer struct {
 	rules rules
 	log   *slog.Logger
 
-	// parts is owned by Run's goroutine.
+	// parts and store are owned by Run's goroutine.
 	parts map[int32]*partition
+	store *stateStore
 	// Partition counts of the commands and outcomes topics.
 	nparts, nout int32
 
@@ -149,7 +172,7 @@ type Sequencer struct {
 
 	stats struct {
 		commands, events, duplicates, unchanged, rejected atomic.Int64
-		committed, aborted                                atomic.Int64
+		committed, aborted, loads                         atomic.Int64
 	}
 	skipped *metrics.Skipped
 	m       seqMetrics
@@ -163,6 +186,8 @@ type seqMetrics struct {
 	events                                    prometheus.Counter
 	txSeconds                                 prometheus.Observer
 	committed, aborted                        prometheus.Counter // parley_sequencer_transactions_total{result}
+	loads                                     prometheus.Counter
+	cached                                    prometheus.Gauge
 	lag                                       *metrics.Lag
 }
 
@@ -199,6 +224,20 @@ func newSeqMetrics(reg prometheus.Registerer, group string) (seqMetrics, error) 
 	if err != nil {
 		return seqMetrics{}, err
 	}
+	loads, err := metrics.Register(reg, prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "parley_sequencer_state_loads_total",
+		Help: "Conversations whose state was loaded from the local state store, not being in memory.",
+	}))
+	if err != nil {
+		return seqMetrics{}, err
+	}
+	cached, err := metrics.Register(reg, prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "parley_sequencer_state_cached_bytes",
+		Help: "Estimated memory of the conversations' state held in memory (bounded by the state cache's size).",
+	}))
+	if err != nil {
+		return seqMetrics{}, err
+	}
 	lag, err := metrics.NewLag(reg, "sequencer", group)
 	if err != nil {
 		return seqMetrics{}, err
@@ -209,7 +248,7 @@ func newSeqMetrics(reg prometheus.Registerer, group string) (seqMetrics, error) 
 		unchanged: commands.WithLabelValues("unchanged"), rejected: commands.WithLabelValues("rejected"),
 		events: events, txSeconds: txSeconds,
 		committed: txs.WithLabelValues("committed"), aborted: txs.WithLabelValues("aborted"),
-		lag: lag,
+		loads: loads, cached: cached, lag: lag,
 	}, nil
 }
 
@@ -248,6 +287,7 @@ func (s *Sequencer) Stats() Stats {
 		Duplicates: s.stats.duplicates.Load(), Unchanged: s.stats.unchanged.Load(),
 		Rejected: s.stats.rejected.Load(), Undecodable: s.skipped.Count(s.cfg.Kafka.Topics().Commands, schema.SkipUndecodable),
 		Committed: s.stats.committed.Load(), Aborted: s.stats.aborted.Load(),
+		StateLoads: s.stats.loads.Load(),
 	}
 }
 
@@ -276,6 +316,16 @@ func (s *Sequencer) Run(ctx context.Context) error {
 		return fmt.Errorf("sequencer: %w", err)
 	}
 	s.nparts, s.nout = nparts, nout
+	if s.store, err = openStateStore(s.cfg.StateDir, s.log); err != nil {
+		return err
+	}
+	defer func() {
+		s.dropAllState()
+		if err := s.store.Close(); err != nil {
+			s.log.Warn("closing the state store", "err", err)
+		}
+		s.store = nil
+	}()
 	for ctx.Err() == nil {
 		err := s.session(ctx)
 		if ctx.Err() != nil {
@@ -304,11 +354,19 @@ func (s *Sequencer) onRevoked(_ context.Context, _ *kgo.Client, lost map[string]
 func (s *Sequencer) forgetRevoked() {
 	s.revokedMu.Lock()
 	defer s.revokedMu.Unlock()
-	if s.dropAll {
-		clear(s.parts)
+	for p := range s.parts {
+		if s.dropAll || slices.Contains(s.revoked, p) {
+			delete(s.parts, p)
+		}
 	}
-	for _, p := range s.revoked {
-		delete(s.parts, p)
+	// The store's copy goes too: a partition is restored into an empty
+	// range, and one another member now owns need not take up the disk.
+	if len(s.revoked) == 0 {
+		s.dropAll = false
+		return
+	}
+	if err := s.store.clear(s.revoked...); err != nil {
+		s.log.Warn("clearing revoked partitions from the state store", "partitions", s.revoked, "err", err)
 	}
 	s.revoked, s.dropAll = nil, false
 }
@@ -335,7 +393,7 @@ func (s *Sequencer) session(ctx context.Context) error {
 	s.m.lag.Watch(sess.Client())
 	defer s.m.lag.Watch(nil)
 	// A new session starts from the committed offsets: no state carries over.
-	clear(s.parts)
+	s.dropAllState()
 
 	var lastBegan time.Time
 	for {
@@ -414,6 +472,7 @@ func (s *Sequencer) session(ctx context.Context) error {
 		} else {
 			s.stats.committed.Add(1)
 			s.m.committed.Inc()
+			s.evict()
 		}
 		if err != nil {
 			return fmt.Errorf("end transaction: %w", err)
@@ -466,27 +525,45 @@ func (s *Sequencer) restore(ctx context.Context, fetches kgo.Fetches) error {
 		return nil
 	}
 	start := time.Now()
-	restorers := make(map[int32]*restorer, len(missing))
-	for _, p := range missing {
-		restorers[p] = newRestorer()
+	if err := s.store.clear(missing...); err != nil {
+		return fmt.Errorf("clearing the state store: %w", err)
 	}
+	w := restoreWriter{st: s.store}
 	var n int
 	err := kafka.ReadToEnd(ctx, s.cfg.Kafka.ClientOpts(), s.cfg.Kafka.Topics().SequencerState, missing, func(r *kgo.Record) error {
 		n++
-		return restorers[r.Partition].add(string(r.Key), r.Value)
+		return w.add(r.Partition, r.Key, r.Value)
 	})
+	if err == nil {
+		err = w.finish()
+	}
 	if err != nil {
+		w.finish()
 		return err
 	}
-	for p, r := range restorers {
-		part, err := r.partition(s.rules)
-		if err != nil {
-			return fmt.Errorf("partition %d: %w", p, err)
-		}
-		s.parts[p] = part
+	for _, p := range missing {
+		s.parts[p] = newStoredPartition(s.rules, s.store, p)
 	}
 	s.log.Info("restored state", "partitions", missing, "records", n, "took", time.Since(start))
 	return nil
+}
+
+// evict brings each partition's cache within its share of the budget, once
+// a transaction has committed, and updates the cache's gauge. A partition
+// whose state cannot be written to the state store is forgotten, to be
+// restored from the changelog when its commands next come.
+func (s *Sequencer) evict() {
+	budget := s.cfg.StateCacheBytes / int64(max(1, len(s.parts)))
+	var cached int64
+	for p, part := range s.parts {
+		if err := part.evict(budget); err != nil {
+			s.log.Error("writing the state store; the partition's state will be restored from the changelog", "partition", p, "err", err)
+			delete(s.parts, p)
+			continue
+		}
+		cached += part.bytes
+	}
+	s.m.cached.Set(float64(cached))
 }
 
 // outcomeKey identifies one connector's reply partition.
@@ -499,7 +576,9 @@ type outcomeKey struct {
 // partition (of nparts) at now (Unix ms), against that partition's state
 // part. A value that is not a Command gets an error wrapping
 // schema.ErrUndecodable and nothing else: no outcome (there is nowhere to
-// send one). Otherwise decide returns the command, its outcome (never nil)
+// send one). A conversation whose state cannot be loaded from the state
+// store gets another error, which must end the transaction unfinished.
+// Otherwise decide returns the command, its outcome (never nil)
 // and the event to append (nil unless the outcome is SEQUENCED), and part
 // holds the change in memory. A record whose key is not its command's
 // conversation, or that sits on another partition than the key's, is
@@ -531,6 +610,11 @@ func decide(scratch *parleyv1.Command, part *partition, key, value []byte, parti
 		return cmd, nil, reject(cmd, parleyv1.Reason_REASON_MALFORMED, "conversation %q belongs on partition %d, not %d (use the murmur2 partitioner)",
 			clip(cmd.Conv), kafka.KeyPartition(key, nparts), partition), nil
 	}
+	if schema.ValidConvID(cmd.Conv) { // an invalid one is rejected by apply
+		if err := part.ensure(cmd.Conv); err != nil {
+			return cmd, nil, nil, err
+		}
+	}
 	ev, out := part.apply(cmd, now)
 	return cmd, ev, out, nil
 }
@@ -553,13 +637,17 @@ func (s *Sequencer) process(fetches kgo.Fetches, produce func(*kgo.Record)) erro
 	parallel(len(work), workers, func(i int) { done[i] = s.decidePartition(work[i], now, produce) })
 	var tally counts
 	var err error
+	var loads int64
 	for _, d := range done {
 		tally.add(d.counts)
+		loads += d.loads
 		if err == nil {
 			err = d.err
 		}
 	}
 	s.count(tally)
+	s.stats.loads.Add(loads)
+	s.m.loads.Add(float64(loads))
 	return err
 }
 
@@ -619,6 +707,7 @@ func parallel(n, workers int, f func(int)) {
 // error that stopped it.
 type decided struct {
 	counts counts
+	loads  int64 // conversations loaded from the state store
 	err    error
 }
 
@@ -650,11 +739,12 @@ func (c *counts) outcome(o *parleyv1.Outcome) {
 // now (Unix ms), and produces their events, then the partition's changelog
 // records, then the outcomes, batched by the connector partition they go
 // to.
-func (s *Sequencer) decidePartition(w partitionWork, now int64, produce func(*kgo.Record)) decided {
+func (s *Sequencer) decidePartition(w partitionWork, now int64, produce func(*kgo.Record)) (d decided) {
 	t := s.cfg.Kafka.Topics()
 	part := s.parts[w.partition]
 	outcomes := make(map[outcomeKey][]*parleyv1.Outcome)
-	var d decided
+	loads := part.loads
+	defer func() { d.loads = part.loads - loads }()
 	// The event records and their values are carved from slabs, a few
 	// allocations for the partition instead of two an event: the producer
 	// holds them only until the transaction ends. An event is about as
@@ -674,6 +764,10 @@ func (s *Sequencer) decidePartition(w partitionWork, now int64, produce func(*kg
 		for _, r := range recs {
 			d.counts.commands++
 			cmd, ev, out, derr := decide(&scratch, part, r.Key, r.Value, r.Partition, s.nparts, now)
+			if derr != nil && !errors.Is(derr, schema.ErrUndecodable) {
+				d.err = fmt.Errorf("partition %d: %w", w.partition, derr)
+				return d
+			}
 			if derr != nil {
 				s.skipped.Add(t.Commands, schema.SkipUndecodable)
 				s.log.Warn("skipping undecodable command", "partition", r.Partition, "offset", r.Offset, "reason", schema.SkipUndecodable, "err", derr)

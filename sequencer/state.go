@@ -1,11 +1,13 @@
 package sequencer
 
 import (
+	"cmp"
 	"fmt"
 	"slices"
 	"sort"
 	"strings"
 
+	"github.com/cockroachdb/pebble/v2"
 	"github.com/segmentio/ksuid"
 
 	"github.com/parley-im/parley/schema"
@@ -39,6 +41,13 @@ type convState struct {
 	byCmid  map[cmidKey]*parleyv1.MessageEntry
 	revoked map[int64]bool
 	entries int // total entries in the window
+
+	// For the partition's cache: the transaction that last used it, the
+	// bytes it was last counted at (see estimate), and whether it changed
+	// since the state store last had it.
+	used     uint64
+	cost     int64
+	unstored bool
 
 	// Changes not yet written to the changelog.
 	dirty         bool
@@ -153,15 +162,114 @@ func (c *convState) record(e *parleyv1.MessageEntry, r rules, now int64) {
 	}
 }
 
-// partition is the state of one assigned commands partition.
+// partition is the state of one assigned commands partition. With a store,
+// convs is a cache: a conversation is loaded from the store when a command
+// needs it (ensure), and the least recently used ones are written back to
+// the store and leave when the cache is over its budget (evict). Without
+// one (unit tests of the rules) every conversation stays in convs.
 type partition struct {
 	convs map[string]*convState
 	dirty []*convState // touched since the last flush, in first-touch order
 	rules rules
+
+	id    int32
+	store *stateStore
+	clock uint64 // transactions flushed
+	bytes int64  // estimated memory of convs
+	loads int64  // conversations loaded from the store
 }
 
 func newPartition(r rules) *partition {
 	return &partition{convs: make(map[string]*convState), rules: r}
+}
+
+// newStoredPartition is partition id of st, whose state st holds.
+func newStoredPartition(r rules, st *stateStore, id int32) *partition {
+	p := newPartition(r)
+	p.store, p.id = st, id
+	return p
+}
+
+// ensure makes sure conv's state is in convs if the store has it, and
+// marks it used.
+func (p *partition) ensure(conv string) error {
+	if c := p.convs[conv]; c != nil {
+		c.used = p.clock
+		return nil
+	}
+	if p.store == nil {
+		return nil
+	}
+	rs := newRestorer()
+	if err := p.store.loadConv(p.id, conv, rs.add); err != nil {
+		return fmt.Errorf("loading the state of %s: %w", conv, err)
+	}
+	h := rs.heads[conv]
+	if h == nil {
+		return nil // no such conversation
+	}
+	c, err := rs.conv(h)
+	if err != nil {
+		return err
+	}
+	p.loads++
+	c.used = p.clock
+	c.cost = c.estimate()
+	p.bytes += c.cost
+	p.convs[conv] = c
+	return nil
+}
+
+// Estimated memory of a conversation's state, for the cache's budget:
+// measured on the heap for a window entry (with its ids and its byCmid
+// slot); a member and the rest of a conversation are rounded up from
+// their structures.
+const (
+	entryBytes  = 248
+	memberBytes = 160
+	convBytes   = 640
+)
+
+func (c *convState) estimate() int64 {
+	return convBytes + int64(c.entries)*entryBytes + int64(len(c.members))*memberBytes
+}
+
+// evict brings the cache's estimate to three quarters of budget if it is
+// over budget, dropping the least recently used conversations; one that
+// changed since the store last had it is written to the store first. Its
+// state must be committed to the changelog: call it after the
+// transaction commits.
+func (p *partition) evict(budget int64) error {
+	if p.store == nil || p.bytes <= budget {
+		return nil
+	}
+	byUse := make([]*convState, 0, len(p.convs))
+	for _, c := range p.convs {
+		byUse = append(byUse, c)
+	}
+	slices.SortFunc(byUse, func(a, b *convState) int { return cmp.Compare(a.used, b.used) })
+	b := p.store.db.NewBatch()
+	defer b.Close()
+	var gone []*convState
+	for _, c := range byUse {
+		if p.bytes <= budget/4*3 {
+			break
+		}
+		if c.unstored {
+			if err := p.store.put(b, p.id, c); err != nil {
+				return err
+			}
+		}
+		gone = append(gone, c)
+		p.bytes -= c.cost
+	}
+	if err := b.Commit(pebble.NoSync); err != nil {
+		return err
+	}
+	for _, c := range gone {
+		delete(p.convs, c.head.Conv)
+	}
+	return nil
 }
 
 func (p *partition) touch(c *convState) {

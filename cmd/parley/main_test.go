@@ -60,6 +60,10 @@ func TestLingerFlag(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "--linger -1ms: must not be negative") {
 		t.Fatalf("--linger -1ms: %v", err)
 	}
+	err = runSequencer(context.Background(), []string{"--state-cache-mb", "0"})
+	if err == nil || !strings.Contains(err.Error(), "--state-cache-mb 0: must be at least 1") {
+		t.Fatalf("--state-cache-mb 0: %v", err)
+	}
 }
 
 func TestCommitIntervalFlag(t *testing.T) {

@@ -205,6 +205,10 @@ func runSequencer(ctx context.Context, args []string) error {
 	nodeID := fs.String("node-id", "", "stable unique id of this instance (default: hostname-pid)")
 	group := fs.String("group", "parley-sequencer", "consumer group")
 	lingerFor := lingerFlag(fs)
+	stateDir := fs.String("state-dir", "parley-data/sequencer",
+		"directory of this instance's local copy of its partitions' state, emptied at start and filled from the changelog (one sequencer to a directory)")
+	stateCache := fs.Int64("state-cache-mb", sequencer.DefaultStateCacheBytes>>20,
+		"MiB of conversation state kept in memory; the rest is read from --state-dir when needed")
 	adminAddr := adminFlag(fs)
 	log, k, err := rf.parse(args)
 	if err != nil {
@@ -214,8 +218,12 @@ func runSequencer(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	if *stateCache < 1 {
+		return fmt.Errorf("--state-cache-mb %d: must be at least 1", *stateCache)
+	}
 	reg := newRegistry()
-	s, err := sequencer.New(sequencer.Config{Kafka: k, NodeID: *nodeID, Group: *group, Linger: linger, Logger: log, Registerer: reg})
+	s, err := sequencer.New(sequencer.Config{Kafka: k, NodeID: *nodeID, Group: *group, Linger: linger, Logger: log, Registerer: reg,
+		StateDir: *stateDir, StateCacheBytes: *stateCache << 20})
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,235 @@
+package sequencer
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+
+	"github.com/cockroachdb/pebble/v2"
+)
+
+// stateStore is the sequencer's local copy of the changelog of the
+// partitions it owns: a Pebble store of the latest value of every
+// changelog key, so that a conversation's state can be loaded when a
+// command needs it instead of every conversation being held in memory.
+//
+// It holds committed state only. A partition's keys are written when the
+// partition is restored from the changelog; after that, a conversation's
+// keys are written again only when its state leaves memory having changed
+// since (partition.evict), which happens after its transaction commits.
+// So for every conversation not in memory the store has its committed
+// state, and one in memory needs none. Nothing in it is trusted across
+// runs: every restore starts from an empty range, so it is a cache of the
+// log, never a second record of it, and it has no WAL.
+//
+// A key is the partition (4 bytes, big-endian) followed by the changelog
+// key; the changelog's tombstones delete.
+type stateStore struct {
+	db   *pebble.DB
+	dir  string
+	temp bool // dir was made for this store and goes with it
+}
+
+// stateMarker is the key that says a Pebble store is a sequencer's state:
+// outside every partition's range (partitions are not negative).
+var stateMarker = []byte("\xffparley-sequencer-state")
+
+// openStateStore opens the state store in dir, or in a new temporary
+// directory when dir is "", and empties it. A directory that holds some
+// other Pebble store is refused rather than emptied.
+func openStateStore(dir string, log *slog.Logger) (*stateStore, error) {
+	st := &stateStore{dir: dir}
+	if dir == "" {
+		var err error
+		if st.dir, err = os.MkdirTemp("", "parley-sequencer-"); err != nil {
+			return nil, fmt.Errorf("sequencer: state directory: %w", err)
+		}
+		st.temp = true
+	}
+	cache := pebble.NewCache(16 << 20)
+	defer cache.Unref() // the DB holds its own reference
+	db, err := pebble.Open(st.dir, &pebble.Options{
+		Cache: cache, MemTableSize: 8 << 20, DisableWAL: true, Logger: pebbleLogger{log},
+	})
+	if err != nil {
+		st.removeTemp()
+		return nil, fmt.Errorf("sequencer: state store %s: %w", st.dir, err)
+	}
+	st.db = db
+	if err := st.claim(); err != nil {
+		st.Close()
+		return nil, fmt.Errorf("sequencer: state store %s: %w", st.dir, err)
+	}
+	return st, nil
+}
+
+// claim empties the store, and marks it as a sequencer's, after checking
+// that it is one or is empty.
+func (st *stateStore) claim() error {
+	_, closer, err := st.db.Get(stateMarker)
+	switch {
+	case err == nil:
+		closer.Close()
+	case errors.Is(err, pebble.ErrNotFound):
+		it, err := st.db.NewIter(nil)
+		if err != nil {
+			return err
+		}
+		used := it.First()
+		if err := errors.Join(it.Error(), it.Close()); err != nil {
+			return err
+		}
+		if used {
+			return errors.New("the directory holds a store that is not a sequencer's state; give the sequencer a directory of its own")
+		}
+	default:
+		return err
+	}
+	b := st.db.NewBatch()
+	defer b.Close()
+	// Every partition's keys: their first byte is below 0x80.
+	if err := b.DeleteRange([]byte{}, []byte{0x80}, nil); err != nil {
+		return err
+	}
+	if err := b.Set(stateMarker, nil, nil); err != nil {
+		return err
+	}
+	return b.Commit(pebble.NoSync)
+}
+
+// Close closes the store, removing its directory if it was temporary.
+func (st *stateStore) Close() error {
+	err := st.db.Close()
+	st.removeTemp()
+	return err
+}
+
+func (st *stateStore) removeTemp() {
+	if st.temp {
+		os.RemoveAll(st.dir)
+	}
+}
+
+// partitionKey is key in partition p's range.
+func partitionKey(p int32, key string) []byte {
+	return append(binary.BigEndian.AppendUint32(make([]byte, 0, 4+len(key)), uint32(p)), key...)
+}
+
+// clear deletes every key of the partitions.
+func (st *stateStore) clear(parts ...int32) error {
+	b := st.db.NewBatch()
+	defer b.Close()
+	for _, p := range parts {
+		if err := b.DeleteRange(partitionKey(p, ""), partitionKey(p+1, ""), nil); err != nil {
+			return err
+		}
+	}
+	return b.Commit(pebble.NoSync)
+}
+
+// loadConv feeds every changelog record of conv in partition p to add, in
+// key order.
+func (st *stateStore) loadConv(p int32, conv string, add func(key string, value []byte) error) error {
+	// Conversation ids have no '/', so the range conv/ … conv0 holds this
+	// conversation's keys and no other's.
+	it, err := st.db.NewIter(&pebble.IterOptions{LowerBound: partitionKey(p, conv+"/"), UpperBound: partitionKey(p, conv+"0")})
+	if err != nil {
+		return err
+	}
+	for ok := it.First(); ok; ok = it.Next() {
+		v, err := it.ValueAndErr()
+		if err != nil {
+			it.Close()
+			return err
+		}
+		if v == nil {
+			v = []byte{} // a stored empty value; tombstones are deletions
+		}
+		if err := add(string(it.Key()[4:]), v); err != nil {
+			it.Close()
+			return err
+		}
+	}
+	return errors.Join(it.Error(), it.Close())
+}
+
+// put adds to b the writes that make the store hold exactly c's state
+// in partition p: whatever it held of the conversation goes.
+func (st *stateStore) put(b *pebble.Batch, p int32, c *convState) error {
+	conv := c.head.Conv
+	if err := b.DeleteRange(partitionKey(p, conv+"/"), partitionKey(p, conv+"0"), nil); err != nil {
+		return err
+	}
+	set := func(key string, m interface{ MarshalVT() ([]byte, error) }) error {
+		v, err := m.MarshalVT()
+		if err != nil {
+			return err
+		}
+		return b.Set(partitionKey(p, key), v, nil)
+	}
+	if err := set(headKey(conv), c.head); err != nil {
+		return err
+	}
+	for u, m := range c.members {
+		if err := set(memberKey(conv, u), m); err != nil {
+			return err
+		}
+	}
+	for _, ch := range c.chunks {
+		if err := set(chunkKey(conv, ch.Chunk), ch); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// restoreBytes is how much a restore gathers in a batch before committing
+// it.
+const restoreBytes = 4 << 20
+
+// restoreWriter writes changelog records read at a restore into the store.
+type restoreWriter struct {
+	st *stateStore
+	b  *pebble.Batch
+}
+
+func (w *restoreWriter) add(p int32, key, value []byte) error {
+	if w.b == nil {
+		w.b = w.st.db.NewBatch()
+	}
+	k := partitionKey(p, string(key))
+	var err error
+	if value == nil {
+		err = w.b.Delete(k, nil)
+	} else {
+		err = w.b.Set(k, value, nil)
+	}
+	if err == nil && w.b.Len() >= restoreBytes {
+		err = w.finish()
+	}
+	return err
+}
+
+// finish commits what is gathered.
+func (w *restoreWriter) finish() error {
+	if w.b == nil {
+		return nil
+	}
+	err := w.b.Commit(pebble.NoSync)
+	w.b.Close()
+	w.b = nil
+	return err
+}
+
+// pebbleLogger sends Pebble's errors to the sequencer's log.
+type pebbleLogger struct{ log *slog.Logger }
+
+func (l pebbleLogger) Infof(string, ...any) {}
+func (l pebbleLogger) Errorf(format string, args ...any) {
+	l.log.Error("state store: " + fmt.Sprintf(format, args...))
+}
+func (l pebbleLogger) Fatalf(format string, args ...any) {
+	panic(fmt.Sprintf(format, args...))
+}

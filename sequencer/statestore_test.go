@@ -1,0 +1,227 @@
+package sequencer
+
+import (
+	"bytes"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/segmentio/ksuid"
+	"google.golang.org/protobuf/proto"
+
+	parleyv1 "github.com/parley-im/parley/schema/parley/v1"
+)
+
+func openTestStateStore(t *testing.T, dir string) *stateStore {
+	t.Helper()
+	st, err := openStateStore(dir, slog.Default())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st
+}
+
+// TestStoredPartitionMatchesMemory: a partition whose cache is far too
+// small for its conversations, so that nearly every command loads its
+// conversation from the state store, decides exactly as one that keeps
+// everything in memory: the same events and outcomes, and the same
+// changelog records, byte for byte, through creates, sends, retries of
+// old sends, edits and revokes (in and out of the window), reads and
+// member changes. At the end, every conversation loaded again equals the
+// one in memory.
+func TestStoredPartitionMatchesMemory(t *testing.T) {
+	r := rules{windowMinAgeMs: 1000, windowMinEntries: 16, maxMembers: 8}
+	mem := newPartition(r)
+	stored := newStoredPartition(r, openTestStateStore(t, t.TempDir()), 5)
+	const budget = 2 << 10 // a conversation or two
+
+	rng := rand.New(rand.NewPCG(7, 11))
+	users := []string{"alice", "bob", "carol", "dave", "erin", "frank"}
+	var convs []string
+	for range 12 {
+		convs = append(convs, ksuid.New().String())
+	}
+	sent := map[string][]*parleyv1.Command{} // conv -> sends so far, to retry
+	n := 0
+	command := func() *parleyv1.Command {
+		n++
+		if n <= len(convs) { // each conversation's create first, with everyone
+			return &parleyv1.Command{Conv: convs[n-1], From: "alice", MsgId: fmt.Sprintf("m%07d", n), Cmid: "create",
+				Body: &parleyv1.Command_Create{Create: &parleyv1.Create{Kind: parleyv1.ConvKind_CONV_KIND_GROUP, Members: users[1:]}}}
+		}
+		conv := convs[rng.IntN(len(convs))]
+		from := users[rng.IntN(len(users))]
+		cmd := &parleyv1.Command{Conv: conv, From: from, MsgId: fmt.Sprintf("m%07d", n), Cmid: fmt.Sprintf("c%07d", n)}
+		var body proto.Message
+		switch k := rng.IntN(20); {
+		case k == 0:
+			body = &parleyv1.Create{Kind: parleyv1.ConvKind_CONV_KIND_GROUP, Members: users[:1+rng.IntN(4)]}
+		case k == 1 && len(sent[conv]) > 0:
+			return proto.CloneOf(sent[conv][rng.IntN(len(sent[conv]))]) // a retry, perhaps long after
+		case k == 2:
+			body = &parleyv1.Edit{Target: 1 + rng.Int64N(int64(n)), Body: []byte(`"edited"`)}
+		case k == 3:
+			body = &parleyv1.Revoke{Target: 1 + rng.Int64N(int64(n))}
+		case k == 4:
+			body, cmd.Cmid = &parleyv1.Read{Seq: 1 + rng.Int64N(int64(n))}, ""
+		case k == 5:
+			body, cmd.Cmid = &parleyv1.AddMembers{Users: []string{users[rng.IntN(len(users))]}}, ""
+		case k == 6 && rng.IntN(4) == 0:
+			body, cmd.Cmid = &parleyv1.RemoveMembers{Users: []string{users[rng.IntN(len(users))]}}, ""
+		default:
+			body = &parleyv1.Send{Kind: "text", Body: []byte(fmt.Sprintf(`{"n":%d}`, n))}
+		}
+		if _, ok := body.(*parleyv1.Send); ok {
+			sent[conv] = append(sent[conv], cmd)
+		}
+		cmd.Body = nil
+		switch b := body.(type) {
+		case *parleyv1.Create:
+			cmd.Body = &parleyv1.Command_Create{Create: b}
+		case *parleyv1.Send:
+			cmd.Body = &parleyv1.Command_Send{Send: b}
+		case *parleyv1.Edit:
+			cmd.Body = &parleyv1.Command_Edit{Edit: b}
+		case *parleyv1.Revoke:
+			cmd.Body = &parleyv1.Command_Revoke{Revoke: b}
+		case *parleyv1.Read:
+			cmd.Body = &parleyv1.Command_Read{Read: b}
+		case *parleyv1.AddMembers:
+			cmd.Body = &parleyv1.Command_AddMembers{AddMembers: b}
+		case *parleyv1.RemoveMembers:
+			cmd.Body = &parleyv1.Command_RemoveMembers{RemoveMembers: b}
+		}
+		return cmd
+	}
+
+	flush := func(p *partition) []changelogRecord {
+		var recs []changelogRecord
+		if err := p.flush(func(key string, value []byte) { recs = append(recs, changelogRecord{key, value}) }); err != nil {
+			t.Fatal(err)
+		}
+		return recs
+	}
+	now := int64(1_000_000)
+	statuses := map[parleyv1.OutcomeStatus]int{}
+	for tx := range 400 {
+		for range 1 + rng.IntN(12) {
+			cmd := command()
+			now += 100
+			if err := stored.ensure(cmd.Conv); err != nil {
+				t.Fatal(err)
+			}
+			evM, outM := mem.apply(proto.CloneOf(cmd), now)
+			evS, outS := stored.apply(proto.CloneOf(cmd), now)
+			if !proto.Equal(evM, evS) || !proto.Equal(outM, outS) {
+				t.Fatalf("transaction %d, command %v:\nin memory %v %v\nstored    %v %v", tx, cmd, evM, outM, evS, outS)
+			}
+			statuses[outM.Status]++
+		}
+		recM, recS := flush(mem), flush(stored)
+		if len(recM) != len(recS) {
+			t.Fatalf("transaction %d: %d changelog records in memory, %d stored", tx, len(recM), len(recS))
+		}
+		for i := range recM {
+			if recM[i].key != recS[i].key || !bytes.Equal(recM[i].value, recS[i].value) {
+				t.Fatalf("transaction %d, changelog record %d: %q %x in memory, %q %x stored", tx, i, recM[i].key, recM[i].value, recS[i].key, recS[i].value)
+			}
+		}
+		if err := stored.evict(budget); err != nil {
+			t.Fatal(err)
+		}
+		if stored.bytes > budget {
+			t.Fatalf("transaction %d: %d bytes cached, budget %d", tx, stored.bytes, budget)
+		}
+	}
+	t.Logf("outcomes %v; %d loads", statuses, stored.loads)
+	if stored.loads < 300 || statuses[parleyv1.OutcomeStatus_OUTCOME_STATUS_DUPLICATE] == 0 || statuses[parleyv1.OutcomeStatus_OUTCOME_STATUS_SEQUENCED] < 1000 {
+		t.Fatalf("the workload did not exercise loads, retries and sequencing enough")
+	}
+	for _, conv := range convs {
+		if err := stored.ensure(conv); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if a, b := snapshot(stored), snapshot(mem); a != b {
+		t.Fatalf("loaded again:\n%s\nin memory:\n%s", a, b)
+	}
+}
+
+// TestStateStoreDirectory: the state store empties a directory it used
+// before, refuses one holding another store, and removes a temporary
+// directory of its own when closed.
+func TestStateStoreDirectory(t *testing.T) {
+	dir := t.TempDir()
+	st, err := openStateStore(dir, slog.Default())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var w restoreWriter
+	w.st = st
+	if err := errors2(w.add(2, []byte("c/h"), []byte("x")), w.finish()); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	if err := st.loadConv(2, "c", func(key string, _ []byte) error { got = append(got, key); return nil }); err != nil || len(got) != 1 {
+		t.Fatalf("stored c/h, loaded %v (%v)", got, err)
+	}
+	st.Close()
+	if st, err = openStateStore(dir, slog.Default()); err != nil {
+		t.Fatal(err)
+	}
+	got = nil
+	if err := st.loadConv(2, "c", func(key string, _ []byte) error { got = append(got, key); return nil }); err != nil || len(got) != 0 {
+		t.Fatalf("reopened, loaded %v (%v); want it emptied", got, err)
+	}
+	st.Close()
+
+	other := t.TempDir()
+	db, err := pebble.Open(other, &pebble.Options{Logger: pebbleLogger{slog.Default()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Set([]byte("hsomeone's data"), []byte("keep"), pebble.Sync); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	if st, err := openStateStore(other, slog.Default()); err == nil || !strings.Contains(err.Error(), "not a sequencer's state") {
+		if err == nil {
+			st.Close()
+		}
+		t.Fatalf("opened a directory holding another store: %v", err)
+	}
+	db, err = pebble.Open(other, &pebble.Options{Logger: pebbleLogger{slog.Default()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, closer, err := db.Get([]byte("hsomeone's data"))
+	if err != nil || string(v) != "keep" {
+		t.Fatalf("the other store's data: %q %v", v, err)
+	}
+	closer.Close()
+	db.Close()
+
+	st, err = openStateStore("", slog.Default())
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmp := st.dir
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(tmp); !os.IsNotExist(err) {
+		t.Fatalf("temporary state directory %s left behind: %v", tmp, err)
+	}
+}
+
+func errors2(a, b error) error {
+	if a != nil {
+		return a
+	}
+	return b
+}
