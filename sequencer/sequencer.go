@@ -40,8 +40,9 @@ type Config struct {
 	// StateDir is where the local copy of the owned partitions' state
 	// lives (a Pebble store, emptied at start and filled from the
 	// changelog at every assignment; see schema/README.md). One sequencer
-	// to a directory. Default: a new temporary directory, removed when Run
-	// returns.
+	// to a directory; New opens it, and Run closes it when it returns (so
+	// call Run). Default: a new temporary directory that Run makes and
+	// removes.
 	StateDir string
 	// StateCacheBytes bounds the estimated memory of the conversations'
 	// state kept in memory, shared by the owned partitions; the least
@@ -266,9 +267,19 @@ func New(cfg Config) (*Sequencer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("sequencer: metrics: %w", err)
 	}
+	// A named state directory is opened now, so that a process that
+	// starts a sequencer among other roles has it before they take
+	// descriptors (connections) of their own.
+	var st *stateStore
+	if cfg.StateDir != "" {
+		if st, err = openStateStore(cfg.StateDir, cfg.Logger); err != nil {
+			return nil, err
+		}
+	}
 	return &Sequencer{
-		m:   m,
-		cfg: cfg,
+		store: st,
+		m:     m,
+		cfg:   cfg,
 		rules: rules{
 			windowMinAgeMs:   cfg.WindowMinAge.Milliseconds(),
 			windowMinEntries: cfg.WindowMinEntries,
@@ -316,8 +327,10 @@ func (s *Sequencer) Run(ctx context.Context) error {
 		return fmt.Errorf("sequencer: %w", err)
 	}
 	s.nparts, s.nout = nparts, nout
-	if s.store, err = openStateStore(s.cfg.StateDir, s.log); err != nil {
-		return err
+	if s.store == nil { // no StateDir: a temporary one
+		if s.store, err = openStateStore("", s.log); err != nil {
+			return err
+		}
 	}
 	defer func() {
 		s.dropAllState()

@@ -2,6 +2,7 @@ package sequencer
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -13,6 +14,7 @@ import (
 	"github.com/segmentio/ksuid"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/parley-im/parley/schema"
 	parleyv1 "github.com/parley-im/parley/schema/parley/v1"
 )
 
@@ -79,22 +81,8 @@ func TestStoredPartitionMatchesMemory(t *testing.T) {
 		if _, ok := body.(*parleyv1.Send); ok {
 			sent[conv] = append(sent[conv], cmd)
 		}
-		cmd.Body = nil
-		switch b := body.(type) {
-		case *parleyv1.Create:
-			cmd.Body = &parleyv1.Command_Create{Create: b}
-		case *parleyv1.Send:
-			cmd.Body = &parleyv1.Command_Send{Send: b}
-		case *parleyv1.Edit:
-			cmd.Body = &parleyv1.Command_Edit{Edit: b}
-		case *parleyv1.Revoke:
-			cmd.Body = &parleyv1.Command_Revoke{Revoke: b}
-		case *parleyv1.Read:
-			cmd.Body = &parleyv1.Command_Read{Read: b}
-		case *parleyv1.AddMembers:
-			cmd.Body = &parleyv1.Command_AddMembers{AddMembers: b}
-		case *parleyv1.RemoveMembers:
-			cmd.Body = &parleyv1.Command_RemoveMembers{RemoveMembers: b}
+		if _, err := schema.SetBody(cmd, body); err != nil {
+			t.Fatal(err)
 		}
 		return cmd
 	}
@@ -161,21 +149,22 @@ func TestStateStoreDirectory(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var w restoreWriter
-	w.st = st
-	if err := errors2(w.add(2, []byte("c/h"), []byte("x")), w.finish()); err != nil {
+	w := restoreWriter{st: st}
+	if err := errors.Join(w.add(2, []byte("c/h"), []byte("x")), w.finish()); err != nil {
 		t.Fatal(err)
 	}
-	var got []string
-	if err := st.loadConv(2, "c", func(key string, _ []byte) error { got = append(got, key); return nil }); err != nil || len(got) != 1 {
+	keys := func() (got []string, err error) {
+		err = st.loadConv(2, "c", func(key string, _ []byte) error { got = append(got, key); return nil })
+		return got, err
+	}
+	if got, err := keys(); err != nil || len(got) != 1 {
 		t.Fatalf("stored c/h, loaded %v (%v)", got, err)
 	}
 	st.Close()
 	if st, err = openStateStore(dir, slog.Default()); err != nil {
 		t.Fatal(err)
 	}
-	got = nil
-	if err := st.loadConv(2, "c", func(key string, _ []byte) error { got = append(got, key); return nil }); err != nil || len(got) != 0 {
+	if got, err := keys(); err != nil || len(got) != 0 {
 		t.Fatalf("reopened, loaded %v (%v); want it emptied", got, err)
 	}
 	st.Close()
@@ -217,11 +206,4 @@ func TestStateStoreDirectory(t *testing.T) {
 	if _, err := os.Stat(tmp); !os.IsNotExist(err) {
 		t.Fatalf("temporary state directory %s left behind: %v", tmp, err)
 	}
-}
-
-func errors2(a, b error) error {
-	if a != nil {
-		return a
-	}
-	return b
 }
