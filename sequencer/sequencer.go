@@ -161,7 +161,8 @@ type Sequencer struct {
 	rules rules
 	log   *slog.Logger
 
-	// parts and store are owned by Run's goroutine.
+	// parts and store are owned by Run's goroutine (store is opened by New
+	// when StateDir is named, else by Run).
 	parts map[int32]*partition
 	store *stateStore
 	// Partition counts of the commands and outcomes topics.
@@ -551,7 +552,7 @@ func (s *Sequencer) restore(ctx context.Context, fetches kgo.Fetches) error {
 		err = w.finish()
 	}
 	if err != nil {
-		w.finish()
+		w.discard() // the partitions stay missing and are restored again
 		return err
 	}
 	for _, p := range missing {

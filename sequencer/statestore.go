@@ -212,6 +212,14 @@ func (w *restoreWriter) add(p int32, key, value []byte) error {
 	return err
 }
 
+// discard drops what is gathered and not yet committed.
+func (w *restoreWriter) discard() {
+	if w.b != nil {
+		w.b.Close()
+		w.b = nil
+	}
+}
+
 // finish commits what is gathered.
 func (w *restoreWriter) finish() error {
 	if w.b == nil {
