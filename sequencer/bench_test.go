@@ -3,6 +3,7 @@ package sequencer
 import (
 	"bytes"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"testing"
 	"time"
@@ -128,6 +129,61 @@ func BenchmarkApplySends(b *testing.B) {
 	}
 	if c.entries < benchRules.windowMinEntries || c.entries > benchRules.windowMinEntries+2*chunkSize {
 		b.Fatalf("the window holds %d entries", c.entries)
+	}
+}
+
+// BenchmarkApplySendsFromStore decides the batch of BenchmarkApplySends
+// with the conversations' state in a state store and a cache of an eighth
+// of them: each batch loads every conversation it touches, and after it
+// the least recently used are written back and leave (the cost of a cache
+// much smaller than the working set).
+func BenchmarkApplySendsFromStore(b *testing.B) {
+	p, convs, now := benchPartition(b, 1)
+	st, err := openStateStore(b.TempDir(), slog.Default())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	p.store = st
+	for _, c := range p.convs {
+		c.cost, c.unstored = c.estimate(), true
+		p.bytes += c.cost
+	}
+	budget := p.bytes / 8
+	if err := p.evict(budget); err != nil {
+		b.Fatal(err)
+	}
+	cmds := make([]*parleyv1.Command, benchBatch)
+	for i := range cmds {
+		c := i % benchConvs
+		cmds[i] = &parleyv1.Command{Conv: convs[c], From: benchUser(c*benchMembers + i/benchConvs), MsgId: ksuid.New().String(),
+			Body: &parleyv1.Command_Send{Send: &parleyv1.Send{Kind: "text", Body: benchBody}}}
+	}
+	n, loads := 0, p.loads
+	b.ReportAllocs()
+	for b.Loop() {
+		now += benchStep
+		for i, cmd := range cmds {
+			cmd.Cmid = benchCMIDs[(n*benchBatch/benchConvs+i/benchConvs)%len(benchCMIDs)]
+			if err := p.ensure(cmd.Conv); err != nil {
+				b.Fatal(err)
+			}
+			if ev, out := p.apply(cmd, now); ev == nil {
+				b.Fatalf("send %d of batch %d: %v %v %q", i, n, out.Status, out.Reason, out.Message)
+			}
+		}
+		if err := p.flush(func(string, []byte) {}); err != nil {
+			b.Fatal(err)
+		}
+		if err := p.evict(budget); err != nil {
+			b.Fatal(err)
+		}
+		n++
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(n*benchBatch), "ns/cmd")
+	b.ReportMetric(float64(p.loads-loads)/float64(n), "loads/batch")
+	if p.loads-loads < int64(n*benchConvs*3/4) {
+		b.Fatalf("%d loads in %d batches: the cache held more than it should", p.loads-loads, n)
 	}
 }
 

@@ -45,7 +45,11 @@ func (p *partition) flush(emit func(key string, value []byte)) error {
 			users = append(users, u)
 		}
 		sort.Strings(users)
+		if len(users) > 0 && c.staleMembers == nil {
+			c.staleMembers = make(map[string]struct{}, len(users))
+		}
 		for _, u := range users {
+			c.staleMembers[u] = struct{}{}
 			var v []byte
 			if m := c.members[u]; m != nil {
 				if v, err = m.MarshalVT(); err != nil {

@@ -44,10 +44,16 @@ type convState struct {
 
 	// For the partition's cache: the transaction that last used it, the
 	// bytes it was last counted at (see estimate), and whether it changed
-	// since the state store last had it.
-	used     uint64
-	cost     int64
-	unstored bool
+	// since the state store last had it. What the store has: its head's
+	// chunks storedFirst..storedNext-1 (none for a conversation it never
+	// had), and its members as they were except those in staleMembers, so
+	// that writing it back writes only what changed.
+	used         uint64
+	cost         int64
+	unstored     bool
+	storedFirst  int64
+	storedNext   int64
+	staleMembers map[string]struct{}
 
 	// Changes not yet written to the changelog.
 	dirty         bool
@@ -214,6 +220,7 @@ func (p *partition) ensure(conv string) error {
 	}
 	p.loads++
 	c.used = p.clock
+	c.storedFirst, c.storedNext = h.FirstChunk, h.NextChunk
 	c.cost = c.estimate()
 	p.bytes += c.cost
 	p.convs[conv] = c
@@ -235,9 +242,9 @@ func (c *convState) estimate() int64 {
 }
 
 // evict brings the cache's estimate to three quarters of budget if it is
-// over budget, dropping the least recently used conversations; one that
-// changed since the store last had it is written to the store first. Its
-// state must be committed to the changelog: call it after the
+// over budget, dropping the least recently used conversations; what
+// changed in one since the store last had it is written to the store
+// first. Its state must be committed to the changelog: call it after the
 // transaction commits.
 func (p *partition) evict(budget int64) error {
 	if p.store == nil || p.bytes <= budget {

@@ -18,11 +18,11 @@ import (
 // It holds committed state only. A partition's keys are written when the
 // partition is restored from the changelog; after that, a conversation's
 // keys are written again only when its state leaves memory having changed
-// since (partition.evict), which happens after its transaction commits.
-// So for every conversation not in memory the store has its committed
-// state, and one in memory needs none. Nothing in it is trusted across
-// runs: every restore starts from an empty range, so it is a cache of the
-// log, never a second record of it, and it has no WAL.
+// since (partition.evict, which writes only what changed), after its
+// transaction commits. So for every conversation not in memory the store
+// has its committed state, and one in memory needs none. Nothing in it is
+// trusted across runs: every restore starts from an empty range, so it is
+// a cache of the log, never a second record of it, and it has no WAL.
 //
 // A key is the partition (4 bytes, big-endian) followed by the changelog
 // key; the changelog's tombstones delete.
@@ -155,13 +155,12 @@ func (st *stateStore) loadConv(p int32, conv string, add func(key string, value 
 	return errors.Join(it.Error(), it.Close())
 }
 
-// put adds to b the writes that make the store hold exactly c's state
-// in partition p: whatever it held of the conversation goes.
+// put adds to b the writes that bring the store's copy of c in partition
+// p up to date: its head, the members changed since the store had it, the
+// chunks sealed since and deletions of the stored chunks that left the
+// window. Sealed chunks never change, so the rest is already there.
 func (st *stateStore) put(b *pebble.Batch, p int32, c *convState) error {
 	conv := c.head.Conv
-	if err := b.DeleteRange(partitionKey(p, conv+"/"), partitionKey(p, conv+"0"), nil); err != nil {
-		return err
-	}
 	set := func(key string, m interface{ MarshalVT() ([]byte, error) }) error {
 		v, err := m.MarshalVT()
 		if err != nil {
@@ -172,13 +171,24 @@ func (st *stateStore) put(b *pebble.Batch, p int32, c *convState) error {
 	if err := set(headKey(conv), c.head); err != nil {
 		return err
 	}
-	for u, m := range c.members {
-		if err := set(memberKey(conv, u), m); err != nil {
+	for u := range c.staleMembers {
+		var err error
+		if m := c.members[u]; m != nil {
+			err = set(memberKey(conv, u), m)
+		} else {
+			err = b.Delete(partitionKey(p, memberKey(conv, u)), nil)
+		}
+		if err != nil {
 			return err
 		}
 	}
-	for _, ch := range c.chunks {
-		if err := set(chunkKey(conv, ch.Chunk), ch); err != nil {
+	for i := len(c.chunks) - 1; i >= 0 && c.chunks[i].Chunk >= c.storedNext; i-- {
+		if err := set(chunkKey(conv, c.chunks[i].Chunk), c.chunks[i]); err != nil {
+			return err
+		}
+	}
+	for n := c.storedFirst; n < min(c.storedNext, c.head.FirstChunk); n++ {
+		if err := b.Delete(partitionKey(p, chunkKey(conv, n)), nil); err != nil {
 			return err
 		}
 	}

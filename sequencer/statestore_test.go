@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"strings"
@@ -130,6 +131,44 @@ func TestStoredPartitionMatchesMemory(t *testing.T) {
 	if stored.loads < 300 || statuses[parleyv1.OutcomeStatus_OUTCOME_STATUS_DUPLICATE] == 0 || statuses[parleyv1.OutcomeStatus_OUTCOME_STATUS_SEQUENCED] < 1000 {
 		t.Fatalf("the workload did not exercise loads, retries and sequencing enough")
 	}
+	// Written back whole, the store holds exactly the records of the
+	// state: no chunk that left the window, no removed member.
+	if err := stored.evict(0); err != nil {
+		t.Fatal(err)
+	}
+	if len(stored.convs) != 0 {
+		t.Fatalf("%d conversations left in memory after evicting all", len(stored.convs))
+	}
+	want := map[string]string{}
+	for _, c := range mem.convs {
+		for _, r := range convRecords(t, c) {
+			want[r.key] = string(r.value)
+		}
+	}
+	got := map[string]string{}
+	it, err := stored.store.db.NewIter(&pebble.IterOptions{LowerBound: partitionKey(stored.id, ""), UpperBound: partitionKey(stored.id+1, "")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for ok := it.First(); ok; ok = it.Next() {
+		got[string(it.Key()[4:])] = string(it.Value())
+	}
+	if err := it.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if !maps.Equal(got, want) {
+		for k := range got {
+			if _, ok := want[k]; !ok {
+				t.Errorf("the store has %q, the state does not", k)
+			}
+		}
+		for k, v := range want {
+			if got[k] != v {
+				t.Errorf("the store's %q differs from the state's", k)
+			}
+		}
+		t.FailNow()
+	}
 	for _, conv := range convs {
 		if err := stored.ensure(conv); err != nil {
 			t.Fatal(err)
@@ -138,6 +177,28 @@ func TestStoredPartitionMatchesMemory(t *testing.T) {
 	if a, b := snapshot(stored), snapshot(mem); a != b {
 		t.Fatalf("loaded again:\n%s\nin memory:\n%s", a, b)
 	}
+}
+
+// convRecords is every record of c's state: its head, members and the
+// chunks in its window.
+func convRecords(t *testing.T, c *convState) []changelogRecord {
+	t.Helper()
+	var recs []changelogRecord
+	add := func(key string, m interface{ MarshalVT() ([]byte, error) }) {
+		v, err := m.MarshalVT()
+		if err != nil {
+			t.Fatal(err)
+		}
+		recs = append(recs, changelogRecord{key, v})
+	}
+	add(headKey(c.head.Conv), c.head)
+	for u, m := range c.members {
+		add(memberKey(c.head.Conv, u), m)
+	}
+	for _, ch := range c.chunks {
+		add(chunkKey(c.head.Conv, ch.Chunk), ch)
+	}
+	return recs
 }
 
 // TestStateStoreDirectory: the state store empties a directory it used
