@@ -236,6 +236,11 @@ func (n *Node) close() {
 		if n.cmd != nil {
 			n.cmd.Close()
 		}
+		if n.seq != nil { // its state store, if Run never ran
+			if err := n.seq.Close(); err != nil {
+				n.cfg.Logger.Error("closing the sequencer's state store", "err", err)
+			}
+		}
 		if err := n.store.Close(); err != nil {
 			n.cfg.Logger.Error("closing store", "err", err)
 		}

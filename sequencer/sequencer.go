@@ -40,8 +40,9 @@ type Config struct {
 	// StateDir is where the local copy of the owned partitions' state
 	// lives (a Pebble store, emptied at start and filled from the
 	// changelog at every assignment; see schema/README.md). One sequencer
-	// to a directory; New opens it, and Run closes it when it returns (so
-	// call Run). Default: a new temporary directory that Run makes and
+	// to a directory; New opens it (Run again if a Run closed it), and
+	// Run closes it when it returns; Close closes it if Run is never
+	// called. Default: a new temporary directory that Run makes and
 	// removes.
 	StateDir string
 	// StateCacheBytes bounds the estimated memory of the conversations'
@@ -162,7 +163,7 @@ type Sequencer struct {
 	log   *slog.Logger
 
 	// parts and store are owned by Run's goroutine (store is opened by New
-	// when StateDir is named, else by Run).
+	// when StateDir is named, else by Run, and closed when Run returns).
 	parts map[int32]*partition
 	store *stateStore
 	// Partition counts of the commands and outcomes topics.
@@ -303,6 +304,18 @@ func (s *Sequencer) Stats() Stats {
 	}
 }
 
+// Close releases what New took (the state store) from a sequencer whose
+// Run is never to be called; after Run returns it has nothing to do. Do
+// not call it while Run runs.
+func (s *Sequencer) Close() error {
+	if s.store == nil {
+		return nil
+	}
+	err := s.store.Close()
+	s.store = nil
+	return err
+}
+
 // Run sequences until ctx ends. A transaction session that fails is
 // replaced after a pause; Run returns only when ctx ends (nil) or the
 // topics cannot be set up.
@@ -328,8 +341,8 @@ func (s *Sequencer) Run(ctx context.Context) error {
 		return fmt.Errorf("sequencer: %w", err)
 	}
 	s.nparts, s.nout = nparts, nout
-	if s.store == nil { // no StateDir: a temporary one
-		if s.store, err = openStateStore("", s.log); err != nil {
+	if s.store == nil { // no StateDir (a temporary one), or a second Run
+		if s.store, err = openStateStore(s.cfg.StateDir, s.log); err != nil {
 			return err
 		}
 	}

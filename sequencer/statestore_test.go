@@ -15,6 +15,7 @@ import (
 	"github.com/segmentio/ksuid"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/parley-im/parley/kafka"
 	"github.com/parley-im/parley/schema"
 	parleyv1 "github.com/parley-im/parley/schema/parley/v1"
 )
@@ -267,4 +268,26 @@ func TestStateStoreDirectory(t *testing.T) {
 	if _, err := os.Stat(tmp); !os.IsNotExist(err) {
 		t.Fatalf("temporary state directory %s left behind: %v", tmp, err)
 	}
+}
+
+// TestCloseReleasesStateDir: a sequencer that never runs gives its named
+// state directory back when closed, so that another can open it.
+func TestCloseReleasesStateDir(t *testing.T) {
+	dir := t.TempDir()
+	cfg := Config{Kafka: kafka.Config{Brokers: []string{"127.0.0.1:9092"}}, NodeID: "seq-1", StateDir: dir}
+	s, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := New(cfg); err == nil {
+		t.Fatal("a second sequencer opened a state directory in use")
+	}
+	if err := errors.Join(s.Close(), s.Close()); err != nil {
+		t.Fatal(err)
+	}
+	s, err = New(cfg)
+	if err != nil {
+		t.Fatalf("the directory after Close: %v", err)
+	}
+	s.Close()
 }
