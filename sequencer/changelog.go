@@ -6,8 +6,7 @@ import (
 	"strconv"
 	"strings"
 
-	"google.golang.org/protobuf/proto"
-
+	"github.com/parley-im/parley/schema"
 	parleyv1 "github.com/parley-im/parley/schema/parley/v1"
 )
 
@@ -90,7 +89,8 @@ func newRestorer() *restorer {
 	}
 }
 
-// add folds one changelog record in.
+// add folds one changelog record in. The state keeps value's memory (its
+// strings share it): value must not change afterwards.
 func (r *restorer) add(key string, value []byte) error {
 	conv, rest, ok := strings.Cut(key, "/")
 	if !ok {
@@ -103,7 +103,7 @@ func (r *restorer) add(key string, value []byte) error {
 			return nil
 		}
 		h := new(parleyv1.ConvState)
-		if err := proto.Unmarshal(value, h); err != nil {
+		if err := schema.UnmarshalConvState(value, h); err != nil {
 			return fmt.Errorf("changelog %q: %w", key, err)
 		}
 		if h.Conv != conv {
@@ -125,7 +125,7 @@ func (r *restorer) add(key string, value []byte) error {
 			return nil
 		}
 		m := new(parleyv1.MemberState)
-		if err := proto.Unmarshal(value, m); err != nil {
+		if err := schema.UnmarshalMemberState(value, m); err != nil {
 			return fmt.Errorf("changelog %q: %w", key, err)
 		}
 		if m.User != user {
@@ -147,7 +147,7 @@ func (r *restorer) add(key string, value []byte) error {
 			return nil
 		}
 		ch := new(parleyv1.MessageChunk)
-		if err := proto.Unmarshal(value, ch); err != nil {
+		if err := schema.UnmarshalMessageChunk(value, ch); err != nil {
 			return fmt.Errorf("changelog %q: %w", key, err)
 		}
 		if len(ch.Entries) == 0 {
@@ -220,6 +220,7 @@ func (r *restorer) conv(h *parleyv1.ConvState) (*convState, error) {
 	if n := len(window); n > 0 && (window[0].Seq < 1 || window[n-1].Seq > h.LastSeq) {
 		return nil, fmt.Errorf("changelog of %s: window seqs %d..%d, last seq %d", conv, window[0].Seq, window[n-1].Seq, h.LastSeq)
 	}
+	c.byCmid = make(map[cmidKey]*parleyv1.MessageEntry, len(window))
 	for _, e := range window {
 		c.index(e)
 	}

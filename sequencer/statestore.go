@@ -130,7 +130,7 @@ func (st *stateStore) clear(parts ...int32) error {
 }
 
 // loadConv feeds every changelog record of conv in partition p to add, in
-// key order.
+// key order; add may keep the values.
 func (st *stateStore) loadConv(p int32, conv string, add func(key string, value []byte) error) error {
 	// Conversation ids have no '/', so the range conv/ … conv0 holds this
 	// conversation's keys and no other's.
@@ -144,10 +144,10 @@ func (st *stateStore) loadConv(p int32, conv string, add func(key string, value 
 			it.Close()
 			return err
 		}
-		if v == nil {
-			v = []byte{} // a stored empty value; tombstones are deletions
-		}
-		if err := add(string(it.Key()[4:]), v); err != nil {
+		// A copy: the iterator's buffer changes at Next, and add keeps
+		// the value. Never nil (a stored empty value; tombstones are
+		// deletions).
+		if err := add(string(it.Key()[4:]), append([]byte{}, v...)); err != nil {
 			it.Close()
 			return err
 		}
