@@ -10,7 +10,11 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/ksuid"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 	"google.golang.org/protobuf/proto"
 
 	parleyv1 "github.com/parley-im/parley/schema/parley/v1"
@@ -268,6 +272,76 @@ func TestSequencerStateOnDisk(t *testing.T) {
 	if loads, cmds := sa.StateLoads+sb.StateLoads, sa.Commands+sb.Commands; loads < cmds/10 {
 		t.Fatalf("%d state loads for %d commands: the cache did not bound the state", loads, cmds)
 	}
+}
+
+// TestAbortRestoresWhatTheStoreLacks: the broker fails one of the
+// sequencer's produce requests mid-stream, so its transaction aborts and
+// the state in memory goes. The state store still holds committed state
+// (all of it written there by syncs: the cache is large enough to keep
+// every conversation), so each partition is restored from it and the
+// changelog records it lacks (at most StateSyncRecords and a
+// transaction's), not from the whole changelog. Every invariant holds,
+// retries of older sends included.
+func TestAbortRestoresWhatTheStoreLacks(t *testing.T) {
+	c := newCluster(t)
+	w := newWorkload(300, 100, 45_000, retryFrac, 10)
+	outs := c.collectOutcomes(context.Background())
+	// A partition's store lacks a few tens of records more after each
+	// transaction, up to syncRecords: after the abort, nearly every
+	// partition has some to restore.
+	const syncRecords, maxBatch = 400, 200
+	s, err := sequencer.New(sequencer.Config{Kafka: c.kc, NodeID: "seq-abort", Logger: testLogger(t),
+		StateDir: t.TempDir(), MaxBatch: maxBatch, StateSyncRecords: syncRecords})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runInProcess(t, "sequencer", s.Run)
+	c.produce(w.creates...)
+	c.produce(w.sends...)
+	waitFor(t, 2*time.Minute, "two thirds of the outcomes", func() bool { return outs.count() >= w.commands()*2/3 })
+
+	// From here on only the sequencer produces.
+	logged := c.endOffsets(c.kc.Topics().SequencerState)
+	before := s.Stats()
+	fault := c.broker.Cluster().Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: c.kc.Topics().Events, Err: kerr.InvalidRecord})
+	waitFor(t, time.Minute, "the fault to be hit", func() bool { return fault.Hits() > 0 })
+	waitFor(t, 2*time.Minute, "every outcome", func() bool { return outs.answered() >= w.commands() })
+	w.check(t, c.events(), outs, nil)
+
+	after := s.Stats()
+	restored := after.RestoredRecords - before.RestoredRecords
+	t.Logf("aborted %d; %d changelog records restored after the fault, the changelog had %d", after.Aborted-before.Aborted, restored, logged)
+	// Each partition's store lacks fewer than syncRecords after a commit
+	// that did not sync it, plus that transaction's records: a head and a
+	// chunk a command at most, over all partitions.
+	bound := int64(testPartitions*syncRecords + 2*maxBatch)
+	switch {
+	case after.Aborted == before.Aborted:
+		t.Fatal("no transaction aborted")
+	case restored == 0:
+		t.Fatal("nothing was restored after the abort")
+	case logged < 2*bound:
+		t.Fatalf("the changelog had only %d records at the fault; the test needs more than %d", logged, 2*bound)
+	case restored > bound:
+		t.Fatalf("restored %d changelog records after the abort, more than the store can lack (%d)", restored, bound)
+	}
+}
+
+// endOffsets is the sum of topic's partitions' end offsets.
+func (c *cluster) endOffsets(topic string) int64 {
+	c.t.Helper()
+	cl := c.client()
+	defer cl.Close()
+	ends, err := kadm.NewClient(cl).ListEndOffsets(context.Background(), topic)
+	if err == nil {
+		err = ends.Error()
+	}
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	var n int64
+	ends.Each(func(e kadm.ListedOffset) { n += e.Offset })
+	return n
 }
 
 // TestWriterKilledAndRebuild is runs 4 and 5: the writer is a child

@@ -50,6 +50,14 @@ type Config struct {
 	// recently used leave it and are loaded from StateDir when next
 	// needed. Default 256 MiB.
 	StateCacheBytes int64
+	// StateSyncRecords is how many of a partition's changelog records the
+	// state store may lack, at most, before the conversations changed
+	// since it had them are written to it (they are written after a
+	// minute anyway). After an aborted transaction or a new transaction
+	// session, a partition's state is restored from the store and the
+	// changelog records it lacks, not from the whole changelog. Default
+	// 100,000.
+	StateSyncRecords int
 	// MaxMembers caps a group's size; default 10,000.
 	MaxMembers int
 	// MaxBatch caps the commands per transaction; default 10,000.
@@ -98,6 +106,9 @@ func (c Config) withDefaults() Config {
 	if c.StateCacheBytes == 0 {
 		c.StateCacheBytes = DefaultStateCacheBytes
 	}
+	if c.StateSyncRecords == 0 {
+		c.StateSyncRecords = 100_000
+	}
 	if c.MaxMembers == 0 {
 		c.MaxMembers = 10000
 	}
@@ -129,8 +140,8 @@ func (c Config) validate() error {
 	switch {
 	case c.WindowMinAge < 0 || c.WindowMinEntries < 0:
 		return errors.New("sequencer: the window must not be negative")
-	case c.StateCacheBytes < 0:
-		return errors.New("sequencer: StateCacheBytes must not be negative")
+	case c.StateCacheBytes < 0 || c.StateSyncRecords < 0:
+		return errors.New("sequencer: StateCacheBytes and StateSyncRecords must not be negative")
 	case c.MaxMembers < 2:
 		return errors.New("sequencer: MaxMembers must be at least 2")
 	case c.MaxBatch < 1:
@@ -149,11 +160,12 @@ const DefaultStateCacheBytes = 256 << 20
 // committed and aborted transactions alike. Undecodable counts the records
 // skipped as undecodable (parley_records_skipped_total). StateLoads counts
 // the conversations whose state was loaded from the state store, not
-// being in memory.
+// being in memory; RestoredRecords the changelog records read to restore
+// partitions' state.
 type Stats struct {
 	Commands, Events, Duplicates, Unchanged, Rejected, Undecodable int64
 	Committed, Aborted                                             int64
-	StateLoads                                                     int64
+	StateLoads, RestoredRecords                                    int64
 }
 
 // Sequencer is the sequencer role.
@@ -166,6 +178,12 @@ type Sequencer struct {
 	// when StateDir is named, else by Run, and closed when Run returns).
 	parts map[int32]*partition
 	store *stateStore
+	// synced holds, for each partition whose range in the store holds
+	// committed state, how far the store is behind the changelog. It
+	// outlives parts across aborts and new sessions (whose state is
+	// restored from the store and the records it lacks), and goes with
+	// the partition.
+	synced map[int32]*syncState
 	// Partition counts of the commands and outcomes topics.
 	nparts, nout int32
 
@@ -175,7 +193,7 @@ type Sequencer struct {
 
 	stats struct {
 		commands, events, duplicates, unchanged, rejected atomic.Int64
-		committed, aborted, loads                         atomic.Int64
+		committed, aborted, loads, restored               atomic.Int64
 	}
 	skipped *metrics.Skipped
 	m       seqMetrics
@@ -189,7 +207,7 @@ type seqMetrics struct {
 	events                                    prometheus.Counter
 	txSeconds                                 prometheus.Observer
 	committed, aborted                        prometheus.Counter // parley_sequencer_transactions_total{result}
-	loads                                     prometheus.Counter
+	loads, restored                           prometheus.Counter
 	cached                                    prometheus.Gauge
 	lag                                       *metrics.Lag
 }
@@ -234,6 +252,13 @@ func newSeqMetrics(reg prometheus.Registerer, group string) (seqMetrics, error) 
 	if err != nil {
 		return seqMetrics{}, err
 	}
+	restored, err := metrics.Register(reg, prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "parley_sequencer_restored_records_total",
+		Help: "Changelog records read to restore partitions' state into the local state store.",
+	}))
+	if err != nil {
+		return seqMetrics{}, err
+	}
 	cached, err := metrics.Register(reg, prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "parley_sequencer_state_cached_bytes",
 		Help: "Estimated memory of the conversations' state held in memory (bounded by the state cache's size).",
@@ -251,7 +276,7 @@ func newSeqMetrics(reg prometheus.Registerer, group string) (seqMetrics, error) 
 		unchanged: commands.WithLabelValues("unchanged"), rejected: commands.WithLabelValues("rejected"),
 		events: events, txSeconds: txSeconds,
 		committed: txs.WithLabelValues("committed"), aborted: txs.WithLabelValues("aborted"),
-		loads: loads, cached: cached, lag: lag,
+		loads: loads, restored: restored, cached: cached, lag: lag,
 	}, nil
 }
 
@@ -289,6 +314,7 @@ func New(cfg Config) (*Sequencer, error) {
 		},
 		log:     cfg.Logger.With("role", "sequencer", "node", cfg.NodeID),
 		parts:   make(map[int32]*partition),
+		synced:  make(map[int32]*syncState),
 		skipped: skipped,
 	}, nil
 }
@@ -300,7 +326,7 @@ func (s *Sequencer) Stats() Stats {
 		Duplicates: s.stats.duplicates.Load(), Unchanged: s.stats.unchanged.Load(),
 		Rejected: s.stats.rejected.Load(), Undecodable: s.skipped.Count(s.cfg.Kafka.Topics().Commands, schema.SkipUndecodable),
 		Committed: s.stats.committed.Load(), Aborted: s.stats.aborted.Load(),
-		StateLoads: s.stats.loads.Load(),
+		StateLoads: s.stats.loads.Load(), RestoredRecords: s.stats.restored.Load(),
 	}
 }
 
@@ -348,6 +374,7 @@ func (s *Sequencer) Run(ctx context.Context) error {
 	}
 	defer func() {
 		s.dropAllState()
+		clear(s.synced) // the store is emptied when opened again
 		if err := s.store.Close(); err != nil {
 			s.log.Warn("closing the state store", "err", err)
 		}
@@ -376,8 +403,8 @@ func (s *Sequencer) onRevoked(_ context.Context, _ *kgo.Client, lost map[string]
 }
 
 // forgetRevoked drops the state of partitions this member no longer owns
-// (or all state after an abort): a partition's state is valid only while
-// owned continuously since its restore.
+// (or all state in memory after an abort): a partition's state is valid
+// only while owned continuously since its restore.
 func (s *Sequencer) forgetRevoked() {
 	s.revokedMu.Lock()
 	defer s.revokedMu.Unlock()
@@ -386,8 +413,12 @@ func (s *Sequencer) forgetRevoked() {
 			delete(s.parts, p)
 		}
 	}
-	// The store's copy goes too: a partition is restored into an empty
-	// range, and one another member now owns need not take up the disk.
+	// A revoked partition's copy in the store goes too: another member
+	// writes its changelog now, and it need not take up the disk. After
+	// an abort the store still holds committed state.
+	for _, p := range s.revoked {
+		delete(s.synced, p)
+	}
 	if len(s.revoked) == 0 {
 		s.dropAll = false
 		return
@@ -419,7 +450,8 @@ func (s *Sequencer) session(ctx context.Context) error {
 	defer sess.Close()
 	s.m.lag.Watch(sess.Client())
 	defer s.m.lag.Watch(nil)
-	// A new session starts from the committed offsets: no state carries over.
+	// A new session starts from the committed offsets: no state in memory
+	// carries over (the store's does: it holds only committed state).
 	s.dropAllState()
 
 	var lastBegan time.Time
@@ -464,15 +496,22 @@ func (s *Sequencer) session(ctx context.Context) error {
 		// reader of the partitions it touched until it timed out.
 		endCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.TransactionTimeout)
 		var produceErr atomic.Pointer[error]
+		var logMu sync.Mutex
+		logEnds := make(map[int32]int64) // partition -> offset after its last changelog record
 		produce := func(r *kgo.Record) {
-			sess.Produce(endCtx, r, func(_ *kgo.Record, err error) {
+			sess.Produce(endCtx, r, func(r *kgo.Record, err error) {
 				if err != nil {
 					produceErr.CompareAndSwap(nil, &err)
+				} else if r.Topic == t.SequencerState {
+					logMu.Lock()
+					logEnds[r.Partition] = max(logEnds[r.Partition], r.Offset+1)
+					logMu.Unlock()
 				}
 			})
 		}
-		if err := s.process(fetches, produce); err != nil {
-			produceErr.CompareAndSwap(nil, &err)
+		processErr := s.process(fetches, produce)
+		if processErr != nil {
+			produceErr.CompareAndSwap(nil, &processErr)
 		}
 		// Every record's fate is known before deciding: commit only if all
 		// of them reached the broker.
@@ -493,13 +532,18 @@ func (s *Sequencer) session(ctx context.Context) error {
 			s.stats.aborted.Add(1)
 			s.m.aborted.Inc()
 			s.dropAllState()
+			if processErr != nil {
+				// The state (perhaps the store's) could not be read or
+				// written: restore from the changelog alone.
+				s.forgetStore()
+			}
 			if e := produceErr.Load(); e != nil {
 				s.log.Warn("transaction aborted", "err", *e)
 			}
 		} else {
 			s.stats.committed.Add(1)
 			s.m.committed.Inc()
-			s.evict()
+			s.afterCommit(logEnds)
 		}
 		if err != nil {
 			return fmt.Errorf("end transaction: %w", err)
@@ -539,7 +583,9 @@ func (s *Sequencer) dropAllState() {
 	s.forgetRevoked()
 }
 
-// restore loads the state of every partition in fetches that has none.
+// restore loads the state of every partition in fetches that has none:
+// into the state store, from the changelog records it lacks (all of them
+// for a partition it has nothing of).
 func (s *Sequencer) restore(ctx context.Context, fetches kgo.Fetches) error {
 	var missing []int32
 	fetches.EachPartition(func(p kgo.FetchTopicPartition) {
@@ -552,40 +598,117 @@ func (s *Sequencer) restore(ctx context.Context, fetches kgo.Fetches) error {
 		return nil
 	}
 	start := time.Now()
-	if err := s.store.clear(missing...); err != nil {
+	from := make(map[int32]int64, len(missing))
+	var fresh []int32
+	for _, p := range missing {
+		if ss := s.synced[p]; ss != nil && ss.usable(start) {
+			from[p] = ss.from
+		} else {
+			from[p] = 0 // below the start: from the start
+			fresh = append(fresh, p)
+			delete(s.synced, p)
+		}
+	}
+	if err := s.store.clear(fresh...); err != nil {
 		return fmt.Errorf("clearing the state store: %w", err)
 	}
+	// Records already in the store may come again: applied in log order,
+	// the last value of each key wins, which is its committed state.
 	w := restoreWriter{st: s.store}
-	var n int
-	err := kafka.ReadToEnd(ctx, s.cfg.Kafka.ClientOpts(), s.cfg.Kafka.Topics().SequencerState, missing, func(r *kgo.Record) error {
+	ends := make(map[int32]int64, len(missing))
+	var n int64
+	err := kafka.ReadFrom(ctx, s.cfg.Kafka.ClientOpts(), s.cfg.Kafka.Topics().SequencerState, from, func(r *kgo.Record) error {
 		n++
+		ends[r.Partition] = r.Offset + 1
 		return w.add(r.Partition, r.Key, r.Value)
 	})
 	if err == nil {
 		err = w.finish()
 	}
+	s.stats.restored.Add(n)
+	s.m.restored.Add(float64(n))
 	if err != nil {
-		w.discard() // the partitions stay missing and are restored again
+		// The partitions stay missing and are restored again: a fresh one
+		// from the start, another from where it was (a prefix of what
+		// it lacks changes nothing the rest does not).
+		w.discard()
 		return err
 	}
 	for _, p := range missing {
+		end := max(from[p], ends[p])
+		s.synced[p] = &syncState{from: end, end: end}
 		s.parts[p] = newStoredPartition(s.rules, s.store, p)
 	}
-	s.log.Info("restored state", "partitions", missing, "records", n, "took", time.Since(start))
+	s.log.Info("restored state", "partitions", missing, "from_start", fresh, "records", n, "took", time.Since(start))
 	return nil
 }
 
-// evict brings each partition's cache within its share of the budget, once
-// a transaction has committed, and updates the cache's gauge. A partition
-// whose state cannot be written to the state store is forgotten, to be
-// restored from the changelog when its commands next come.
-func (s *Sequencer) evict() {
+// syncState is how far a partition's range in the state store is behind
+// its changelog: the store has the committed state of every record before
+// from; records from there to end (the offset after the last one known
+// committed) may be missing, the oldest since lagSince. Those are in
+// memory while the partition's state is, and restored from the changelog
+// when it is not.
+type syncState struct {
+	from, end int64
+	lagSince  time.Time
+}
+
+// maxSyncLag is how long the state store may lack a partition's changelog
+// records, at most, before the changed conversations are written to it;
+// and maxRestoreLag how old the oldest lacking record may be for a restore
+// to read only those. Far below the changelog's delete.retention.ms (a
+// day by default), so that no tombstone the store lacks can have been
+// compacted away before it is read.
+const (
+	maxSyncLag    = time.Minute
+	maxRestoreLag = time.Hour
+)
+
+// usable reports whether the store and the records it lacks still give the
+// committed state at now.
+func (ss *syncState) usable(now time.Time) bool {
+	return ss.from == ss.end || now.Sub(ss.lagSince) < maxRestoreLag
+}
+
+// forgetStore makes every partition's next restore start from an empty
+// range and the whole changelog.
+func (s *Sequencer) forgetStore() {
+	clear(s.synced)
+}
+
+// afterCommit notes the changelog records a committed transaction wrote
+// (ends: partition -> offset after its last one), writes the changed
+// conversations to the state store of each partition that lacks too many
+// or too old records, and brings each partition's cache within its share
+// of the budget. A partition whose state cannot be written to the store is
+// forgotten, to be restored from the changelog alone when its commands
+// next come.
+func (s *Sequencer) afterCommit(ends map[int32]int64) {
+	now := time.Now()
 	budget := s.cfg.StateCacheBytes / int64(max(1, len(s.parts)))
 	var cached int64
 	for p, part := range s.parts {
-		if err := part.evict(budget); err != nil {
+		ss := s.synced[p] // restore made it with the partition
+		if end, ok := ends[p]; ok && end > ss.end {
+			if ss.from == ss.end {
+				ss.lagSince = now
+			}
+			ss.end = end
+		}
+		var err error
+		if ss.end-ss.from >= int64(s.cfg.StateSyncRecords) || ss.from < ss.end && now.Sub(ss.lagSince) >= maxSyncLag {
+			if err = part.sync(); err == nil {
+				ss.from = ss.end
+			}
+		}
+		if err == nil {
+			err = part.evict(budget)
+		}
+		if err != nil {
 			s.log.Error("writing the state store; the partition's state will be restored from the changelog", "partition", p, "err", err)
 			delete(s.parts, p)
+			delete(s.synced, p)
 			continue
 		}
 		cached += part.bytes

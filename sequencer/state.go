@@ -255,26 +255,57 @@ func (p *partition) evict(budget int64) error {
 		byUse = append(byUse, c)
 	}
 	slices.SortFunc(byUse, func(a, b *convState) int { return cmp.Compare(a.used, b.used) })
-	b := p.store.db.NewBatch()
-	defer b.Close()
 	var gone []*convState
 	for _, c := range byUse {
 		if p.bytes <= budget/4*3 {
 			break
 		}
+		gone = append(gone, c)
+		p.bytes -= c.cost
+	}
+	if err := p.writeBack(gone); err != nil {
+		return err
+	}
+	for _, c := range gone {
+		delete(p.convs, c.head.Conv)
+	}
+	return nil
+}
+
+// sync writes every conversation in memory that changed since the store
+// last had it to the store: then the store holds the partition's whole
+// committed state. Call it after the transaction commits.
+func (p *partition) sync() error {
+	if p.store == nil {
+		return nil
+	}
+	var changed []*convState
+	for _, c := range p.convs {
+		if c.unstored {
+			changed = append(changed, c)
+		}
+	}
+	return p.writeBack(changed)
+}
+
+// writeBack writes what changed in cs since the store last had them to
+// the store, in one batch.
+func (p *partition) writeBack(cs []*convState) error {
+	b := p.store.db.NewBatch()
+	defer b.Close()
+	for _, c := range cs {
 		if c.unstored {
 			if err := p.store.put(b, p.id, c); err != nil {
 				return err
 			}
 		}
-		gone = append(gone, c)
-		p.bytes -= c.cost
 	}
 	if err := b.Commit(pebble.NoSync); err != nil {
 		return err
 	}
-	for _, c := range gone {
-		delete(p.convs, c.head.Conv)
+	for _, c := range cs {
+		c.unstored, c.staleMembers = false, nil
+		c.storedFirst, c.storedNext = c.head.FirstChunk, c.head.NextChunk
 	}
 	return nil
 }

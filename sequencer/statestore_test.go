@@ -121,6 +121,11 @@ func TestStoredPartitionMatchesMemory(t *testing.T) {
 				t.Fatalf("transaction %d, changelog record %d: %q %x in memory, %q %x stored", tx, i, recM[i].key, recM[i].value, recS[i].key, recS[i].value)
 			}
 		}
+		if tx%37 == 36 { // now and then, everything to the store
+			if err := stored.sync(); err != nil {
+				t.Fatal(err)
+			}
+		}
 		if err := stored.evict(budget); err != nil {
 			t.Fatal(err)
 		}
