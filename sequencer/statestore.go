@@ -16,13 +16,16 @@ import (
 // command needs it instead of every conversation being held in memory.
 //
 // It holds committed state only. A partition's keys are written when the
-// partition is restored from the changelog; after that, a conversation's
-// keys are written again only when its state leaves memory having changed
-// since (partition.evict, which writes only what changed), after its
-// transaction commits. So for every conversation not in memory the store
-// has its committed state, and one in memory needs none. Nothing in it is
-// trusted across runs: every restore starts from an empty range, so it is
-// a cache of the log, never a second record of it, and it has no WAL.
+// partition is restored from the changelog; after that, what changed in a
+// conversation is written when its state leaves memory (partition.evict)
+// and when the store lags the changelog too far (partition.sync), each
+// after the transaction commits. So for every conversation not in memory
+// the store has its committed state, up to the changelog records the
+// Sequencer notes it lacks (syncState), which a restore after an abort
+// reads. Nothing in it is trusted across runs: the store is emptied when
+// opened, and a partition first restored, or revoked, starts from an empty
+// range; so it is a cache of the log, never a second record of it, and it
+// has no WAL.
 //
 // A key is the partition (4 bytes, big-endian) followed by the changelog
 // key; the changelog's tombstones delete.
