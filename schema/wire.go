@@ -129,7 +129,8 @@ func DecodeOutcomeBatch(value []byte) (*parleyv1.OutcomeBatch, error) {
 // (UnmarshalVTUnsafe): value must stay unchanged while m is in use. The
 // sequencer loads a conversation's state with them whenever it is not in
 // memory, from copies of the stored values that the state then keeps;
-// copying each string was about a third of the allocations of a load.
+// copying each string was more than half of the allocations of loading
+// (BenchmarkApplySendsFromStore: 494k → 205k a batch).
 func UnmarshalConvState(value []byte, m *parleyv1.ConvState) error {
 	return decode(value, m, m.UnmarshalVTUnsafe, plainConvState)
 }
