@@ -658,8 +658,8 @@ type syncState struct {
 // records, at most, before the changed conversations are written to it;
 // and maxRestoreLag how old the oldest lacking record may be for a restore
 // to read only those. Far below the changelog's delete.retention.ms (a
-// day by default), so that no tombstone the store lacks can have been
-// compacted away before it is read.
+// day, as kafka.EnsureTopics creates it), so that no tombstone the store
+// lacks can have been compacted away before it is read.
 const (
 	maxSyncLag    = time.Minute
 	maxRestoreLag = time.Hour
