@@ -171,8 +171,10 @@ func (c *convState) record(e *parleyv1.MessageEntry, r rules, now int64) {
 // partition is the state of one assigned commands partition. With a store,
 // convs is a cache: a conversation is loaded from the store when a command
 // needs it (ensure), and the least recently used ones are written back to
-// the store and leave when the cache is over its budget (evict). Without
-// one (unit tests of the rules) every conversation stays in convs.
+// the store and leave when the cache is over its budget (evict); every
+// changed one is written to it when the store lags the changelog too far
+// (sync). Without one (unit tests of the rules) every conversation stays
+// in convs.
 type partition struct {
 	convs map[string]*convState
 	dirty []*convState // touched since the last flush, in first-touch order
