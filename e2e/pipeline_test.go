@@ -284,6 +284,51 @@ func TestSequencerStateOnDisk(t *testing.T) {
 // retries of older sends included.
 func TestAbortRestoresWhatTheStoreLacks(t *testing.T) {
 	c := newCluster(t)
+	r := abortMidStream(t, c)
+	switch {
+	case r.logged < 2*r.bound:
+		t.Fatalf("the changelog had only %d records at the fault; the test needs more than %d", r.logged, 2*r.bound)
+	case r.restored > r.bound:
+		t.Fatalf("restored %d changelog records after the abort, more than the store can lack (%d)", r.restored, r.bound)
+	}
+}
+
+// TestAbortRestoresAllWhenTombstonesMayBeGone: as above, but the changelog
+// keeps a tombstone no time at all once compacted (delete.retention.ms 0),
+// so the records the store lacks may have lost deletions: the restore after
+// the abort reads the whole changelog.
+func TestAbortRestoresAllWhenTombstonesMayBeGone(t *testing.T) {
+	c := newCluster(t)
+	cl := c.client()
+	defer cl.Close()
+	resps, err := kadm.NewClient(cl).AlterTopicConfigs(context.Background(), []kadm.AlterConfig{
+		{Op: kadm.SetConfig, Name: "delete.retention.ms", Value: kadm.StringPtr("0")},
+	}, c.kc.Topics().SequencerState)
+	if err == nil {
+		_, err = resps.On(c.kc.Topics().SequencerState, nil)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := abortMidStream(t, c)
+	// Transaction markers count in logged, not in restored: data records
+	// are far more than half of it.
+	if r.restored <= r.bound || r.restored < r.logged/2 {
+		t.Fatalf("restored %d changelog records after the abort, of %d at the fault: not the whole changelog", r.restored, r.logged)
+	}
+}
+
+// abortResult is what abortMidStream saw: the changelog's records (end
+// offsets, transaction markers included) when the fault was armed, the
+// changelog records read by restores after it, and the most a restore of
+// only what the state store lacks can read.
+type abortResult struct{ logged, restored, bound int64 }
+
+// abortMidStream runs a sequencer over a workload, fails one of its produce
+// requests to the events topic after two thirds of the commands, and checks
+// every invariant once all commands are answered.
+func abortMidStream(t *testing.T, c *cluster) abortResult {
+	t.Helper()
 	w := newWorkload(300, 100, 45_000, retryFrac, 10)
 	outs := c.collectOutcomes(context.Background())
 	// A partition's store lacks a few tens of records more after each
@@ -296,14 +341,18 @@ func TestAbortRestoresWhatTheStoreLacks(t *testing.T) {
 		t.Fatal(err)
 	}
 	runInProcess(t, "sequencer", s.Run)
+	// Two thirds of the sends are answered before the fault is armed, and
+	// the rest come after it: every partition has commands after the
+	// abort, so every partition is restored.
+	first := len(w.sends) * 2 / 3
 	c.produce(w.creates...)
-	c.produce(w.sends...)
-	waitFor(t, 2*time.Minute, "two thirds of the outcomes", func() bool { return outs.count() >= w.commands()*2/3 })
+	c.produce(w.sends[:first]...)
+	waitFor(t, 2*time.Minute, "two thirds of the outcomes", func() bool { return outs.answered() >= len(w.creates)+first })
 
-	// From here on only the sequencer produces.
 	logged := c.endOffsets(c.kc.Topics().SequencerState)
 	before := s.Stats()
 	fault := c.broker.Cluster().Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: c.kc.Topics().Events, Err: kerr.InvalidRecord})
+	c.produce(w.sends[first:]...)
 	waitFor(t, time.Minute, "the fault to be hit", func() bool { return fault.Hits() > 0 })
 	waitFor(t, 2*time.Minute, "every outcome", func() bool { return outs.answered() >= w.commands() })
 	w.check(t, c.events(), outs, nil)
@@ -311,20 +360,16 @@ func TestAbortRestoresWhatTheStoreLacks(t *testing.T) {
 	after := s.Stats()
 	restored := after.RestoredRecords - before.RestoredRecords
 	t.Logf("aborted %d; %d changelog records restored after the fault, the changelog had %d", after.Aborted-before.Aborted, restored, logged)
-	// Each partition's store lacks fewer than syncRecords after a commit
-	// that did not sync it, plus that transaction's records: a head and a
-	// chunk a command at most, over all partitions.
-	bound := int64(testPartitions*syncRecords + 2*maxBatch)
 	switch {
 	case after.Aborted == before.Aborted:
 		t.Fatal("no transaction aborted")
 	case restored == 0:
 		t.Fatal("nothing was restored after the abort")
-	case logged < 2*bound:
-		t.Fatalf("the changelog had only %d records at the fault; the test needs more than %d", logged, 2*bound)
-	case restored > bound:
-		t.Fatalf("restored %d changelog records after the abort, more than the store can lack (%d)", restored, bound)
 	}
+	// Each partition's store lacks fewer than syncRecords after a commit
+	// that did not sync it, plus that transaction's records: a head and a
+	// chunk a command at most, over all partitions.
+	return abortResult{logged: logged, restored: restored, bound: int64(testPartitions*syncRecords + 2*maxBatch)}
 }
 
 // endOffsets is the sum of topic's partitions' end offsets.

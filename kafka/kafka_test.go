@@ -74,6 +74,36 @@ func TestEnsureTopics(t *testing.T) {
 	}
 }
 
+// TestDeleteRetention reads delete.retention.ms as the broker describes
+// it: the day EnsureTopics gives the changelog, a topic's own setting, and
+// an error for a topic that does not exist.
+func TestDeleteRetention(t *testing.T) {
+	kc := startBroker(t)
+	cl := newClient(t, kc)
+	ctx := context.Background()
+	if err := kafka.EnsureTopics(ctx, cl, kc); err != nil {
+		t.Fatal(err)
+	}
+	if d, err := kafka.DeleteRetention(ctx, cl, kc.Topics().SequencerState); err != nil || d != 24*time.Hour {
+		t.Errorf("the changelog's delete.retention.ms: %v, %v; want 24h", d, err)
+	}
+	resp, err := kadm.NewClient(cl).CreateTopic(ctx, 1, -1, map[string]*string{
+		"cleanup.policy": kadm.StringPtr("compact"), "delete.retention.ms": kadm.StringPtr("600000"),
+	}, "short")
+	if err == nil {
+		err = resp.Err
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d, err := kafka.DeleteRetention(ctx, cl, "short"); err != nil || d != 10*time.Minute {
+		t.Errorf("a topic's own delete.retention.ms: %v, %v; want 10m", d, err)
+	}
+	if d, err := kafka.DeleteRetention(ctx, cl, "missing"); err == nil {
+		t.Errorf("a missing topic's delete.retention.ms: %v, no error", d)
+	}
+}
+
 func TestEnsureTopicsRefusesUnequalPartitions(t *testing.T) {
 	kc := startBroker(t)
 	cl := newClient(t, kc)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"time"
 
@@ -95,4 +96,34 @@ func PartitionCount(ctx context.Context, cl *kgo.Client, topic string) (int32, e
 		return 0, fmt.Errorf("kafka: topic %s does not exist", topic)
 	}
 	return int32(len(d.Partitions)), nil
+}
+
+// DeleteRetention returns topic's delete.retention.ms as the broker
+// describes it (its own default where the topic sets none): how long a
+// compacted topic keeps a tombstone once the partition is cleaned, so how
+// long a reader may lag and still see every deletion.
+func DeleteRetention(ctx context.Context, cl *kgo.Client, topic string) (time.Duration, error) {
+	const key = "delete.retention.ms"
+	rcs, err := kadm.NewClient(cl).DescribeTopicConfigs(ctx, topic)
+	if err != nil {
+		return 0, fmt.Errorf("kafka: describe %s: %w", topic, err)
+	}
+	rc, err := rcs.On(topic, nil)
+	if err == nil {
+		err = rc.Err
+	}
+	if err != nil {
+		return 0, fmt.Errorf("kafka: describe %s: %w", topic, err)
+	}
+	for _, c := range rc.Configs {
+		if c.Key != key || c.Value == nil {
+			continue
+		}
+		ms, err := strconv.ParseInt(*c.Value, 10, 64)
+		if err != nil || ms < 0 {
+			return 0, fmt.Errorf("kafka: %s of %s is %q, not a count of milliseconds", key, topic, *c.Value)
+		}
+		return time.Duration(min(ms, math.MaxInt64/int64(time.Millisecond))) * time.Millisecond, nil
+	}
+	return 0, fmt.Errorf("kafka: the broker describes no %s for %s", key, topic)
 }

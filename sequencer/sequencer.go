@@ -598,10 +598,14 @@ func (s *Sequencer) restore(ctx context.Context, fetches kgo.Fetches) error {
 		return nil
 	}
 	start := time.Now()
+	var lagLimit time.Duration // how old a tail may be and still be read alone
+	if slices.ContainsFunc(missing, func(p int32) bool { ss := s.synced[p]; return ss != nil && ss.from < ss.end }) {
+		lagLimit = s.restoreLag(ctx)
+	}
 	from := make(map[int32]int64, len(missing))
 	var fresh []int32
 	for _, p := range missing {
-		if ss := s.synced[p]; ss != nil && ss.usable(start) {
+		if ss := s.synced[p]; ss != nil && ss.usable(start, lagLimit) {
 			from[p] = ss.from
 		} else {
 			from[p] = 0 // below the start: from the start
@@ -656,19 +660,43 @@ type syncState struct {
 
 // maxSyncLag is how long the state store may lack a partition's changelog
 // records, at most, before the changed conversations are written to it;
-// and maxRestoreLag how old the oldest lacking record may be for a restore
-// to read only those. Far below the changelog's delete.retention.ms (a
-// day, as kafka.EnsureTopics creates it), so that no tombstone the store
-// lacks can have been compacted away before it is read.
+// and maxRestoreLag how old the oldest lacking record may be, at most, for
+// a restore to read only those (see restoreLag).
 const (
 	maxSyncLag    = time.Minute
 	maxRestoreLag = time.Hour
 )
 
 // usable reports whether the store and the records it lacks still give the
-// committed state at now.
-func (ss *syncState) usable(now time.Time) bool {
-	return ss.from == ss.end || now.Sub(ss.lagSince) < maxRestoreLag
+// committed state at now, when the oldest lacking record may be lag old.
+func (ss *syncState) usable(now time.Time, lag time.Duration) bool {
+	return ss.from == ss.end || now.Sub(ss.lagSince) < lag
+}
+
+// restoreLag is how old the oldest changelog record the state store lacks
+// may be for a restore to read only the records it lacks: maxRestoreLag,
+// or half the changelog's delete.retention.ms where that is shorter. A
+// tombstone older than delete.retention.ms may be gone from a compacted
+// changelog, and the store would keep what it deleted. Zero (every restore
+// reads the whole changelog) when the broker cannot say.
+func (s *Sequencer) restoreLag(ctx context.Context) time.Duration {
+	topic := s.cfg.Kafka.Topics().SequencerState
+	cl, err := kgo.NewClient(s.cfg.Kafka.ClientOpts()...)
+	var retention time.Duration
+	if err == nil {
+		retention, err = kafka.DeleteRetention(ctx, cl, topic)
+		cl.Close()
+	}
+	if err != nil {
+		s.log.Warn("the changelog's delete.retention.ms is unknown: restoring from the whole changelog", "topic", topic, "err", err)
+		return 0
+	}
+	if lag := retention / 2; lag < maxRestoreLag {
+		s.log.Warn("the changelog's delete.retention.ms is short: restoring from the whole changelog once the state store lacks records older than half of it",
+			"topic", topic, "delete_retention", retention, "want_at_least", 2*maxRestoreLag)
+		return lag
+	}
+	return maxRestoreLag
 }
 
 // forgetStore makes every partition's next restore start from an empty
