@@ -104,6 +104,40 @@ func TestDeleteRetention(t *testing.T) {
 	}
 }
 
+// TestTopicID: a topic made again under the same name has another id.
+func TestTopicID(t *testing.T) {
+	kc := startBroker(t)
+	cl := newClient(t, kc)
+	adm := kadm.NewClient(cl)
+	ctx := context.Background()
+	create := func() string {
+		t.Helper()
+		resp, err := adm.CreateTopic(ctx, 1, -1, nil, "log")
+		if err == nil {
+			err = resp.Err
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		// A client of its own: a client caches topic metadata a while.
+		id, err := kafka.TopicID(ctx, newClient(t, kc), "log")
+		if err != nil || id == "" {
+			t.Fatalf("TopicID: %q, %v", id, err)
+		}
+		return id
+	}
+	first := create()
+	if resp, err := adm.DeleteTopic(ctx, "log"); err != nil || resp.Err != nil {
+		t.Fatal(err, resp.Err)
+	}
+	if second := create(); second == first {
+		t.Fatalf("the topic made again has the same id %s", first)
+	}
+	if id, err := kafka.TopicID(ctx, cl, "missing"); err == nil {
+		t.Fatalf("a missing topic's id: %q, no error", id)
+	}
+}
+
 func TestEnsureTopicsRefusesUnequalPartitions(t *testing.T) {
 	kc := startBroker(t)
 	cl := newClient(t, kc)

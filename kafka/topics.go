@@ -127,3 +127,23 @@ func DeleteRetention(ctx context.Context, cl *kgo.Client, topic string) (time.Du
 	}
 	return 0, fmt.Errorf("kafka: the broker describes no %s for %s", key, topic)
 }
+
+// TopicID returns topic's id, which changes when the topic is deleted and
+// made again under the same name (an error where the broker gives none).
+func TopicID(ctx context.Context, cl *kgo.Client, topic string) (string, error) {
+	details, err := kadm.NewClient(cl).ListTopics(ctx, topic)
+	if err != nil {
+		return "", err
+	}
+	d, ok := details[topic]
+	if !ok || d.Err != nil {
+		if d.Err != nil {
+			return "", fmt.Errorf("kafka: topic %s: %w", topic, d.Err)
+		}
+		return "", fmt.Errorf("kafka: topic %s does not exist", topic)
+	}
+	if d.ID == (kadm.TopicID{}) {
+		return "", fmt.Errorf("kafka: the broker gives topic %s no id", topic)
+	}
+	return d.ID.String(), nil
+}

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"math"
 	"os"
 	"runtime"
 	"slices"
@@ -38,12 +40,15 @@ type Config struct {
 	WindowMinAge     time.Duration
 	WindowMinEntries int
 	// StateDir is where the local copy of the owned partitions' state
-	// lives (a Pebble store, emptied at start and filled from the
-	// changelog at every assignment; see schema/README.md). One sequencer
-	// to a directory; New opens it (Run again if a Run closed it), and
-	// Run closes it when it returns; Close closes it if Run is never
-	// called. Default: a new temporary directory that Run makes and
-	// removes.
+	// lives (a Pebble store filled from the changelog at every
+	// assignment; see schema/README.md). When Run returns it leaves a
+	// checkpoint there, and the next run on the directory restores a
+	// partition it is assigned from the store and the changelog records
+	// written since, not from the whole changelog; without one (a crash)
+	// the store is emptied when opened. One sequencer to a directory; New
+	// opens it (Run again if a Run closed it), and Run closes it when it
+	// returns; Close closes it if Run is never called. Default: a new
+	// temporary directory that Run makes and removes.
 	StateDir string
 	// StateCacheBytes bounds the estimated memory of the conversations'
 	// state kept in memory, shared by the owned partitions; the least
@@ -187,8 +192,12 @@ type Sequencer struct {
 	// Partition counts of the commands and outcomes topics.
 	nparts, nout int32
 
+	// logID is the changelog topic's id, for the state store's checkpoint.
+	logID string
+
 	revokedMu sync.Mutex
 	revoked   []int32 // partitions revoked since Run last looked
+	revokedAt map[int32]time.Time
 	dropAll   bool
 
 	stats struct {
@@ -312,10 +321,11 @@ func New(cfg Config) (*Sequencer, error) {
 			windowMinEntries: cfg.WindowMinEntries,
 			maxMembers:       cfg.MaxMembers,
 		},
-		log:     cfg.Logger.With("role", "sequencer", "node", cfg.NodeID),
-		parts:   make(map[int32]*partition),
-		synced:  make(map[int32]*syncState),
-		skipped: skipped,
+		log:       cfg.Logger.With("role", "sequencer", "node", cfg.NodeID),
+		parts:     make(map[int32]*partition),
+		synced:    make(map[int32]*syncState),
+		revokedAt: make(map[int32]time.Time),
+		skipped:   skipped,
 	}, nil
 }
 
@@ -353,11 +363,18 @@ func (s *Sequencer) Run(ctx context.Context) error {
 	}
 	err = kafka.EnsureTopics(ctx, admin, s.cfg.Kafka)
 	var nparts, nout int32
+	var logID string
 	if err == nil {
 		nparts, err = kafka.PartitionCount(ctx, admin, t.Commands)
 	}
 	if err == nil {
 		nout, err = kafka.PartitionCount(ctx, admin, t.Outcomes)
+	}
+	if err == nil {
+		var idErr error
+		if logID, idErr = kafka.TopicID(ctx, admin, t.SequencerState); idErr != nil {
+			s.log.Warn("no id for the changelog topic: the state store is not kept for the next run", "err", idErr)
+		}
 	}
 	admin.Close()
 	if err != nil {
@@ -366,15 +383,15 @@ func (s *Sequencer) Run(ctx context.Context) error {
 		}
 		return fmt.Errorf("sequencer: %w", err)
 	}
-	s.nparts, s.nout = nparts, nout
+	s.nparts, s.nout, s.logID = nparts, nout, logID
 	if s.store == nil { // no StateDir (a temporary one), or a second Run
 		if s.store, err = openStateStore(s.cfg.StateDir, s.log); err != nil {
 			return err
 		}
 	}
+	s.resume()
 	defer func() {
-		s.dropAllState()
-		clear(s.synced) // the store is emptied when opened again
+		s.saveCheckpoint()
 		if err := s.store.Close(); err != nil {
 			s.log.Warn("closing the state store", "err", err)
 		}
@@ -397,9 +414,94 @@ func (s *Sequencer) Run(ctx context.Context) error {
 func (s *Sequencer) onRevoked(_ context.Context, _ *kgo.Client, lost map[string][]int32) {
 	s.revokedMu.Lock()
 	defer s.revokedMu.Unlock()
+	now := time.Now()
 	for _, ps := range lost {
 		s.revoked = append(s.revoked, ps...)
+		for _, p := range ps {
+			if _, ok := s.revokedAt[p]; !ok {
+				s.revokedAt[p] = now
+			}
+		}
 	}
+}
+
+// resume takes the checkpoint the state store was opened with, if any:
+// each of its partitions is restored, when next assigned, from the store
+// and the changelog records after the checkpoint's offset, unless the
+// changelog is another topic than the one checkpointed (deleted and made
+// again) or has another partition count, when the kept ranges are
+// emptied.
+func (s *Sequencer) resume() {
+	cp := s.store.resumed
+	s.store.resumed = nil
+	if cp == nil {
+		return
+	}
+	parts := slices.Sorted(maps.Keys(cp.Parts))
+	if cp.TopicID != s.logID || cp.Partitions != s.nparts {
+		s.log.Warn("the state store's checkpoint is of another changelog; restoring from the changelog alone",
+			"checkpoint_topic_id", cp.TopicID, "topic_id", s.logID, "checkpoint_partitions", cp.Partitions, "partitions", s.nparts)
+		if err := s.store.clear(parts...); err != nil {
+			s.log.Warn("clearing the state store", "err", err)
+			s.forgetStore()
+		}
+		return
+	}
+	for p, c := range cp.Parts {
+		// The records after From may be another member's, written at Since
+		// or later: the store lacks them all, whatever their end.
+		s.synced[p] = &syncState{from: c.From, end: math.MaxInt64, lagSince: time.UnixMilli(c.Since)}
+	}
+	s.log.Info("state store kept from the last run", "partitions", parts)
+}
+
+// saveCheckpoint, when Run ends, writes the changed conversations of the
+// partitions whose committed state is in memory to the state store, and
+// then a checkpoint of every partition whose range in the store follows
+// the changelog, so that the next run on StateDir restores only what the
+// store lacks. A partition revoked since Run last looked (or by the group
+// session's end) is checkpointed too: its records after the checkpoint's
+// offset, another member's, come after its revocation. Then no state is
+// held in memory.
+func (s *Sequencer) saveCheckpoint() {
+	defer func() {
+		s.revokedMu.Lock()
+		s.revoked, s.dropAll = nil, false
+		clear(s.revokedAt)
+		s.revokedMu.Unlock()
+		clear(s.parts)
+		clear(s.synced)
+	}()
+	if s.store.temp || s.logID == "" {
+		return // nobody opens a temporary store again
+	}
+	now := time.Now()
+	cp := &checkpoint{TopicID: s.logID, Partitions: s.nparts, Parts: make(map[int32]checkpointPartition, len(s.synced))}
+	s.revokedMu.Lock()
+	revokedAt := maps.Clone(s.revokedAt)
+	s.revokedMu.Unlock()
+	for p, ss := range s.synced {
+		if part := s.parts[p]; part != nil && ss.from < ss.end {
+			if err := part.sync(); err != nil {
+				s.log.Warn("writing the state store at the end; the partition will be restored from the changelog alone", "partition", p, "err", err)
+				continue
+			}
+			ss.from = ss.end
+		}
+		since := now
+		if ss.from < ss.end {
+			since = ss.lagSince
+		}
+		if t, ok := revokedAt[p]; ok && t.Before(since) {
+			since = t
+		}
+		cp.Parts[p] = checkpointPartition{From: ss.from, Since: since.UnixMilli()}
+	}
+	if err := s.store.saveCheckpoint(cp); err != nil {
+		s.log.Warn("writing the state store's checkpoint; the next run restores from the changelog alone", "err", err)
+		return
+	}
+	s.log.Info("state store checkpointed", "partitions", slices.Sorted(maps.Keys(cp.Parts)))
 }
 
 // forgetRevoked drops the state of partitions this member no longer owns
@@ -418,6 +520,7 @@ func (s *Sequencer) forgetRevoked() {
 	// an abort the store still holds committed state.
 	for _, p := range s.revoked {
 		delete(s.synced, p)
+		delete(s.revokedAt, p)
 	}
 	if len(s.revoked) == 0 {
 		s.dropAll = false

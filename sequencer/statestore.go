@@ -2,10 +2,13 @@ package sequencer
 
 import (
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
+	"slices"
 
 	"github.com/cockroachdb/pebble/v2"
 )
@@ -22,10 +25,11 @@ import (
 // after the transaction commits. So for every conversation not in memory
 // the store has its committed state, up to the changelog records the
 // Sequencer notes it lacks (syncState), which a restore after an abort
-// reads. Nothing in it is trusted across runs: the store is emptied when
-// opened, and a partition first restored, or revoked, starts from an empty
-// range; so it is a cache of the log, never a second record of it, and it
-// has no WAL.
+// reads. It is a cache of the log, never a second record of it, and has
+// no WAL: a partition revoked, or restored with nothing to go on, starts
+// from an empty range, and the store is emptied when opened unless the
+// last run ended with a checkpoint (see saveCheckpoint), which says how
+// far each kept partition's range follows the changelog.
 //
 // A key is the partition (4 bytes, big-endian) followed by the changelog
 // key; the changelog's tombstones delete.
@@ -33,14 +37,38 @@ type stateStore struct {
 	db   *pebble.DB
 	dir  string
 	temp bool // dir was made for this store and goes with it
+	// resumed is the checkpoint found when the store was opened, its
+	// partitions' ranges kept; nil when the store was emptied.
+	resumed *checkpoint
 }
 
-// stateMarker is the key that says a Pebble store is a sequencer's state:
-// outside every partition's range (partitions are not negative).
-var stateMarker = []byte("\xffparley-sequencer-state")
+// stateMarker is the key that says a Pebble store is a sequencer's state,
+// and checkpointKey the key of the last run's checkpoint: outside every
+// partition's range (partitions are not negative).
+var (
+	stateMarker   = []byte("\xffparley-sequencer-state")
+	checkpointKey = []byte("\xffparley-sequencer-state/checkpoint")
+)
+
+// checkpoint is what a run that ended cleanly leaves in the store: for the
+// changelog topic it followed (its topic id and partition count), each
+// partition whose range holds the committed state of every changelog
+// record before From; records from there on were written at Since or
+// later (Unix ms), and are read when the partition is next restored.
+type checkpoint struct {
+	TopicID    string                        `json:"topic_id"`
+	Partitions int32                         `json:"partitions"`
+	Parts      map[int32]checkpointPartition `json:"parts"`
+}
+
+type checkpointPartition struct {
+	From  int64 `json:"from"`
+	Since int64 `json:"since"`
+}
 
 // openStateStore opens the state store in dir, or in a new temporary
-// directory when dir is "", and empties it. A directory that holds some
+// directory when dir is "", and empties it but for the partitions of a
+// checkpoint the last run left (see claim). A directory that holds some
 // other Pebble store is refused rather than emptied.
 func openStateStore(dir string, log *slog.Logger) (*stateStore, error) {
 	st := &stateStore{dir: dir}
@@ -68,13 +96,20 @@ func openStateStore(dir string, log *slog.Logger) (*stateStore, error) {
 	return st, nil
 }
 
-// claim empties the store, and marks it as a sequencer's, after checking
-// that it is one or is empty.
+// claim marks the store as a sequencer's, after checking that it is one
+// or is empty, and empties it but for the ranges of the partitions in the
+// last run's checkpoint, which it takes out of the store (into resumed):
+// from here on the store changes, and a run that does not end cleanly
+// leaves no checkpoint, so the next open empties it all.
 func (st *stateStore) claim() error {
+	var cp *checkpoint
 	_, closer, err := st.db.Get(stateMarker)
 	switch {
 	case err == nil:
 		closer.Close()
+		if cp, err = st.readCheckpoint(); err != nil {
+			return err
+		}
 	case errors.Is(err, pebble.ErrNotFound):
 		it, err := st.db.NewIter(nil)
 		if err != nil {
@@ -92,14 +127,72 @@ func (st *stateStore) claim() error {
 	}
 	b := st.db.NewBatch()
 	defer b.Close()
-	// Every partition's keys: their first byte is below 0x80.
-	if err := b.DeleteRange([]byte{}, []byte{0x80}, nil); err != nil {
+	// Every partition's keys but the kept ones': partition keys' first
+	// byte is below 0x80, and a kept partition p's range is [p, p+1).
+	var kept []int32
+	if cp != nil {
+		kept = slices.Sorted(maps.Keys(cp.Parts))
+	}
+	lo := []byte{}
+	for _, p := range kept {
+		if err := b.DeleteRange(lo, partitionKey(p, ""), nil); err != nil {
+			return err
+		}
+		lo = partitionKey(p+1, "")
+	}
+	if err := b.DeleteRange(lo, []byte{0x80}, nil); err != nil {
 		return err
 	}
-	if err := b.Set(stateMarker, nil, nil); err != nil {
+	if err := errors.Join(b.Delete(checkpointKey, nil), b.Set(stateMarker, nil, nil)); err != nil {
 		return err
 	}
-	return b.Commit(pebble.NoSync)
+	if err := b.Commit(pebble.NoSync); err != nil {
+		return err
+	}
+	if cp != nil {
+		// On disk before anything else changes the store: without a WAL,
+		// what reaches the disk is the flushed memtables, in order.
+		if err := st.db.Flush(); err != nil {
+			return err
+		}
+	}
+	st.resumed = cp
+	return nil
+}
+
+// readCheckpoint returns the checkpoint in the store, nil if none.
+func (st *stateStore) readCheckpoint() (*checkpoint, error) {
+	v, closer, err := st.db.Get(checkpointKey)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer closer.Close()
+	var cp checkpoint
+	if err := json.Unmarshal(v, &cp); err != nil {
+		return nil, nil // not one this version wrote: start from nothing
+	}
+	for p := range cp.Parts {
+		if p < 0 || p >= cp.Partitions {
+			return nil, nil
+		}
+	}
+	return &cp, nil
+}
+
+// saveCheckpoint writes cp, after everything written before it, and
+// flushes the store to disk: the next open keeps cp's partitions.
+func (st *stateStore) saveCheckpoint(cp *checkpoint) error {
+	v, err := json.Marshal(cp)
+	if err != nil {
+		return err
+	}
+	if err := st.db.Set(checkpointKey, v, pebble.NoSync); err != nil {
+		return err
+	}
+	return st.db.Flush()
 }
 
 // Close closes the store, removing its directory if it was temporary.

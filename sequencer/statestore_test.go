@@ -8,8 +8,11 @@ import (
 	"maps"
 	"math/rand/v2"
 	"os"
+	"reflect"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/segmentio/ksuid"
@@ -295,4 +298,117 @@ func TestCloseReleasesStateDir(t *testing.T) {
 		t.Fatalf("the directory after Close: %v", err)
 	}
 	s.Close()
+}
+
+// TestStateStoreCheckpoint: a store closed after a checkpoint keeps, when
+// opened again, the checkpoint's partitions and empties the others; it
+// takes the checkpoint out, so a store closed without one (a crash) is
+// emptied at the next open.
+func TestStateStoreCheckpoint(t *testing.T) {
+	dir := t.TempDir()
+	st, err := openStateStore(dir, slog.Default())
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := restoreWriter{st: st}
+	for _, p := range []int32{0, 1, 2, 3} {
+		if err := w.add(p, []byte("c/h"), []byte{byte(p)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.finish(); err != nil {
+		t.Fatal(err)
+	}
+	has := func(st *stateStore) (parts []int32) {
+		for _, p := range []int32{0, 1, 2, 3} {
+			var n int
+			if err := st.loadConv(p, "c", func(string, []byte) error { n++; return nil }); err != nil {
+				t.Fatal(err)
+			}
+			if n > 0 {
+				parts = append(parts, p)
+			}
+		}
+		return parts
+	}
+	cp := &checkpoint{TopicID: "log", Partitions: 4, Parts: map[int32]checkpointPartition{1: {From: 10, Since: 1}, 3: {From: 7, Since: 2}}}
+	if err := errors.Join(st.saveCheckpoint(cp), st.Close()); err != nil {
+		t.Fatal(err)
+	}
+
+	if st, err = openStateStore(dir, slog.Default()); err != nil {
+		t.Fatal(err)
+	}
+	if got := has(st); !slices.Equal(got, []int32{1, 3}) {
+		t.Errorf("after a checkpoint of 1 and 3, the store holds partitions %v", got)
+	}
+	if st.resumed == nil || !reflect.DeepEqual(*st.resumed, *cp) {
+		t.Errorf("resumed %+v, want %+v", st.resumed, cp)
+	}
+	if err := st.Close(); err != nil { // no checkpoint: as after a crash
+		t.Fatal(err)
+	}
+
+	if st, err = openStateStore(dir, slog.Default()); err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if got := has(st); len(got) != 0 || st.resumed != nil {
+		t.Errorf("opened without a checkpoint: partitions %v kept, resumed %+v", got, st.resumed)
+	}
+}
+
+// TestResumeChecksTheChangelog: a sequencer takes the checkpoint its state
+// store was opened with only for the same changelog topic (id and
+// partition count); its partitions are then restored from the
+// checkpoint's offsets. Another topic's checkpoint is dropped and its
+// partitions' ranges emptied.
+func TestResumeChecksTheChangelog(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		id     string
+		nparts int32
+		keep   bool
+	}{
+		{"same", "log", 4, true},
+		{"recreated", "another", 4, false},
+		{"repartitioned", "log", 8, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			st, err := openStateStore(dir, slog.Default())
+			if err != nil {
+				t.Fatal(err)
+			}
+			w := restoreWriter{st: st}
+			cp := &checkpoint{TopicID: "log", Partitions: 4, Parts: map[int32]checkpointPartition{1: {From: 10, Since: 5000}}}
+			if err := errors.Join(w.add(1, []byte("c/h"), []byte("x")), w.finish(), st.saveCheckpoint(cp), st.Close()); err != nil {
+				t.Fatal(err)
+			}
+			s, err := New(Config{Kafka: kafka.Config{Brokers: []string{"127.0.0.1:9092"}}, NodeID: "seq-1", StateDir: dir})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			s.logID, s.nparts = tc.id, tc.nparts
+			s.resume()
+			var stored int
+			if err := s.store.loadConv(1, "c", func(string, []byte) error { stored++; return nil }); err != nil {
+				t.Fatal(err)
+			}
+			ss := s.synced[1]
+			if !tc.keep {
+				if ss != nil || stored != 0 {
+					t.Fatalf("another changelog's checkpoint: synced %+v, %d keys kept", ss, stored)
+				}
+				return
+			}
+			if ss == nil || ss.from != 10 || !ss.lagSince.Equal(time.UnixMilli(5000)) || stored != 1 {
+				t.Fatalf("the same changelog's checkpoint: synced %+v, %d keys kept", ss, stored)
+			}
+			if ss.usable(time.UnixMilli(5000).Add(maxRestoreLag), maxRestoreLag) {
+				t.Fatal("a checkpoint older than the restore lag is usable")
+			}
+		})
+	}
 }

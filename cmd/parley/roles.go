@@ -206,7 +206,7 @@ func runSequencer(ctx context.Context, args []string) error {
 	group := fs.String("group", "parley-sequencer", "consumer group")
 	lingerFor := lingerFlag(fs)
 	stateDir := fs.String("state-dir", "parley-data/sequencer",
-		"directory of this instance's local copy of its partitions' state, emptied at start and filled from the changelog (one sequencer to a directory)")
+		"directory of this instance's local copy of its partitions' state, filled from the changelog and kept for the next run after a clean stop (one sequencer to a directory)")
 	stateCache := fs.Int64("state-cache-mb", sequencer.DefaultStateCacheBytes>>20,
 		"MiB of conversation state kept in memory; the rest is read from --state-dir when needed")
 	adminAddr := adminFlag(fs)
