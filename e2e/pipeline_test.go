@@ -17,6 +17,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/parley-im/parley/kafka"
 	parleyv1 "github.com/parley-im/parley/schema/parley/v1"
 	"github.com/parley-im/parley/sequencer"
 	"github.com/parley-im/parley/store/pebblestore"
@@ -315,6 +316,73 @@ func TestSequencerRestartKeepsStore(t *testing.T) {
 		t.Fatalf("the test needs a changelog of some length at the first stop (%d records) and a tail written by the other sequencer (%d)", logged, written)
 	case again.RestoredRecords == 0 || again.RestoredRecords > written:
 		t.Fatalf("the restarted sequencer restored %d changelog records; the store lacked the %d written while it was stopped", again.RestoredRecords, written)
+	}
+}
+
+// TestRestoreDistrustsAnOldTail: after a restart, the changelog records
+// the kept state store lacks turn out to be older than a restore may read
+// alone (their own timestamps say so, whatever the checkpoint said): the
+// partition is restored from the whole changelog instead, and sequencing
+// goes on where it was.
+func TestRestoreDistrustsAnOldTail(t *testing.T) {
+	c := newCluster(t)
+	outs := c.collectOutcomes(context.Background())
+	dir := t.TempDir()
+	start := func() (*sequencer.Sequencer, func()) {
+		s, err := sequencer.New(sequencer.Config{Kafka: c.kc, NodeID: "seq-old-tail", Logger: testLogger(t), StateDir: dir})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s, runInProcess(t, "sequencer", s.Run)
+	}
+	conv := newMsgID()
+	reply := &parleyv1.ReplyTo{Node: replyNode}
+	send := func(cmid string) *parleyv1.Command {
+		return &parleyv1.Command{Conv: conv, MsgId: newMsgID(), From: "alice", Cmid: cmid, ReplyTo: reply,
+			Body: &parleyv1.Command_Send{Send: &parleyv1.Send{Kind: "text", Body: []byte(`"x"`)}}}
+	}
+	sequenced := func(cmd *parleyv1.Command) int64 {
+		t.Helper()
+		c.produce(cmd)
+		waitFor(t, 30*time.Second, "the outcome", func() bool { return len(outs.get(cmd.MsgId)) > 0 })
+		o := outs.get(cmd.MsgId)[0]
+		if o.Status != parleyv1.OutcomeStatus_OUTCOME_STATUS_SEQUENCED {
+			t.Fatalf("outcome %v %v %q", o.Status, o.Reason, o.Message)
+		}
+		return o.GetEvent().GetSeq()
+	}
+	_, stop := start()
+	c.produce(&parleyv1.Command{Conv: conv, MsgId: newMsgID(), From: "alice", Cmid: "create", ReplyTo: reply,
+		Body: &parleyv1.Command_Create{Create: &parleyv1.Create{Kind: parleyv1.ConvKind_CONV_KIND_GROUP, Members: []string{"bob"}}}})
+	for i := range 5 {
+		sequenced(send(fmt.Sprintf("a%d", i)))
+	}
+	stop() // a checkpoint of the conversation's partition
+
+	// Records of other conversations, written two hours ago as their
+	// timestamps go, after the checkpoint's offset.
+	p := kafka.KeyPartition([]byte(conv), c.kc.Partitions)
+	cl := c.client(kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	defer cl.Close()
+	for i := range 3 {
+		r := &kgo.Record{Topic: c.kc.Topics().SequencerState, Partition: p, Key: fmt.Appendf(nil, "%s/h", newMsgID()), Value: []byte("x"),
+			Timestamp: time.Now().Add(-2 * time.Hour).Add(time.Duration(i) * time.Millisecond)}
+		if err := cl.ProduceSync(context.Background(), r).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var whole int64
+	err := kafka.ReadToEnd(context.Background(), c.kc.ClientOpts(), c.kc.Topics().SequencerState, []int32{p}, func(*kgo.Record) error { whole++; return nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	s, _ := start()
+	if seq := sequenced(send("b")); seq != 7 { // the create, five sends, then this
+		t.Fatalf("the send after the restart got seq %d, want 7", seq)
+	}
+	if got := s.Stats().RestoredRecords; got != whole {
+		t.Fatalf("restored %d changelog records after the restart; the partition's whole changelog is %d", got, whole)
 	}
 }
 

@@ -2,6 +2,8 @@ package kafka_test
 
 import (
 	"context"
+	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -241,6 +243,57 @@ func TestReadToEnd(t *testing.T) {
 	res := <-done
 	if res.err != nil || strings.Join(res.got, ",") != "c1,c2,c3,c4" {
 		t.Fatalf("ReadToEnd across an open transaction read %v, %v; want c1 c2 c3 c4", res.got, res.err)
+	}
+}
+
+// TestReadFromOutsideTheLog: ReadFrom reads from an offset within the
+// log, from the start for offset 0 wherever the start is, and refuses
+// (*RangeError, nothing read) an offset past the end or below a start
+// that has moved up.
+func TestReadFromOutsideTheLog(t *testing.T) {
+	kc := startBroker(t)
+	ctx := context.Background()
+	const topic = "rfo"
+	cl := newClient(t, kc)
+	adm := kadm.NewClient(cl)
+	if _, err := adm.CreateTopic(ctx, 1, -1, nil, topic); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 10 {
+		if err := cl.ProduceSync(ctx, &kgo.Record{Topic: topic, Value: []byte{byte('0' + i)}}).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	read := func(from int64) (string, error) {
+		var got []byte
+		err := kafka.ReadFrom(ctx, kc.ClientOpts(), topic, map[int32]int64{0: from}, func(r *kgo.Record) error {
+			got = append(got, r.Value...)
+			return nil
+		})
+		return string(got), err
+	}
+	if got, err := read(5); err != nil || got != "56789" {
+		t.Errorf("from 5: %q, %v", got, err)
+	}
+	if got, err := read(10); err != nil || got != "" {
+		t.Errorf("from the end: %q, %v", got, err)
+	}
+	var rerr *kafka.RangeError
+	if got, err := read(11); !errors.As(err, &rerr) || got != "" || !slices.Equal(rerr.Partitions, []int32{0}) {
+		t.Errorf("from past the end: %q, %v; want a RangeError for partition 0", got, err)
+	}
+	del, err := adm.DeleteRecords(ctx, kadm.Offsets{topic: {0: {Topic: topic, Partition: 0, At: 3}}})
+	if err == nil {
+		err = del.Error()
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := read(2); !errors.As(err, &rerr) || got != "" {
+		t.Errorf("from below the start: %q, %v; want a RangeError", got, err)
+	}
+	if got, err := read(0); err != nil || got != "3456789" {
+		t.Errorf("from 0 (the start): %q, %v", got, err)
 	}
 }
 

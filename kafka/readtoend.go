@@ -3,6 +3,7 @@ package kafka
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -35,8 +36,12 @@ func ReadToEnd(ctx context.Context, opts []kgo.Opt, topic string, partitions []i
 }
 
 // ReadFrom is ReadToEnd from a given offset of each partition: from maps
-// the partitions to read to the offset to start at (below a partition's
-// start: its start); nil means every partition from its start.
+// the partitions to read to the offset to start at; nil means every
+// partition from its start. An offset of 0 reads from the partition's
+// start, wherever that is; any other must lie within the partition's log
+// (its start to its end), or ReadFrom reads nothing and returns a
+// *RangeError: the records from there are gone, or the log is not the
+// one the offset was taken from.
 func ReadFrom(ctx context.Context, opts []kgo.Opt, topic string, from map[int32]int64, fn func(*kgo.Record) error) error {
 	admCl, err := kgo.NewClient(opts...)
 	if err != nil {
@@ -69,6 +74,19 @@ func ReadFrom(ctx context.Context, opts []kgo.Opt, topic string, from map[int32]
 	admCl.Close()
 	if err != nil {
 		return err
+	}
+
+	var gone RangeError
+	for p, at := range from {
+		start, _ := starts.Lookup(topic, p)
+		if at != 0 && (at < start.Offset || at > ends[p]) {
+			gone.Topic = topic
+			gone.Partitions = append(gone.Partitions, p)
+		}
+	}
+	if len(gone.Partitions) > 0 {
+		slices.Sort(gone.Partitions)
+		return &gone
 	}
 
 	// remaining: partition -> the last offset that must be seen.
@@ -178,4 +196,15 @@ func stableEnds(ctx context.Context, adm *kadm.Client, topic string, want map[in
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+}
+
+// RangeError is ReadFrom's error for partitions whose offset to read from
+// lies outside their log.
+type RangeError struct {
+	Topic      string
+	Partitions []int32
+}
+
+func (e *RangeError) Error() string {
+	return fmt.Sprintf("kafka: %s: the offsets to read partitions %v from are outside their logs", e.Topic, e.Partitions)
 }

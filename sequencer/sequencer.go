@@ -192,8 +192,13 @@ type Sequencer struct {
 	// Partition counts of the commands and outcomes topics.
 	nparts, nout int32
 
-	// logID is the changelog topic's id, for the state store's checkpoint.
-	logID string
+	// logID is the changelog topic's id, for the state store's checkpoint;
+	// confirmed the last time this member is known to have been in the
+	// group (the start of its session or of its last committed
+	// transaction): no other member can have owned a partition it still
+	// holds before then.
+	logID     string
+	confirmed time.Time
 
 	revokedMu sync.Mutex
 	revoked   []int32 // partitions revoked since Run last looked
@@ -439,8 +444,11 @@ func (s *Sequencer) resume() {
 	}
 	parts := slices.Sorted(maps.Keys(cp.Parts))
 	if cp.TopicID != s.logID || cp.Partitions != s.nparts {
-		s.log.Warn("the state store's checkpoint is of another changelog; restoring from the changelog alone",
-			"checkpoint_topic_id", cp.TopicID, "topic_id", s.logID, "checkpoint_partitions", cp.Partitions, "partitions", s.nparts)
+		why := "the state store's checkpoint is of another changelog; restoring from the changelog alone"
+		if s.logID == "" {
+			why = "the changelog topic's id is unknown; restoring from the changelog alone"
+		}
+		s.log.Warn(why, "checkpoint_topic_id", cp.TopicID, "topic_id", s.logID, "checkpoint_partitions", cp.Partitions, "partitions", s.nparts)
 		if err := s.store.clear(parts...); err != nil {
 			s.log.Warn("clearing the state store", "err", err)
 			s.forgetStore()
@@ -459,10 +467,12 @@ func (s *Sequencer) resume() {
 // partitions whose committed state is in memory to the state store, and
 // then a checkpoint of every partition whose range in the store follows
 // the changelog, so that the next run on StateDir restores only what the
-// store lacks. A partition revoked since Run last looked (or by the group
-// session's end) is checkpointed too: its records after the checkpoint's
-// offset, another member's, come after its revocation. Then no state is
-// held in memory.
+// store lacks. The records after a partition's checkpointed offset are
+// another member's, written after this one stopped owning the partition:
+// after its revocation, and after the last time it knew itself a member
+// (its group can have dropped it unnoticed), which bound their age. A
+// partition revoked since Run last looked (or by the group session's end)
+// is checkpointed too. Then no state is held in memory.
 func (s *Sequencer) saveCheckpoint() {
 	defer func() {
 		s.revokedMu.Lock()
@@ -475,7 +485,6 @@ func (s *Sequencer) saveCheckpoint() {
 	if s.store.temp || s.logID == "" {
 		return // nobody opens a temporary store again
 	}
-	now := time.Now()
 	cp := &checkpoint{TopicID: s.logID, Partitions: s.nparts, Parts: make(map[int32]checkpointPartition, len(s.synced))}
 	s.revokedMu.Lock()
 	revokedAt := maps.Clone(s.revokedAt)
@@ -488,12 +497,21 @@ func (s *Sequencer) saveCheckpoint() {
 			}
 			ss.from = ss.end
 		}
-		since := now
-		if ss.from < ss.end {
-			since = ss.lagSince
+		// The earliest of the times that apply (a partition from the last
+		// checkpoint, never assigned in this run, keeps its own).
+		var since time.Time
+		earliest := func(t time.Time) {
+			if !t.IsZero() && (since.IsZero() || t.Before(since)) {
+				since = t
+			}
 		}
-		if t, ok := revokedAt[p]; ok && t.Before(since) {
-			since = t
+		earliest(s.confirmed)
+		earliest(revokedAt[p])
+		if ss.from < ss.end {
+			earliest(ss.lagSince)
+		}
+		if time.Since(since) >= maxRestoreLag {
+			continue // of no use: the next open empties its range
 		}
 		cp.Parts[p] = checkpointPartition{From: ss.from, Since: since.UnixMilli()}
 	}
@@ -534,6 +552,7 @@ func (s *Sequencer) forgetRevoked() {
 
 func (s *Sequencer) session(ctx context.Context) error {
 	t := s.cfg.Kafka.Topics()
+	s.confirmed = time.Now() // before it can own anything
 	opts := s.cfg.Kafka.ClientOpts(append(metrics.KafkaClient(s.m.reg, "sequencer", "transactions"),
 		kgo.TransactionalID("parley-sequencer-"+s.cfg.NodeID),
 		kgo.TransactionTimeout(s.cfg.TransactionTimeout),
@@ -646,6 +665,7 @@ func (s *Sequencer) session(ctx context.Context) error {
 		} else {
 			s.stats.committed.Add(1)
 			s.m.committed.Inc()
+			s.confirmed = began // the commit checked the member's generation
 			s.afterCommit(logEnds)
 		}
 		if err != nil {
@@ -702,7 +722,7 @@ func (s *Sequencer) restore(ctx context.Context, fetches kgo.Fetches) error {
 	}
 	start := time.Now()
 	var lagLimit time.Duration // how old a tail may be and still be read alone
-	if slices.ContainsFunc(missing, func(p int32) bool { ss := s.synced[p]; return ss != nil && ss.from < ss.end }) {
+	if slices.ContainsFunc(missing, func(p int32) bool { return s.synced[p] != nil }) {
 		lagLimit = s.restoreLag(ctx)
 	}
 	from := make(map[int32]int64, len(missing))
@@ -724,7 +744,15 @@ func (s *Sequencer) restore(ctx context.Context, fetches kgo.Fetches) error {
 	w := restoreWriter{st: s.store}
 	ends := make(map[int32]int64, len(missing))
 	var n int64
+	oldest := start.Add(-lagLimit)
 	err := kafka.ReadFrom(ctx, s.cfg.Kafka.ClientOpts(), s.cfg.Kafka.Topics().SequencerState, from, func(r *kgo.Record) error {
+		if _, seen := ends[r.Partition]; !seen && from[r.Partition] > 0 && r.Timestamp.Before(oldest) {
+			// The tail is older than its syncState said (its records'
+			// times are the last word): not to be trusted alone.
+			delete(s.synced, r.Partition)
+			return fmt.Errorf("partition %d: the changelog records the state store lacks start at %v, too long ago to read them alone; restoring the partition from the start",
+				r.Partition, r.Timestamp)
+		}
 		n++
 		ends[r.Partition] = r.Offset + 1
 		return w.add(r.Partition, r.Key, r.Value)
@@ -737,7 +765,14 @@ func (s *Sequencer) restore(ctx context.Context, fetches kgo.Fetches) error {
 	if err != nil {
 		// The partitions stay missing and are restored again: a fresh one
 		// from the start, another from where it was (a prefix of what
-		// it lacks changes nothing the rest does not).
+		// it lacks changes nothing the rest does not), or from the start
+		// if its log no longer holds that (or its tail was too old).
+		var gone *kafka.RangeError
+		if errors.As(err, &gone) {
+			for _, p := range gone.Partitions {
+				delete(s.synced, p)
+			}
+		}
 		w.discard()
 		return err
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"math"
 	"os"
 	"slices"
 
@@ -42,12 +43,15 @@ type stateStore struct {
 	resumed *checkpoint
 }
 
-// stateMarker is the key that says a Pebble store is a sequencer's state,
-// and checkpointKey the key of the last run's checkpoint: outside every
-// partition's range (partitions are not negative).
+// stateMarker is the key that says a Pebble store is a sequencer's state:
+// outside every partition's range (partitions are not negative).
+// checkpointKey is the key of the last run's checkpoint: in the range of a
+// partition that cannot be (partitions are below the count, a positive
+// int32), among the keys that every version of claim empties, so that an
+// older version run on the directory drops it.
 var (
 	stateMarker   = []byte("\xffparley-sequencer-state")
-	checkpointKey = []byte("\xffparley-sequencer-state/checkpoint")
+	checkpointKey = partitionKey(math.MaxInt32, "checkpoint")
 )
 
 // checkpoint is what a run that ended cleanly leaves in the store: for the
@@ -195,9 +199,15 @@ func (st *stateStore) saveCheckpoint(cp *checkpoint) error {
 	return st.db.Flush()
 }
 
-// Close closes the store, removing its directory if it was temporary.
+// Close closes the store, removing its directory if it was temporary. A
+// checkpoint the store was opened with and nobody took (a sequencer that
+// never ran) is written back: nothing has changed the store since.
 func (st *stateStore) Close() error {
-	err := st.db.Close()
+	var err error
+	if st.resumed != nil && !st.temp {
+		err = st.saveCheckpoint(st.resumed)
+	}
+	err = errors.Join(err, st.db.Close())
 	st.removeTemp()
 	return err
 }

@@ -301,9 +301,10 @@ func TestCloseReleasesStateDir(t *testing.T) {
 }
 
 // TestStateStoreCheckpoint: a store closed after a checkpoint keeps, when
-// opened again, the checkpoint's partitions and empties the others; it
-// takes the checkpoint out, so a store closed without one (a crash) is
-// emptied at the next open.
+// opened again, the checkpoint's partitions and empties the others. It
+// takes the checkpoint out, so a store changed and closed without one (as
+// by a crash) is emptied at the next open; one closed without anybody
+// taking the checkpoint (a sequencer that never ran) writes it back.
 func TestStateStoreCheckpoint(t *testing.T) {
 	dir := t.TempDir()
 	st, err := openStateStore(dir, slog.Default())
@@ -331,24 +332,33 @@ func TestStateStoreCheckpoint(t *testing.T) {
 		}
 		return parts
 	}
-	cp := &checkpoint{TopicID: "log", Partitions: 4, Parts: map[int32]checkpointPartition{1: {From: 10, Since: 1}, 3: {From: 7, Since: 2}}}
+	cp := &checkpoint{TopicID: "log", Partitions: 4, Parts: map[int32]checkpointPartition{0: {From: 4, Since: 1}, 1: {From: 10, Since: 2}, 3: {From: 7, Since: 3}}}
 	if err := errors.Join(st.saveCheckpoint(cp), st.Close()); err != nil {
 		t.Fatal(err)
+	}
+
+	for range 2 { // the second time after a close that took nothing
+		if st, err = openStateStore(dir, slog.Default()); err != nil {
+			t.Fatal(err)
+		}
+		if got := has(st); !slices.Equal(got, []int32{0, 1, 3}) {
+			t.Errorf("after a checkpoint of 0, 1 and 3, the store holds partitions %v", got)
+		}
+		if st.resumed == nil || !reflect.DeepEqual(*st.resumed, *cp) {
+			t.Errorf("resumed %+v, want %+v", st.resumed, cp)
+		}
+		if err := st.Close(); err != nil {
+			t.Fatal(err)
+		}
 	}
 
 	if st, err = openStateStore(dir, slog.Default()); err != nil {
 		t.Fatal(err)
 	}
-	if got := has(st); !slices.Equal(got, []int32{1, 3}) {
-		t.Errorf("after a checkpoint of 1 and 3, the store holds partitions %v", got)
-	}
-	if st.resumed == nil || !reflect.DeepEqual(*st.resumed, *cp) {
-		t.Errorf("resumed %+v, want %+v", st.resumed, cp)
-	}
-	if err := st.Close(); err != nil { // no checkpoint: as after a crash
+	st.resumed = nil // taken by a run, which changes the store and crashes
+	if err := errors.Join(st.clear(1), st.Close()); err != nil {
 		t.Fatal(err)
 	}
-
 	if st, err = openStateStore(dir, slog.Default()); err != nil {
 		t.Fatal(err)
 	}
@@ -410,5 +420,75 @@ func TestResumeChecksTheChangelog(t *testing.T) {
 				t.Fatal("a checkpoint older than the restore lag is usable")
 			}
 		})
+	}
+}
+
+// TestCheckpointSince: a partition's checkpoint says its records after the
+// offset can be as old as the earliest of the last time the sequencer knew
+// itself in its group, the partition's revocation and the oldest record
+// the store lacks; a partition whose records may be older than a restore
+// may read is left out.
+func TestCheckpointSince(t *testing.T) {
+	s, err := New(Config{Kafka: kafka.Config{Brokers: []string{"127.0.0.1:9092"}}, NodeID: "seq-1", StateDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	now := time.Now()
+	ago := func(d time.Duration) time.Time { return now.Add(-d) }
+	s.logID, s.nparts, s.confirmed = "log", 4, ago(10*time.Minute)
+	s.synced = map[int32]*syncState{
+		0: {from: 5, end: 5},
+		1: {from: 5, end: 9, lagSince: ago(20 * time.Minute)},
+		2: {from: 3, end: 3},
+		3: {from: 2, end: 8, lagSince: ago(2 * time.Hour)},
+	}
+	s.revokedAt[2] = ago(30 * time.Minute)
+	s.saveCheckpoint()
+	cp, err := s.store.readCheckpoint()
+	if err != nil || cp == nil {
+		t.Fatalf("no checkpoint: %v", err)
+	}
+	want := map[int32]checkpointPartition{
+		0: {From: 5, Since: ago(10 * time.Minute).UnixMilli()},
+		1: {From: 5, Since: ago(20 * time.Minute).UnixMilli()},
+		2: {From: 3, Since: ago(30 * time.Minute).UnixMilli()},
+	}
+	if cp.TopicID != "log" || cp.Partitions != 4 || !maps.Equal(cp.Parts, want) {
+		t.Fatalf("checkpoint %+v, want parts %v", cp, want)
+	}
+	if len(s.synced) != 0 || len(s.revokedAt) != 0 {
+		t.Fatalf("state left after the checkpoint: synced %v, revoked %v", s.synced, s.revokedAt)
+	}
+}
+
+// TestOlderClaimDropsCheckpoint: a version of the store that knows nothing
+// of checkpoints empties every partition's range when it opens the store,
+// and the checkpoint with them, so that a later version does not trust a
+// range the older one changed.
+func TestOlderClaimDropsCheckpoint(t *testing.T) {
+	dir := t.TempDir()
+	st, err := openStateStore(dir, slog.Default())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cp := &checkpoint{TopicID: "log", Partitions: 4, Parts: map[int32]checkpointPartition{1: {From: 10, Since: 2}}}
+	if err := errors.Join(st.saveCheckpoint(cp), st.Close()); err != nil {
+		t.Fatal(err)
+	}
+	db, err := pebble.Open(dir, &pebble.Options{DisableWAL: true, Logger: pebbleLogger{slog.Default()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// What the older version's claim does.
+	if err := errors.Join(db.DeleteRange([]byte{}, []byte{0x80}, pebble.NoSync), db.Flush(), db.Close()); err != nil {
+		t.Fatal(err)
+	}
+	if st, err = openStateStore(dir, slog.Default()); err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if st.resumed != nil {
+		t.Fatalf("the checkpoint outlived an older version's open: %+v", st.resumed)
 	}
 }

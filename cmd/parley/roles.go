@@ -227,6 +227,7 @@ func runSequencer(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	defer s.Close() // the state store, if Run returned before taking it
 	return runWithAdmin(ctx, *adminAddr, k, nil, log, reg, s.Run)
 }
 
