@@ -1,6 +1,7 @@
 package sequencer
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -137,10 +138,12 @@ func (st *stateStore) claim() error {
 	if cp != nil {
 		kept = slices.Sorted(maps.Keys(cp.Parts))
 	}
-	lo := []byte{}
+	lo := partitionKey(0, "")
 	for _, p := range kept {
-		if err := b.DeleteRange(lo, partitionKey(p, ""), nil); err != nil {
-			return err
+		if hi := partitionKey(p, ""); bytes.Compare(lo, hi) < 0 {
+			if err := b.DeleteRange(lo, hi, nil); err != nil {
+				return err
+			}
 		}
 		lo = partitionKey(p+1, "")
 	}

@@ -480,8 +480,8 @@ func TestOlderClaimDropsCheckpoint(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// What the older version's claim does.
-	if err := errors.Join(db.DeleteRange([]byte{}, []byte{0x80}, pebble.NoSync), db.Flush(), db.Close()); err != nil {
+	// What the older version's claim does: empty every partition's range.
+	if err := errors.Join(db.DeleteRange(partitionKey(0, ""), []byte{0x80}, pebble.NoSync), db.Flush(), db.Close()); err != nil {
 		t.Fatal(err)
 	}
 	if st, err = openStateStore(dir, slog.Default()); err != nil {
