@@ -497,8 +497,9 @@ func (s *Sequencer) saveCheckpoint() {
 			}
 			ss.from = ss.end
 		}
-		// The earliest of the times that apply (a partition from the last
-		// checkpoint, never assigned in this run, keeps its own).
+		// The earliest of the times that apply (for a partition from the
+		// last checkpoint, never assigned in this run, its time from
+		// there is among them).
 		var since time.Time
 		earliest := func(t time.Time) {
 			if !t.IsZero() && (since.IsZero() || t.Before(since)) {
