@@ -80,6 +80,12 @@ func TestScenarios(t *testing.T) {
 			if res.Count != 5000 || res.Counts["events"] != 5000 || res.Figures["txcopy_records_per_s"] <= 0 {
 				t.Errorf("count %d, counts %v, figures %v", res.Count, res.Counts, res.Figures)
 			}
+			// The restart on the kept store reads nothing of the
+			// changelog; the one on an empty store reads all of it.
+			if kept, empty := res.Counts["restart_kept_store_restored"], res.Counts["restart_empty_store_restored"]; kept != 0 || empty < 50 ||
+				res.Figures["restart_kept_store_s"] <= 0 || res.Figures["restart_empty_store_s"] <= 0 {
+				t.Errorf("restarts: restored %d from the kept store, %d from an empty one; figures %v", kept, empty, res.Figures)
+			}
 		}},
 		{Config{Scenario: "loopback", Clients: 30, Rate: 3000, Duration: time.Second}, func(t *testing.T, res *Result) {
 			// 3,000 frames/s for a second, every one received and checked.

@@ -128,6 +128,35 @@ func (r *logRig) produceCommands(ctx context.Context) error {
 	return nil
 }
 
+// sendToEveryPartition produces a send to a conversation of every
+// partition of the commands topic that the workload has one on, and
+// returns how many it produced.
+func (r *logRig) sendToEveryPartition(ctx context.Context, tag string) (int64, error) {
+	seen := make(map[int32]bool)
+	var n int64
+	for i, conv := range r.convs {
+		p := kafka.KeyPartition([]byte(conv), r.kc.Partitions)
+		if seen[p] {
+			continue
+		}
+		seen[p] = true
+		cmd := &parleyv1.Command{Conv: conv, MsgId: ksuid.New().String(), From: fmt.Sprintf("u%05d", i), Cmid: tag + "-" + conv,
+			ReplyTo: &parleyv1.ReplyTo{Node: "bench", Partition: p % int32(r.cfg.Partitions)},
+			Body:    &parleyv1.Command_Send{Send: &parleyv1.Send{Kind: "text", Body: []byte(`{"text":"restart"}`)}}}
+		v, err := proto.Marshal(cmd)
+		if err != nil {
+			return 0, err
+		}
+		if err := r.cl.ProduceSync(ctx, &kgo.Record{Topic: r.kc.Topics().Commands, Key: []byte(conv), Value: v}).FirstErr(); err != nil {
+			return 0, err
+		}
+		r.cmds++
+		r.heads[conv]++
+		n++
+	}
+	return n, nil
+}
+
 // caughtUp reports whether group's committed offsets are at most slack
 // short of the end of every partition of topic (slack 1 for a topic that
 // ends in a transaction marker).
@@ -152,10 +181,11 @@ func (r *logRig) caughtUp(ctx context.Context, group, topic string, slack int64)
 	return caught
 }
 
-// sequence runs a sequencer until it has committed every command, and
-// returns how long that took from its start and its stats.
-func (r *logRig) sequence(ctx context.Context, rec *recorder) (time.Duration, sequencer.Stats, error) {
-	s, err := sequencer.New(sequencer.Config{Kafka: r.kc, NodeID: "bench", Logger: r.cfg.Log})
+// sequence runs a sequencer on stateDir until it has committed want
+// commands and every command in the topic, and returns how long that took
+// from its start and its stats.
+func (r *logRig) sequence(ctx context.Context, rec *recorder, stateDir string, want int64) (time.Duration, sequencer.Stats, error) {
+	s, err := sequencer.New(sequencer.Config{Kafka: r.kc, NodeID: "bench", Logger: r.cfg.Log, StateDir: stateDir})
 	if err != nil {
 		return 0, sequencer.Stats{}, err
 	}
@@ -169,7 +199,7 @@ func (r *logRig) sequence(ctx context.Context, rec *recorder) (time.Duration, se
 		st := s.Stats()
 		rec.count.Add(st.Commands - last)
 		last = st.Commands
-		if st.Commands >= r.cmds && r.caughtUp(ctx, "parley-sequencer", r.kc.Topics().Commands, 0) {
+		if st.Commands >= want && r.caughtUp(ctx, "parley-sequencer", r.kc.Topics().Commands, 0) {
 			took := time.Since(start)
 			cancel()
 			if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
@@ -179,7 +209,7 @@ func (r *logRig) sequence(ctx context.Context, rec *recorder) (time.Duration, se
 		}
 		select {
 		case err := <-done:
-			return 0, st, fmt.Errorf("the sequencer stopped after %d of %d commands: %v", st.Commands, r.cmds, err)
+			return 0, st, fmt.Errorf("the sequencer stopped after %d of %d commands: %v", st.Commands, want, err)
 		case <-time.After(5 * time.Millisecond):
 		}
 	}
@@ -249,7 +279,8 @@ func (r *logRig) txcopy(ctx context.Context, dst string, rec *recorder) (time.Du
 
 // runSequencer times the sequencer over the workload's commands, and a
 // plain transactional copy of the same commands through the same broker
-// before it.
+// before it; then two restarts of the sequencer, on its state directory
+// and on an empty one.
 func runSequencer(ctx context.Context, cfg Config, res *Result) error {
 	r, err := newLogRig(cfg)
 	if err != nil {
@@ -274,7 +305,8 @@ func runSequencer(ctx context.Context, cfg Config, res *Result) error {
 	start := time.Now()
 	prog = newProgress(cfg, start, rec, nil)
 	cpu := startCPU(nil)
-	took, st, err := r.sequence(ctx, rec)
+	stateDir := filepath.Join(r.dir, "sequencer")
+	took, st, err := r.sequence(ctx, rec, stateDir, r.cmds)
 	res.CPU = cpu.end()
 	res.Timeline = prog.stop()
 	if err != nil {
@@ -289,6 +321,26 @@ func runSequencer(ctx context.Context, cfg Config, res *Result) error {
 	if st.Events != r.cmds || st.Rejected != 0 || st.Undecodable != 0 {
 		res.ErrorCount++
 		res.Errors = append(res.Errors, fmt.Sprintf("sequencer stats %+v; want %d events", st, r.cmds))
+	}
+	// Restarts: a send to every partition, then the sequencer again on its
+	// state directory (which it left a checkpoint in) and, for the next
+	// send to every partition, on an empty one, each timed from its start
+	// to the last send committed.
+	for _, restart := range []struct{ name, dir string }{{"kept_store", stateDir}, {"empty_store", filepath.Join(r.dir, "sequencer-empty")}} {
+		n, err := r.sendToEveryPartition(ctx, restart.name)
+		if err != nil {
+			return fmt.Errorf("producing the commands for a restart: %w", err)
+		}
+		took, st, err := r.sequence(ctx, newRecorder(), restart.dir, n)
+		if err != nil {
+			return fmt.Errorf("restart on the %s: %w", strings.ReplaceAll(restart.name, "_", " "), err)
+		}
+		res.Figures["restart_"+restart.name+"_s"] = took.Seconds()
+		res.Counts["restart_"+restart.name+"_restored"] = st.RestoredRecords
+		if st.Events != n || st.Rejected != 0 {
+			res.ErrorCount++
+			res.Errors = append(res.Errors, fmt.Sprintf("restart on the %s: sequencer stats %+v; want %d events", restart.name, st, n))
+		}
 	}
 	return nil
 }
@@ -307,7 +359,7 @@ func runRebuild(ctx context.Context, cfg Config, res *Result) error {
 	}
 	rec := newRecorder()
 	prog := newProgress(Config{Scenario: "rebuild: sequencing", Progress: cfg.Progress}, time.Now(), rec, nil)
-	_, st, err := r.sequence(ctx, rec)
+	_, st, err := r.sequence(ctx, rec, "", r.cmds)
 	prog.stop()
 	if err != nil {
 		return err

@@ -19,7 +19,7 @@ scenarios:
   idle       connections that only authenticate and keep alive; server memory per connection
   catchup    one device reconnecting to many missed events
   rebuild    the events topic replayed into an empty Pebble store
-  sequencer  the sequencer against a plain transactional copy through the same broker
+  sequencer  the sequencer against a plain transactional copy through the same broker; its restarts
   loopback   no Parley: the CPU of a frame over loopback TCP, each on a connection of its own
 Without --target it starts 'parley dev' (this binary) on a fresh data dir.
 `
