@@ -230,7 +230,7 @@ func (r *logRig) txcopy(ctx context.Context, dst string, rec *recorder) (time.Du
 		kgo.ConsumeTopics(r.kc.Topics().Commands),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.SessionTimeout(10*time.Second),
-		kgo.ProducerLinger(0),
+		kgo.ProducerLinger(sequencer.ProduceLinger),
 		kgo.RecordRetries(10),
 	)...)
 	if err != nil {

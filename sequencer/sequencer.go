@@ -158,6 +158,14 @@ func (c Config) validate() error {
 // DefaultLinger is Config.Linger's default.
 const DefaultLinger = 5 * time.Millisecond
 
+// ProduceLinger is how long the sequencer's producer holds a record batch
+// that is not full before sending it. A transaction's records count only
+// once it commits, and the commit comes after a flush that sends whatever
+// is held, so holding them costs the transaction nothing; sending each
+// few records as they come instead costs the client and the broker a
+// request each time. Full batches go at once.
+const ProduceLinger = time.Second
+
 // DefaultStateCacheBytes is Config.StateCacheBytes's default.
 const DefaultStateCacheBytes = 256 << 20
 
@@ -563,7 +571,7 @@ func (s *Sequencer) session(ctx context.Context) error {
 		kgo.SessionTimeout(s.cfg.SessionTimeout),
 		kgo.OnPartitionsRevoked(s.onRevoked),
 		kgo.OnPartitionsLost(s.onRevoked),
-		kgo.ProducerLinger(0),
+		kgo.ProducerLinger(ProduceLinger),
 		kgo.RecordRetries(10),
 	)...)
 	sess, err := kgo.NewGroupTransactSession(opts...)
