@@ -35,8 +35,9 @@ import (
 // Config configures the all-in-one node.
 type Config struct {
 	// DataDir holds the broker's log (broker/), the store (store/), the
-	// sequencer's local state (sequencer/, refilled from the log at every
-	// start) and the secrets; default "./parley-data".
+	// sequencer's local state (sequencer/, a cache of the log, kept across
+	// a clean stop and emptied after a crash) and the secrets; default
+	// "./parley-data".
 	DataDir string
 	// BrokerListen is the embedded broker's address; default
 	// "127.0.0.1:9092".

@@ -84,18 +84,30 @@ func EnsureTopics(ctx context.Context, cl *kgo.Client, c Config) error {
 
 // PartitionCount returns the number of partitions of topic.
 func PartitionCount(ctx context.Context, cl *kgo.Client, topic string) (int32, error) {
-	details, err := kadm.NewClient(cl).ListTopics(ctx, topic)
+	d, err := describeTopic(ctx, cl, topic)
+	if err == nil && len(d.Partitions) == 0 {
+		err = fmt.Errorf("kafka: topic %s does not exist", topic)
+	}
 	if err != nil {
 		return 0, err
 	}
-	d, ok := details[topic]
-	if !ok || d.Err != nil || len(d.Partitions) == 0 {
-		if d.Err != nil {
-			return 0, fmt.Errorf("kafka: topic %s: %w", topic, d.Err)
-		}
-		return 0, fmt.Errorf("kafka: topic %s does not exist", topic)
-	}
 	return int32(len(d.Partitions)), nil
+}
+
+// describeTopic returns the broker's metadata of topic.
+func describeTopic(ctx context.Context, cl *kgo.Client, topic string) (kadm.TopicDetail, error) {
+	details, err := kadm.NewClient(cl).ListTopics(ctx, topic)
+	if err != nil {
+		return kadm.TopicDetail{}, err
+	}
+	d, ok := details[topic]
+	switch {
+	case ok && d.Err != nil:
+		return d, fmt.Errorf("kafka: topic %s: %w", topic, d.Err)
+	case !ok:
+		return d, fmt.Errorf("kafka: topic %s does not exist", topic)
+	}
+	return d, nil
 }
 
 // DeleteRetention returns topic's delete.retention.ms as the broker
@@ -131,19 +143,12 @@ func DeleteRetention(ctx context.Context, cl *kgo.Client, topic string) (time.Du
 // TopicID returns topic's id, which changes when the topic is deleted and
 // made again under the same name (an error where the broker gives none).
 func TopicID(ctx context.Context, cl *kgo.Client, topic string) (string, error) {
-	details, err := kadm.NewClient(cl).ListTopics(ctx, topic)
+	d, err := describeTopic(ctx, cl, topic)
+	if err == nil && d.ID == (kadm.TopicID{}) {
+		err = fmt.Errorf("kafka: the broker gives topic %s no id", topic)
+	}
 	if err != nil {
 		return "", err
-	}
-	d, ok := details[topic]
-	if !ok || d.Err != nil {
-		if d.Err != nil {
-			return "", fmt.Errorf("kafka: topic %s: %w", topic, d.Err)
-		}
-		return "", fmt.Errorf("kafka: topic %s does not exist", topic)
-	}
-	if d.ID == (kadm.TopicID{}) {
-		return "", fmt.Errorf("kafka: the broker gives topic %s no id", topic)
 	}
 	return d.ID.String(), nil
 }
