@@ -142,7 +142,13 @@ type conn struct {
 	url        string
 	node, user string
 
-	wmu sync.Mutex // one writer at a time
+	// The frames waiting to be written, and whether a goroutine is writing
+	// them (see writeFrame).
+	wmu     sync.Mutex
+	writing bool
+	closing bool        // a close frame is queued: nothing may follow it
+	next    *writeBatch // frames queued while a batch is being written
+	spare   []byte      // a written batch's buffer, for the next
 	// pace keeps requests under the rate the server announced in auth_ok
 	// (nil if it announced none).
 	pace *rate.Limiter
@@ -255,29 +261,21 @@ func (cn *conn) close() {
 	})
 }
 
-// shutdown sends a close frame, then closes.
+// shutdown sends a close frame after the frames queued before it, waiting
+// at most closeWriteTimeout, then closes.
 func (cn *conn) shutdown(code int, reason string) {
-	_ = cn.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason), time.Now().Add(time.Second))
-	cn.close()
-}
-
-// write sends one frame. An error means the frame did not reach the server
-// whole (so the server cannot have acted on it); the connection is closed.
-func (cn *conn) write(b []byte) error {
-	cn.wmu.Lock()
-	defer cn.wmu.Unlock()
+	sent := make(chan struct{})
+	go func() {
+		_ = cn.writeFrame(opClose, websocket.FormatCloseMessage(code, reason))
+		close(sent)
+	}()
+	t := time.NewTimer(closeWriteTimeout)
 	select {
-	case <-cn.done:
-		return errNotSent
-	default:
+	case <-sent:
+	case <-t.C:
 	}
-	_ = cn.ws.SetWriteDeadline(time.Now().Add(cn.c.cfg.RequestTimeout))
-	if err := cn.ws.WriteMessage(websocket.TextMessage, b); err != nil {
-		cn.close()
-		return fmt.Errorf("%w: %v", errNotSent, err)
-	}
-	cn.lastWrite.Store(monoNow())
-	return nil
+	t.Stop()
+	cn.close()
 }
 
 func (cn *conn) register(id string, ch chan *frame) {
