@@ -36,7 +36,8 @@ type Config struct {
 	// reconnects and retries; defaults 100ms and 5s.
 	MinBackoff, MaxBackoff time.Duration
 	// RequestTimeout bounds one request attempt (and the connect and
-	// authentication); default 15s.
+	// authentication); default 15s. A request without a reply gets
+	// ErrNoReply within an eighth of it after it runs out.
 	RequestTimeout time.Duration
 	// EventBuffer is the capacity of the Events channel; default 256.
 	// The channel's memory is allocated up front and cycled through (about

@@ -153,8 +153,11 @@ type conn struct {
 	// (nil if it announced none).
 	pace *rate.Limiter
 
+	// The requests waiting for their replies, by id. Each gets one frame
+	// on its channel: its reply, lostFrame when the connection ends first,
+	// or timedOutFrame from the sweep (see keepalive).
 	pmu     sync.Mutex
-	pending map[string]chan *frame
+	pending map[string]waiter
 
 	done      chan struct{} // closed when the connection is finished
 	closeOnce sync.Once
@@ -205,7 +208,7 @@ func (c *Client) connect(ctx context.Context, url string) (*conn, error) {
 		return nil, err
 	}
 	ws.SetReadLimit(maxReadBytes)
-	cn := &conn{c: c, ws: ws, url: url, node: f.Node, user: f.User, pending: make(map[string]chan *frame), done: make(chan struct{})}
+	cn := &conn{c: c, ws: ws, url: url, node: f.Node, user: f.User, pending: make(map[string]waiter), done: make(chan struct{})}
 	if l := f.Limits; l != nil && l.Rate > 0 && l.Burst > 0 {
 		// A margin below the server's limit: frames may bunch up on the way.
 		cn.pace = rate.NewLimiter(rate.Limit(l.Rate*0.9), max(1, l.Burst/2))
@@ -258,6 +261,7 @@ func (cn *conn) close() {
 	cn.closeOnce.Do(func() {
 		close(cn.done)
 		cn.ws.Close()
+		cn.failPending(lostFrame, 0)
 	})
 }
 
@@ -278,9 +282,24 @@ func (cn *conn) shutdown(code int, reason string) {
 	cn.close()
 }
 
+// waiter is a request waiting for its reply.
+type waiter struct {
+	ch       chan *frame // buffered: one frame
+	deadline int64       // monoNow
+}
+
+// Stand-ins for a reply that will not come: the connection ended, or the
+// request timed out.
+var (
+	lostFrame     = &frame{}
+	timedOutFrame = &frame{}
+)
+
+// register makes ch the channel of request id's reply, due within the
+// request timeout.
 func (cn *conn) register(id string, ch chan *frame) {
 	cn.pmu.Lock()
-	cn.pending[id] = ch
+	cn.pending[id] = waiter{ch: ch, deadline: monoNow() + int64(cn.c.cfg.RequestTimeout)}
 	cn.pmu.Unlock()
 }
 
@@ -293,13 +312,29 @@ func (cn *conn) unregister(id string) {
 // resolve hands a reply to its waiter, if one is still waiting.
 func (cn *conn) resolve(f *frame) {
 	cn.pmu.Lock()
-	ch := cn.pending[f.ID]
+	w, ok := cn.pending[f.ID]
 	delete(cn.pending, f.ID)
 	cn.pmu.Unlock()
-	if ch != nil {
-		ch <- f // buffered, one reply per id
+	if ok {
+		w.ch <- f
 	}
 }
+
+// failPending ends the wait of every request whose deadline is before due
+// (of all of them if due is 0) with f.
+func (cn *conn) failPending(f *frame, due int64) {
+	cn.pmu.Lock()
+	defer cn.pmu.Unlock()
+	for id, w := range cn.pending {
+		if due == 0 || w.deadline < due {
+			delete(cn.pending, id)
+			w.ch <- f
+		}
+	}
+}
+
+// sweepInterval is how often requests are checked against their deadline.
+func sweepInterval(timeout time.Duration) time.Duration { return max(timeout/8, time.Millisecond) }
 
 // readLoop reads frames until the connection ends and returns why: a
 // *CloseError when the server closed it, another error otherwise.
@@ -371,10 +406,12 @@ func (cn *conn) readLoop() error {
 }
 
 // keepalive sends a ping when the connection has been quiet for the ping
-// interval, so that neither side's idle timeout ends it.
+// interval, so that neither side's idle timeout ends it, and ends the wait
+// of requests past their deadline (within an eighth of the request
+// timeout: one sweep is cheaper than a timer for every request).
 func (cn *conn) keepalive() {
 	every := cn.c.cfg.PingInterval
-	t := time.NewTicker(every / 2)
+	t := time.NewTicker(min(every/2, sweepInterval(cn.c.cfg.RequestTimeout)))
 	defer t.Stop()
 	for {
 		select {
@@ -383,6 +420,7 @@ func (cn *conn) keepalive() {
 		case <-t.C:
 		}
 		now := monoNow()
+		cn.failPending(timedOutFrame, now)
 		if now-cn.lastWrite.Load() >= int64(every) || now-cn.lastRead.Load() >= int64(every) {
 			// The pong answers nobody; it only shows the connection lives.
 			b := encodeRequest(&request{Op: "ping", ID: cn.c.newID()})

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/parley-im/parley/schema"
 )
@@ -286,27 +285,29 @@ func (c *Client) attempt(ctx context.Context, req *request) (f *frame, sent bool
 		return nil, false, err
 	}
 	c.st.requests.Add(1)
-	timer := time.NewTimer(c.cfg.RequestTimeout)
-	defer timer.Stop()
-	select {
-	case f := <-ch:
-		return result(f)
-	case <-cn.done:
+	// One frame comes on ch (see conn.pending): the reply, or word that
+	// none will come.
+	var reply *frame
+	if done := ctx.Done(); done == nil {
+		reply = <-ch
+	} else {
 		select {
-		case f := <-ch: // the reply came just before the end
-			return result(f)
-		default:
+		case reply = <-ch:
+		case <-done:
+			cn.unregister(req.ID)
+			return nil, true, ctx.Err()
+		}
+	}
+	switch reply {
+	case lostFrame:
+		if c.ctx.Err() != nil {
+			return nil, true, c.Err()
 		}
 		return nil, true, ErrConnectionLost
-	case <-timer.C:
-		cn.unregister(req.ID)
+	case timedOutFrame:
 		return nil, true, ErrNoReply
-	case <-ctx.Done():
-		cn.unregister(req.ID)
-		return nil, true, ctx.Err()
-	case <-c.ctx.Done():
-		return nil, true, c.Err()
 	}
+	return result(reply)
 }
 
 func result(f *frame) (*frame, bool, error) {
