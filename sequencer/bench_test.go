@@ -89,7 +89,7 @@ func benchPartition(b *testing.B, nparts int32) (*partition, []string, int64) {
 			now += benchStep
 		}
 	}
-	if err := p.flush(func(string, []byte) {}); err != nil {
+	if err := p.flush(func(_, _ []byte) {}); err != nil {
 		b.Fatal(err)
 	}
 	return p, convs, now
@@ -172,7 +172,7 @@ func BenchmarkApplySendsFromStore(b *testing.B) {
 				b.Fatalf("send %d of batch %d: %v %v %q", i, n, out.Status, out.Reason, out.Message)
 			}
 		}
-		if err := p.flush(func(string, []byte) {}); err != nil {
+		if err := p.flush(func(_, _ []byte) {}); err != nil {
 			b.Fatal(err)
 		}
 		if err := p.evict(budget); err != nil {

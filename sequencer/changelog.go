@@ -16,29 +16,56 @@ import (
 //	<conv>/m/<user>   MemberState, or a tombstone once removed
 //	<conv>/k/<chunk>  MessageChunk, or a tombstone once out of the window
 
-func headKey(conv string) string         { return conv + "/h" }
-func memberKey(conv, user string) string { return conv + "/m/" + user }
-func chunkKey(conv string, n int64) string {
-	return conv + "/k/" + strconv.FormatInt(n, 10)
+func headKey(conv string) string                 { return string(appendHeadKey(nil, conv)) }
+func memberKey(conv, user string) string         { return string(appendMemberKey(nil, conv, user)) }
+func chunkKey(conv string, n int64) string       { return string(appendChunkKey(nil, conv, n)) }
+func appendHeadKey(b []byte, conv string) []byte { return append(append(b, conv...), "/h"...) }
+func appendMemberKey(b []byte, conv, user string) []byte {
+	return append(append(append(b, conv...), "/m/"...), user...)
+}
+func appendChunkKey(b []byte, conv string, n int64) []byte {
+	return strconv.AppendInt(append(append(b, conv...), "/k/"...), n, 10)
 }
 
 // flush hands every state change since the last flush to emit as changelog
 // records (a nil value is a tombstone) and clears the change marks. The
 // touched conversations are counted again for the cache's budget, and
-// marked as differing from the state store's copy.
-func (p *partition) flush(emit func(key string, value []byte)) error {
+// marked as differing from the state store's copy. The keys and values
+// are cut from a few slabs, not allocated one by one: a transaction
+// writes a head record for every conversation it touches. emit may keep
+// them; nothing writes to them again.
+func (p *partition) flush(emit func(key, value []byte)) error {
 	p.clock++
+	var keys, values []byte
+	if n := len(p.dirty); n > 0 {
+		keys = make([]byte, 0, n*3*(len(p.dirty[0].head.Conv)+12))
+	}
+	key := func(from int) []byte { return keys[from:len(keys):len(keys)] }
+	value := func(m vtMessage) ([]byte, error) {
+		n := m.SizeVT()
+		if cap(values)-len(values) < n {
+			values = make([]byte, 0, max(n, changelogSlab))
+		}
+		v := values[len(values) : len(values)+n : len(values)+n]
+		if _, err := m.MarshalToSizedBufferVT(v); err != nil {
+			return nil, err
+		}
+		values = values[:len(values)+n]
+		return v, nil
+	}
 	for _, c := range p.dirty {
 		c.used, c.unstored = p.clock, true
 		cost := c.estimate()
 		p.bytes += cost - c.cost
 		c.cost = cost
 		conv := c.head.Conv
-		v, err := c.head.MarshalVT()
+		v, err := value(c.head)
 		if err != nil {
 			return err
 		}
-		emit(headKey(conv), v)
+		from := len(keys)
+		keys = appendHeadKey(keys, conv)
+		emit(key(from), v)
 		users := make([]string, 0, len(c.dirtyMembers))
 		for u := range c.dirtyMembers {
 			users = append(users, u)
@@ -51,26 +78,41 @@ func (p *partition) flush(emit func(key string, value []byte)) error {
 			c.staleMembers[u] = struct{}{}
 			var v []byte
 			if m := c.members[u]; m != nil {
-				if v, err = m.MarshalVT(); err != nil {
+				if v, err = value(m); err != nil {
 					return err
 				}
 			}
-			emit(memberKey(conv, u), v)
+			from := len(keys)
+			keys = appendMemberKey(keys, conv, u)
+			emit(key(from), v)
 		}
 		for _, ch := range c.newChunks {
-			v, err := ch.MarshalVT()
+			v, err := value(ch)
 			if err != nil {
 				return err
 			}
-			emit(chunkKey(conv, ch.Chunk), v)
+			from := len(keys)
+			keys = appendChunkKey(keys, conv, ch.Chunk)
+			emit(key(from), v)
 		}
 		for _, n := range c.droppedChunks {
-			emit(chunkKey(conv, n), nil)
+			from := len(keys)
+			keys = appendChunkKey(keys, conv, n)
+			emit(key(from), nil)
 		}
 		c.dirty, c.dirtyMembers, c.newChunks, c.droppedChunks = false, nil, nil, nil
 	}
 	p.dirty = p.dirty[:0]
 	return nil
+}
+
+// changelogSlab is the size of the slabs flush encodes values into.
+const changelogSlab = 32 << 10
+
+// vtMessage is a state record flush encodes.
+type vtMessage interface {
+	SizeVT() int
+	MarshalToSizedBufferVT([]byte) (int, error)
 }
 
 // restorer rebuilds a partition's state from its changelog records, read

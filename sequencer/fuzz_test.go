@@ -64,7 +64,7 @@ type changelogRecord struct {
 }
 
 func flushInto(tb testing.TB, p *partition, recs []changelogRecord) []changelogRecord {
-	if err := p.flush(func(key string, value []byte) { recs = append(recs, changelogRecord{key, value}) }); err != nil {
+	if err := p.flush(func(key, value []byte) { recs = append(recs, changelogRecord{string(key), value}) }); err != nil {
 		tb.Fatal(err)
 	}
 	return recs
@@ -328,7 +328,7 @@ func FuzzChangelogRecord(f *testing.F) {
 					t.Fatalf("%s: event seq %d after %d", conv, ev.Seq, before)
 				}
 			}
-			if err := p2.flush(func(string, []byte) {}); err != nil {
+			if err := p2.flush(func(_, _ []byte) {}); err != nil {
 				t.Fatal(err)
 			}
 		}

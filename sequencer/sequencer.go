@@ -1082,6 +1082,8 @@ func (s *Sequencer) decidePartition(w partitionWork, now int64, produce func(*kg
 		}
 	}
 	records := make([]kgo.Record, 0, n)
+	part.scratch = newDecideScratch(n)
+	defer func() { part.scratch = nil }()
 	slab := min(size, valueSlab)
 	var values []byte
 	var scratch parleyv1.Command // each record's command, in turn
@@ -1136,8 +1138,13 @@ func (s *Sequencer) decidePartition(w partitionWork, now int64, produce func(*kg
 	// The partition's changes go to the changelog once, after all its
 	// commands: a conversation's head is one record however many of its
 	// commands the transaction holds.
-	d.err = part.flush(func(key string, value []byte) {
-		produce(&kgo.Record{Topic: t.SequencerState, Partition: w.partition, Key: []byte(key), Value: value})
+	var logRecords []kgo.Record // in blocks: the producer holds each until the transaction ends
+	d.err = part.flush(func(key, value []byte) {
+		if len(logRecords) == cap(logRecords) {
+			logRecords = make([]kgo.Record, 0, 256)
+		}
+		logRecords = append(logRecords, kgo.Record{Topic: t.SequencerState, Partition: w.partition, Key: key, Value: value})
+		produce(&logRecords[len(logRecords)-1])
 	})
 	if d.err == nil {
 		d.err = produceOutcomes(t.Outcomes, outcomes, produce)

@@ -179,6 +179,9 @@ type partition struct {
 	convs map[string]*convState
 	dirty []*convState // touched since the last flush, in first-touch order
 	rules rules
+	// While decidePartition runs: where apply builds its events and the
+	// outcomes of sequenced commands, instead of allocating each.
+	scratch *decideScratch
 
 	id    int32
 	store *stateStore
@@ -373,18 +376,17 @@ func unchanged(cmd *parleyv1.Command) *parleyv1.Outcome {
 // a body or member list could make a batch of outcomes too large for one
 // record (the event itself is on the events topic).
 func sequenced(cmd *parleyv1.Command, ev *parleyv1.Event) *parleyv1.Outcome {
-	// One allocation for both: every command that is sequenced has them.
-	oe := &struct {
-		o parleyv1.Outcome
-		e parleyv1.Event
-	}{
-		e: parleyv1.Event{
-			Conv: ev.Conv, Seq: ev.Seq, Type: ev.Type, MsgId: ev.MsgId, Cmid: ev.Cmid, From: ev.From,
-			Ts: ev.Ts, Kind: ev.Kind, Target: ev.Target, ConvKind: ev.ConvKind, Title: ev.Title,
-		},
-	}
-	oe.o = parleyv1.Outcome{MsgId: cmd.MsgId, Conv: cmd.Conv, Status: parleyv1.OutcomeStatus_OUTCOME_STATUS_SEQUENCED, Event: &oe.e}
-	return &oe.o
+	so := new(sequencedOutcome) // one allocation for both
+	fillSequenced(&so.o, &so.e, cmd, ev)
+	return &so.o
+}
+
+// fillSequenced makes o, with oe, cmd's outcome of ev (see sequenced). o
+// and oe are empty.
+func fillSequenced(o *parleyv1.Outcome, oe *parleyv1.Event, cmd *parleyv1.Command, ev *parleyv1.Event) {
+	oe.Conv, oe.Seq, oe.Type, oe.MsgId, oe.Cmid, oe.From = ev.Conv, ev.Seq, ev.Type, ev.MsgId, ev.Cmid, ev.From
+	oe.Ts, oe.Kind, oe.Target, oe.ConvKind, oe.Title = ev.Ts, ev.Kind, ev.Target, ev.ConvKind, ev.Title
+	o.MsgId, o.Conv, o.Status, o.Event = cmd.MsgId, cmd.Conv, parleyv1.OutcomeStatus_OUTCOME_STATUS_SEQUENCED, oe
 }
 
 func duplicate(cmd *parleyv1.Command, conv string, e *parleyv1.MessageEntry) *parleyv1.Outcome {
@@ -536,7 +538,8 @@ func (p *partition) apply(cmd *parleyv1.Command, now int64) (*parleyv1.Event, *p
 	if me == nil {
 		return nil, reject(cmd, parleyv1.Reason_REASON_NOT_MEMBER, "%s is not a member of %s", cmd.From, cmd.Conv)
 	}
-	ev := &parleyv1.Event{Conv: cmd.Conv, MsgId: cmd.MsgId, Cmid: cmd.Cmid, From: cmd.From}
+	ev := p.event()
+	ev.Conv, ev.MsgId, ev.Cmid, ev.From = cmd.Conv, cmd.MsgId, cmd.Cmid, cmd.From
 	switch b := cmd.Body.(type) {
 	case *parleyv1.Command_Send:
 		ev.Type, ev.Kind, ev.Body = parleyv1.EventType_EVENT_TYPE_MESSAGE, b.Send.Kind, b.Send.Body
@@ -596,7 +599,51 @@ func (p *partition) apply(cmd *parleyv1.Command, now int64) (*parleyv1.Event, *p
 		return nil, o
 	}
 	p.sequence(c, ev, now)
-	return ev, sequenced(cmd, ev)
+	return ev, p.sequenced(cmd, ev)
+}
+
+// decideScratch is the memory apply uses while one partition's commands
+// of a transaction are decided: every command's event is built in ev in
+// turn (the caller encodes it before the next command), and the outcomes
+// of sequenced ones are carved from outs, whose capacity is the
+// partition's command count (one outcome at most a command), so that it
+// never moves.
+type decideScratch struct {
+	ev   parleyv1.Event
+	outs []sequencedOutcome
+}
+
+// sequencedOutcome is a sequenced command's outcome and the event it
+// carries.
+type sequencedOutcome struct {
+	o parleyv1.Outcome
+	e parleyv1.Event
+}
+
+func newDecideScratch(commands int) *decideScratch {
+	return &decideScratch{outs: make([]sequencedOutcome, 0, commands)}
+}
+
+// event returns an empty event for apply to fill: the scratch one, valid
+// until the next apply, or a new one.
+func (p *partition) event() *parleyv1.Event {
+	if p.scratch == nil {
+		return new(parleyv1.Event)
+	}
+	ev := &p.scratch.ev
+	ev.Reset()
+	return ev
+}
+
+// sequenced is the outcome of a command that became ev (see sequenced).
+func (p *partition) sequenced(cmd *parleyv1.Command, ev *parleyv1.Event) *parleyv1.Outcome {
+	if sc := p.scratch; sc != nil && len(sc.outs) < cap(sc.outs) {
+		sc.outs = sc.outs[:len(sc.outs)+1]
+		so := &sc.outs[len(sc.outs)-1]
+		fillSequenced(&so.o, &so.e, cmd, ev)
+		return &so.o
+	}
+	return sequenced(cmd, ev)
 }
 
 // maxEventBytes bounds an event's encoding, so that its record stays below

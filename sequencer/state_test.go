@@ -208,7 +208,7 @@ func TestWindow(t *testing.T) {
 	h := newHarness(t)
 	h.ok(g1, "alice", "", group("bob"))
 	var records [][2][]byte
-	emit := func(k string, v []byte) { records = append(records, [2][]byte{[]byte(k), v}) }
+	emit := func(k, v []byte) { records = append(records, [2][]byte{k, v}) }
 	for i := range 400 {
 		if i == 200 {
 			h.now += testRules.windowMinAgeMs // the first 200 are now old
@@ -320,7 +320,7 @@ func TestRestoreLongPending(t *testing.T) {
 		t.Fatalf("%d chunks, %d pending, next chunk %d; want the %d entries in chunk 0", len(c2.chunks), len(c2.head.Pending), c2.head.NextChunk, 3*chunkSize+1)
 	}
 	var keys []string
-	if err := p.flush(func(k string, _ []byte) { keys = append(keys, k) }); err != nil {
+	if err := p.flush(func(k, _ []byte) { keys = append(keys, string(k)) }); err != nil {
 		t.Fatal(err)
 	}
 	if !slices.Contains(keys, chunkKey(g1, 0)) {
@@ -368,7 +368,7 @@ func TestRestoreOldChunks(t *testing.T) {
 	h2.ok(g1, "alice", "e3", &parleyv1.Edit{Target: 40, Body: []byte(`"in time"`)})
 	h2.ok(g1, "alice", "c5", send("a cmid that left the window is new again"))
 	tombstoned := false
-	if err := p.flush(func(k string, v []byte) { tombstoned = tombstoned || (k == chunkKey(g1, 0) && v == nil) }); err != nil {
+	if err := p.flush(func(k, v []byte) { tombstoned = tombstoned || (string(k) == chunkKey(g1, 0) && v == nil) }); err != nil {
 		t.Fatal(err)
 	}
 	if !tombstoned {

@@ -94,7 +94,7 @@ func TestStoredPartitionMatchesMemory(t *testing.T) {
 
 	flush := func(p *partition) []changelogRecord {
 		var recs []changelogRecord
-		if err := p.flush(func(key string, value []byte) { recs = append(recs, changelogRecord{key, value}) }); err != nil {
+		if err := p.flush(func(key, value []byte) { recs = append(recs, changelogRecord{string(key), value}) }); err != nil {
 			t.Fatal(err)
 		}
 		return recs
