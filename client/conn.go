@@ -155,9 +155,11 @@ type conn struct {
 
 	// The requests waiting for their replies, by id. Each gets one frame
 	// on its channel: its reply, lostFrame when the connection ends first,
-	// or timedOutFrame from the sweep (see keepalive).
-	pmu     sync.Mutex
-	pending map[string]waiter
+	// or timedOutFrame from the sweep (see sweep).
+	pmu      sync.Mutex
+	pending  map[string]waiter
+	sweeping bool        // the sweep is scheduled
+	sweeper  *time.Timer // runs the sweep; nil before the first request
 
 	done      chan struct{} // closed when the connection is finished
 	closeOnce sync.Once
@@ -300,6 +302,15 @@ var (
 func (cn *conn) register(id string, ch chan *frame) {
 	cn.pmu.Lock()
 	cn.pending[id] = waiter{ch: ch, deadline: monoNow() + int64(cn.c.cfg.RequestTimeout)}
+	if !cn.sweeping {
+		cn.sweeping = true
+		d := sweepInterval(cn.c.cfg.RequestTimeout)
+		if cn.sweeper == nil {
+			cn.sweeper = time.AfterFunc(d, cn.sweep)
+		} else {
+			cn.sweeper.Reset(d)
+		}
+	}
 	cn.pmu.Unlock()
 }
 
@@ -333,7 +344,24 @@ func (cn *conn) failPending(f *frame, due int64) {
 	}
 }
 
-// sweepInterval is how often requests are checked against their deadline.
+// sweep ends the wait of the requests past their deadline, and comes
+// again while any request waits: so a request without a reply gets
+// ErrNoReply within an eighth of the request timeout after it runs out,
+// and one sweep does for all of a busy connection's requests what a timer
+// each would.
+func (cn *conn) sweep() {
+	cn.failPending(timedOutFrame, monoNow())
+	cn.pmu.Lock()
+	defer cn.pmu.Unlock()
+	if len(cn.pending) == 0 {
+		cn.sweeping = false
+		return
+	}
+	cn.sweeper.Reset(sweepInterval(cn.c.cfg.RequestTimeout))
+}
+
+// sweepInterval is how often waiting requests are checked against their
+// deadline.
 func sweepInterval(timeout time.Duration) time.Duration { return max(timeout/8, time.Millisecond) }
 
 // readLoop reads frames until the connection ends and returns why: a
@@ -406,12 +434,10 @@ func (cn *conn) readLoop() error {
 }
 
 // keepalive sends a ping when the connection has been quiet for the ping
-// interval, so that neither side's idle timeout ends it, and ends the wait
-// of requests past their deadline (within an eighth of the request
-// timeout: one sweep is cheaper than a timer for every request).
+// interval, so that neither side's idle timeout ends it.
 func (cn *conn) keepalive() {
 	every := cn.c.cfg.PingInterval
-	t := time.NewTicker(min(every/2, sweepInterval(cn.c.cfg.RequestTimeout)))
+	t := time.NewTicker(every / 2)
 	defer t.Stop()
 	for {
 		select {
@@ -420,7 +446,6 @@ func (cn *conn) keepalive() {
 		case <-t.C:
 		}
 		now := monoNow()
-		cn.failPending(timedOutFrame, now)
 		if now-cn.lastWrite.Load() >= int64(every) || now-cn.lastRead.Load() >= int64(every) {
 			// The pong answers nobody; it only shows the connection lives.
 			b := encodeRequest(&request{Op: "ping", ID: cn.c.newID()})
