@@ -44,7 +44,9 @@ func (p *partition) flush(emit func(key, value []byte)) error {
 	value := func(m vtMessage) ([]byte, error) {
 		n := m.SizeVT()
 		if cap(values)-len(values) < n {
-			values = make([]byte, 0, max(n, changelogSlab))
+			// Doubling from a small first slab: a quiet transaction
+			// writes a few small records.
+			values = make([]byte, 0, max(n, min(2*cap(values), changelogSlab), 1<<10))
 		}
 		v := values[len(values) : len(values)+n : len(values)+n]
 		if _, err := m.MarshalToSizedBufferVT(v); err != nil {
@@ -106,7 +108,7 @@ func (p *partition) flush(emit func(key, value []byte)) error {
 	return nil
 }
 
-// changelogSlab is the size of the slabs flush encodes values into.
+// changelogSlab is the largest slab flush encodes values into.
 const changelogSlab = 32 << 10
 
 // vtMessage is a state record flush encodes.

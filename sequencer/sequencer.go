@@ -1141,7 +1141,7 @@ func (s *Sequencer) decidePartition(w partitionWork, now int64, produce func(*kg
 	var logRecords []kgo.Record // in blocks: the producer holds each until the transaction ends
 	d.err = part.flush(func(key, value []byte) {
 		if len(logRecords) == cap(logRecords) {
-			logRecords = make([]kgo.Record, 0, 256)
+			logRecords = make([]kgo.Record, 0, min(max(2*cap(logRecords), 8), 256))
 		}
 		logRecords = append(logRecords, kgo.Record{Topic: t.SequencerState, Partition: w.partition, Key: key, Value: value})
 		produce(&logRecords[len(logRecords)-1])
