@@ -75,6 +75,8 @@
 //
 // Requests are paced under the frame rate the server announces in auth_ok,
 // so a busy client waits its turn rather than meeting rate_limited.
+// Requests made together share system calls: a connection writes the
+// frames queued while it writes in one batch.
 //
 // The client sends a ping when the connection has been quiet for
 // Config.PingInterval (default 20s), so the server's idle timeout does not
