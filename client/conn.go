@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"strconv"
 	"sync"
@@ -263,7 +264,7 @@ func (cn *conn) close() {
 	cn.closeOnce.Do(func() {
 		close(cn.done)
 		cn.ws.Close()
-		cn.failPending(lostFrame, 0)
+		cn.failPending(lostFrame, math.MaxInt64)
 	})
 }
 
@@ -332,12 +333,12 @@ func (cn *conn) resolve(f *frame) {
 }
 
 // failPending ends the wait of every request whose deadline is before due
-// (of all of them if due is 0) with f.
+// (monoNow, or math.MaxInt64 for all of them) with f.
 func (cn *conn) failPending(f *frame, due int64) {
 	cn.pmu.Lock()
 	defer cn.pmu.Unlock()
 	for id, w := range cn.pending {
-		if due == 0 || w.deadline < due {
+		if w.deadline < due {
 			delete(cn.pending, id)
 			w.ch <- f
 		}
