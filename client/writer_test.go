@@ -82,6 +82,15 @@ func (g *gatedConn) Write(p []byte) (int, error) {
 	return g.Conn.Write(p)
 }
 
+// holdNext makes the next Write wait until hold is closed; holding is
+// closed when it starts waiting.
+func (g *gatedConn) holdNext() (hold, holding chan struct{}) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.hold, g.holding = make(chan struct{}), make(chan struct{})
+	return g.hold, g.holding
+}
+
 func (g *gatedConn) count() int {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -191,10 +200,7 @@ func TestMask(t *testing.T) {
 func TestWritesShareBatches(t *testing.T) {
 	s := newWSSink(t)
 	cn, g := dialSink(t, s)
-	hold, holding := make(chan struct{}), make(chan struct{})
-	g.mu.Lock()
-	g.hold, g.holding = hold, holding
-	g.mu.Unlock()
+	hold, holding := g.holdNext()
 	before := g.count()
 
 	frame := func(i int) []byte { return []byte(strings.Repeat(string(rune('A'+i%26)), 20)) }
@@ -236,10 +242,7 @@ func TestWritesShareBatches(t *testing.T) {
 func TestWriteFailsPartWay(t *testing.T) {
 	s := newWSSink(t)
 	cn, g := dialSink(t, s)
-	hold, holding := make(chan struct{}), make(chan struct{})
-	g.mu.Lock()
-	g.hold, g.holding = hold, holding
-	g.mu.Unlock()
+	hold, holding := g.holdNext()
 
 	const size = 2 + 4 + 10
 	first := make(chan error, 1)
