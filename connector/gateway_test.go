@@ -626,29 +626,39 @@ func TestGatewayHistoryPagesBySize(t *testing.T) {
 			t.Fatalf("send: %v", r)
 		}
 	}
-	page := func(dir string, at float64) ([]float64, bool) {
+	// page returns a page's seqs and whether there are more, or the reply
+	// if it is not a page (the store may not have the conversation yet).
+	page := func(dir string, at float64) ([]float64, bool, map[string]any) {
 		r := alice.call(map[string]any{"op": "history", "id": "h", "conv": conv, dir: at, "limit": 1000})
+		evs, ok := r["events"].([]any)
+		if r["op"] != "history_ok" || !ok {
+			return nil, false, r
+		}
 		var seqs []float64
-		for _, e := range r["events"].([]any) {
+		for _, e := range evs {
 			seqs = append(seqs, e.(map[string]any)["seq"].(float64))
 		}
-		return seqs, r["more"] == true
+		return seqs, r["more"] == true, nil
 	}
 	eventually(t, "the writer to store every message", func() bool {
-		s, _ := page("before", n+1)
-		return len(s) > 0 && s[len(s)-1] == n
+		s, _, notPage := page("before", n+1)
+		return notPage == nil && len(s) > 0 && s[len(s)-1] == n
 	})
 	var forward, backward []float64
 	pages := 0
 	for after, more := 0.0, true; more; pages++ {
-		var s []float64
-		s, more = page("after", after)
-		forward, after = append(forward, s...), s[len(s)-1]
+		s, m, notPage := page("after", after)
+		if notPage != nil || len(s) == 0 {
+			t.Fatalf("history after %v: %v", after, notPage)
+		}
+		forward, after, more = append(forward, s...), s[len(s)-1], m
 	}
 	for before, more := float64(n+1), true; more; {
-		var s []float64
-		s, more = page("before", before)
-		backward, before = append(s, backward...), s[0]
+		s, m, notPage := page("before", before)
+		if notPage != nil || len(s) == 0 {
+			t.Fatalf("history before %v: %v", before, notPage)
+		}
+		backward, before, more = append(s, backward...), s[0], m
 	}
 	if pages < 3 || len(forward) != n || fmt.Sprint(forward) != fmt.Sprint(backward) {
 		t.Fatalf("%d forward pages; forward %v; backward %v", pages, forward, backward)
