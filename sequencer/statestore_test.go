@@ -25,10 +25,7 @@ import (
 
 func openTestStateStore(t *testing.T, dir string) *stateStore {
 	t.Helper()
-	st, err := openStateStore(dir, slog.Default())
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := openTestStore(t, dir)
 	t.Cleanup(func() { st.Close() })
 	return st
 }
@@ -215,10 +212,7 @@ func convRecords(t *testing.T, c *convState) []changelogRecord {
 // directory of its own when closed.
 func TestStateStoreDirectory(t *testing.T) {
 	dir := t.TempDir()
-	st, err := openStateStore(dir, slog.Default())
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := openTestStore(t, dir)
 	w := restoreWriter{st: st}
 	if err := errors.Join(w.add(2, []byte("c/h"), []byte("x")), w.finish()); err != nil {
 		t.Fatal(err)
@@ -231,9 +225,7 @@ func TestStateStoreDirectory(t *testing.T) {
 		t.Fatalf("stored c/h, loaded %v (%v)", got, err)
 	}
 	st.Close()
-	if st, err = openStateStore(dir, slog.Default()); err != nil {
-		t.Fatal(err)
-	}
+	st = openTestStore(t, dir)
 	if got, err := keys(); err != nil || len(got) != 0 {
 		t.Fatalf("reopened, loaded %v (%v); want it emptied", got, err)
 	}
@@ -307,10 +299,7 @@ func TestCloseReleasesStateDir(t *testing.T) {
 // taking the checkpoint (a sequencer that never ran) writes it back.
 func TestStateStoreCheckpoint(t *testing.T) {
 	dir := t.TempDir()
-	st, err := openStateStore(dir, slog.Default())
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := openTestStore(t, dir)
 	w := restoreWriter{st: st}
 	for _, p := range []int32{0, 1, 2, 3} {
 		if err := w.add(p, []byte("c/h"), []byte{byte(p)}); err != nil {
@@ -338,9 +327,7 @@ func TestStateStoreCheckpoint(t *testing.T) {
 	}
 
 	for range 2 { // the second time after a close that took nothing
-		if st, err = openStateStore(dir, slog.Default()); err != nil {
-			t.Fatal(err)
-		}
+		st = openTestStore(t, dir)
 		if got := has(st); !slices.Equal(got, []int32{0, 1, 3}) {
 			t.Errorf("after a checkpoint of 0, 1 and 3, the store holds partitions %v", got)
 		}
@@ -352,16 +339,12 @@ func TestStateStoreCheckpoint(t *testing.T) {
 		}
 	}
 
-	if st, err = openStateStore(dir, slog.Default()); err != nil {
-		t.Fatal(err)
-	}
+	st = openTestStore(t, dir)
 	st.resumed = nil // taken by a run, which changes the store and crashes
 	if err := errors.Join(st.clear(1), st.Close()); err != nil {
 		t.Fatal(err)
 	}
-	if st, err = openStateStore(dir, slog.Default()); err != nil {
-		t.Fatal(err)
-	}
+	st = openTestStore(t, dir)
 	defer st.Close()
 	if got := has(st); len(got) != 0 || st.resumed != nil {
 		t.Errorf("opened without a checkpoint: partitions %v kept, resumed %+v", got, st.resumed)
@@ -386,10 +369,7 @@ func TestResumeChecksTheChangelog(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
-			st, err := openStateStore(dir, slog.Default())
-			if err != nil {
-				t.Fatal(err)
-			}
+			st := openTestStore(t, dir)
 			w := restoreWriter{st: st}
 			cp := &checkpoint{TopicID: "log", Partitions: 4, Parts: map[int32]checkpointPartition{1: {From: 10, Since: 5000}}}
 			if err := errors.Join(w.add(1, []byte("c/h"), []byte("x")), w.finish(), st.saveCheckpoint(cp), st.Close()); err != nil {
@@ -468,10 +448,7 @@ func TestCheckpointSince(t *testing.T) {
 // range the older one changed.
 func TestOlderClaimDropsCheckpoint(t *testing.T) {
 	dir := t.TempDir()
-	st, err := openStateStore(dir, slog.Default())
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := openTestStore(t, dir)
 	cp := &checkpoint{TopicID: "log", Partitions: 4, Parts: map[int32]checkpointPartition{1: {From: 10, Since: 2}}}
 	if err := errors.Join(st.saveCheckpoint(cp), st.Close()); err != nil {
 		t.Fatal(err)
@@ -484,11 +461,20 @@ func TestOlderClaimDropsCheckpoint(t *testing.T) {
 	if err := errors.Join(db.DeleteRange(partitionKey(0, ""), []byte{0x80}, pebble.NoSync), db.Flush(), db.Close()); err != nil {
 		t.Fatal(err)
 	}
-	if st, err = openStateStore(dir, slog.Default()); err != nil {
-		t.Fatal(err)
-	}
+	st = openTestStore(t, dir)
 	defer st.Close()
 	if st.resumed != nil {
 		t.Fatalf("the checkpoint outlived an older version's open: %+v", st.resumed)
 	}
+}
+
+// openTestStore opens the state store in dir, failing the test if it
+// cannot.
+func openTestStore(t testing.TB, dir string) *stateStore {
+	t.Helper()
+	st, err := openStateStore(dir, slog.Default())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
 }
