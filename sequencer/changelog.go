@@ -264,7 +264,7 @@ func (r *restorer) conv(h *parleyv1.ConvState) (*convState, error) {
 	if n := len(window); n > 0 && (window[0].Seq < 1 || window[n-1].Seq > h.LastSeq) {
 		return nil, fmt.Errorf("changelog of %s: window seqs %d..%d, last seq %d", conv, window[0].Seq, window[n-1].Seq, h.LastSeq)
 	}
-	c.byCmid = make(map[cmidKey]*parleyv1.MessageEntry, len(window))
+	c.cmids = cmidIndex{cur: make(map[uint64]int64, len(window))}
 	for _, e := range window {
 		c.index(e)
 	}

@@ -111,9 +111,10 @@ func snapshot(p *partition) string {
 		for _, ch := range c.chunks {
 			fmt.Fprintf(&b, "  chunk {%s}\n", text(ch))
 		}
-		keys := make([]string, 0, len(c.byCmid))
-		for k, e := range c.byCmid {
-			keys = append(keys, fmt.Sprintf("%q/%q=%d", k.from, k.cmid, e.Seq))
+		found := windowCmids(c)
+		keys := make([]string, 0, len(found))
+		for k, e := range found {
+			keys = append(keys, fmt.Sprintf("%q/%q=%d", k.from, k.cmid, e.GetSeq()))
 		}
 		sort.Strings(keys)
 		fmt.Fprintf(&b, "  cmids %v\n", keys)

@@ -389,11 +389,12 @@ func stateDump(t *testing.T, s *Sequencer) string {
 			for _, ch := range c.chunks {
 				fmt.Fprintf(&b, "  chunk %q\n", enc(ch))
 			}
-			keys := slices.SortedFunc(maps.Keys(c.byCmid), func(x, y cmidKey) int {
+			found := windowCmids(c)
+			keys := slices.SortedFunc(maps.Keys(found), func(x, y cmidKey) int {
 				return cmp.Or(strings.Compare(x.from, y.from), strings.Compare(x.cmid, y.cmid))
 			})
 			for _, k := range keys {
-				fmt.Fprintf(&b, "  cmid %q %q: %q\n", k.from, k.cmid, enc(c.byCmid[k]))
+				fmt.Fprintf(&b, "  cmid %q %q: %q\n", k.from, k.cmid, enc(found[k]))
 			}
 			for _, seq := range slices.Sorted(maps.Keys(c.revoked)) {
 				fmt.Fprintf(&b, "  revoked %d\n", seq)

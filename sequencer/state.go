@@ -38,7 +38,7 @@ type convState struct {
 	head    *parleyv1.ConvState
 	members map[string]*parleyv1.MemberState
 	chunks  []*parleyv1.MessageChunk
-	byCmid  map[cmidKey]*parleyv1.MessageEntry
+	cmids   cmidIndex
 	revoked map[int64]bool
 	entries int // total entries in the window
 
@@ -62,33 +62,29 @@ type convState struct {
 	droppedChunks []int64
 }
 
-type cmidKey struct{ from, cmid string }
-
 func newConvState(head *parleyv1.ConvState) *convState {
 	return &convState{
 		head:    head,
 		members: make(map[string]*parleyv1.MemberState),
-		byCmid:  make(map[cmidKey]*parleyv1.MessageEntry),
 		revoked: make(map[int64]bool),
 	}
 }
 
-// index adds e to the lookup maps.
+// index adds e, which is in the window, to the lookups.
 func (c *convState) index(e *parleyv1.MessageEntry) {
 	c.entries++
 	if e.Cmid != "" {
-		c.byCmid[cmidKey{e.From, e.Cmid}] = e
+		c.indexCmid(e)
 	}
 	if e.Type == parleyv1.EventType_EVENT_TYPE_REVOKE {
 		c.revoked[e.Target] = true
 	}
 }
 
+// unindex takes e, which left the window, out of the lookups; the cmid
+// index lets go of it when the window advances (see cmidIndex).
 func (c *convState) unindex(e *parleyv1.MessageEntry) {
 	c.entries--
-	if cur := c.byCmid[cmidKey{e.From, e.Cmid}]; cur == e {
-		delete(c.byCmid, cmidKey{e.From, e.Cmid})
-	}
 	if e.Type == parleyv1.EventType_EVENT_TYPE_REVOKE {
 		delete(c.revoked, e.Target)
 	}
@@ -149,12 +145,14 @@ func (c *convState) record(e *parleyv1.MessageEntry, r rules, now int64) {
 	// A chunk leaves only when both the entries after it are enough and its
 	// newest entry is old enough: the window is at least windowMinEntries
 	// and at least windowMinAge.
+	left := false
 	for len(c.chunks) > 0 {
 		ch := c.chunks[0]
 		newest := ch.Entries[len(ch.Entries)-1]
 		if c.entries-len(ch.Entries) < r.windowMinEntries || now-newest.Ts < r.windowMinAgeMs {
 			break
 		}
+		left = true
 		for _, e := range ch.Entries {
 			c.unindex(e)
 		}
@@ -165,6 +163,9 @@ func (c *convState) record(e *parleyv1.MessageEntry, r rules, now int64) {
 		if i := slices.Index(c.newChunks, ch); i >= 0 {
 			c.newChunks = slices.Delete(c.newChunks, i, i+1)
 		}
+	}
+	if left {
+		c.cmids.advance(c.windowStart())
 	}
 }
 
@@ -232,10 +233,12 @@ func (p *partition) ensure(conv string) error {
 	return nil
 }
 
-// Estimated memory of a conversation's state, for the cache's budget:
-// measured on the heap for a window entry (with its ids and its byCmid
-// slot); a member and the rest of a conversation are rounded up from
-// their structures.
+// Estimated memory of a conversation's state, for the cache's budget: a
+// window entry's figure was measured on the heap, with its ids and its
+// index slot, in a window just restored; a window that has moved for a
+// while holds up to about twice that (a map keeps the size it grew to, and
+// the cmid index holds two generations of slots); a member and the rest
+// of a conversation are rounded up from their structures.
 const (
 	entryBytes  = 248
 	memberBytes = 160
@@ -530,7 +533,7 @@ func (p *partition) apply(cmd *parleyv1.Command, now int64) (*parleyv1.Event, *p
 		return nil, reject(cmd, parleyv1.Reason_REASON_CONV_NOT_FOUND, "no conversation %s", cmd.Conv)
 	}
 	if cmd.Cmid != "" {
-		if e := c.byCmid[cmidKey{cmd.From, cmd.Cmid}]; e != nil {
+		if e := c.findCmid(cmd.From, cmd.Cmid); e != nil {
 			return nil, duplicate(cmd, cmd.Conv, e)
 		}
 	}
@@ -760,7 +763,7 @@ func (p *partition) createExisting(c *convState, cmd *parleyv1.Command, cr *parl
 		From: c.head.Owner, Ts: c.head.CreatedTs,
 	}
 	if cmd.Cmid != "" {
-		if e := c.byCmid[cmidKey{cmd.From, cmd.Cmid}]; e != nil {
+		if e := c.findCmid(cmd.From, cmd.Cmid); e != nil {
 			return duplicate(cmd, cmd.Conv, e)
 		}
 	}

@@ -1,0 +1,112 @@
+package sequencer
+
+import (
+	"hash/maphash"
+
+	parleyv1 "github.com/parley-im/parley/schema/parley/v1"
+)
+
+// cmidKey is what a client's retry repeats: its sender and cmid.
+type cmidKey struct{ from, cmid string }
+
+// cmidIndex finds the window entry of a cmidKey: the dedup lookup of every
+// command with a cmid. The window it indexes only moves forward: entries
+// come in seq order and leave oldest first, a chunk at a time. A map from
+// key to entry, deleted from as entries left, took about a third of
+// deciding a command once windows were full: each delete leaves a
+// tombstone that later lookups probe past, and the map regrows to shed
+// them; and a lookup that misses, as nearly every one does, hashed both
+// strings again in each map it tried.
+//
+// So the index never deletes. It maps a 64-bit hash of the key to the
+// entry's seq, in two generations: entries go into cur, and once the
+// window's start passes the last seq in prev, prev is cleared and becomes
+// the new cur (see advance). A lookup takes the seq it finds only if the
+// window still has an entry of that seq with the key, since keys may share
+// a hash. The rare key whose hash a live entry of another key holds
+// in cur is kept by its whole key in clash.
+//
+// An entry that left the window is never found, as before: a retry older
+// than the window is sequenced again.
+type cmidIndex struct {
+	cur, prev map[uint64]int64
+	curLast   int64 // the highest seq in cur (0: none yet)
+	prevLast  int64 // the highest seq in prev
+	clash     map[cmidKey]int64
+}
+
+// cmidHash hashes a key for cmidIndex; tests replace it to make keys
+// share hashes.
+var cmidHash = func(k cmidKey) uint64 { return maphash.Comparable(cmidSeed, k) }
+
+var cmidSeed = maphash.MakeSeed()
+
+// findCmid returns the window entry of from's cmid, or nil.
+func (c *convState) findCmid(from, cmid string) *parleyv1.MessageEntry {
+	x, k := &c.cmids, cmidKey{from, cmid}
+	h := cmidHash(k)
+	if e := c.cmidEntry(x.cur, h, k); e != nil {
+		return e
+	}
+	if e := c.cmidEntry(x.prev, h, k); e != nil {
+		return e
+	}
+	if seq, ok := x.clash[k]; ok {
+		return c.entry(seq) // nil once it left the window
+	}
+	return nil
+}
+
+// cmidEntry is the window entry that m's seq for hash h points at, if
+// there is one and it has key k.
+func (c *convState) cmidEntry(m map[uint64]int64, h uint64, k cmidKey) *parleyv1.MessageEntry {
+	seq, ok := m[h]
+	if !ok {
+		return nil
+	}
+	if e := c.entry(seq); e != nil && e.From == k.from && e.Cmid == k.cmid {
+		return e
+	}
+	return nil
+}
+
+// indexCmid adds e, an entry with a cmid that is already in the window, to
+// the index.
+func (c *convState) indexCmid(e *parleyv1.MessageEntry) {
+	x, k := &c.cmids, cmidKey{e.From, e.Cmid}
+	h := cmidHash(k)
+	if x.cur == nil {
+		x.cur = make(map[uint64]int64)
+	}
+	if seq, ok := x.cur[h]; ok {
+		if o := c.entry(seq); o != nil && (o.From != k.from || o.Cmid != k.cmid) {
+			if x.clash == nil {
+				x.clash = make(map[cmidKey]int64)
+			}
+			x.clash[k] = e.Seq
+			return
+		}
+	}
+	x.cur[h] = e.Seq
+	x.curLast = e.Seq
+}
+
+// advance lets go of what left the window, which now starts at start.
+func (x *cmidIndex) advance(start int64) {
+	for k, seq := range x.clash {
+		if seq < start {
+			delete(x.clash, k)
+		}
+	}
+	if len(x.clash) == 0 {
+		x.clash = nil
+	}
+	if start <= x.prevLast {
+		return // prev still has entries in the window
+	}
+	// Nothing in prev is in the window: its map, cleared, takes the
+	// entries to come, and cur's become the older generation.
+	clear(x.prev)
+	x.prev, x.cur = x.cur, x.prev
+	x.prevLast = x.curLast
+}
