@@ -13,24 +13,23 @@ type cmidKey struct{ from, cmid string }
 // command with a cmid. The window it indexes only moves forward: entries
 // come in seq order and leave oldest first, a chunk at a time. A map from
 // key to entry, deleted from as entries left, took about a third of
-// deciding a command once windows were full: each delete leaves a
-// tombstone that later lookups probe past, and the map regrows to shed
-// them; and a lookup that misses, as nearly every one does, hashed both
-// strings again in each map it tried.
+// deciding a command once windows were full: each delete left a tombstone
+// that later lookups probed past, the map regrew to shed them, and every
+// lookup, though nearly all miss, hashed both strings.
 //
 // So the index never deletes. It maps a 64-bit hash of the key to the
 // entry's seq, in two generations: entries go into cur, and once the
 // window's start passes the last seq in prev, prev is cleared and becomes
 // the new cur (see advance). A lookup takes the seq it finds only if the
 // window still has an entry of that seq with the key, since keys may share
-// a hash. The rare key whose hash a live entry of another key holds
-// in cur is kept by its whole key in clash.
+// a hash. The rare key whose hash a live entry of another key holds in
+// cur is kept by its whole key in clash.
 //
 // An entry that left the window is never found, as before: a retry older
 // than the window is sequenced again.
 type cmidIndex struct {
 	cur, prev map[uint64]int64
-	curLast   int64 // the highest seq in cur (0: none yet)
+	curLast   int64 // the last seq put in cur (prevLast's if none since the swap)
 	prevLast  int64 // the highest seq in prev
 	clash     map[cmidKey]int64
 }
