@@ -2,9 +2,11 @@ package sequencer
 
 import (
 	"fmt"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
+	"weak"
 
 	"github.com/segmentio/ksuid"
 	"google.golang.org/protobuf/proto"
@@ -410,5 +412,30 @@ func TestRejectionsAreSmall(t *testing.T) {
 		if out.Status != parleyv1.OutcomeStatus_OUTCOME_STATUS_REJECTED || proto.Size(out) > 400 {
 			t.Errorf("outcome %v %v is %d bytes", out.Status, out.Reason, proto.Size(out))
 		}
+	}
+}
+
+// TestLeftChunkReleased: a chunk that leaves the window, and its entries,
+// are garbage at once: the window's array of chunks does not keep them
+// until its next move.
+func TestLeftChunkReleased(t *testing.T) {
+	h := newHarness(t)
+	h.p.rules.windowMinAgeMs = 0
+	h.ok(g1, "alice", "", group("bob"))
+	c := h.p.convs[g1]
+	for i := 0; len(c.chunks) == 0; i++ {
+		h.ok(g1, "alice", fmt.Sprintf("a%d", i), send("m"))
+	}
+	first, entry := weak.Make(c.chunks[0]), weak.Make(c.chunks[0].Entries[0])
+	for i := 0; c.head.FirstChunk == 0; i++ {
+		h.ok(g1, "bob", fmt.Sprintf("b%d", i), send("m"))
+	}
+	if err := h.p.flush(func(_, _ []byte) {}); err != nil {
+		t.Fatal(err)
+	}
+	runtime.GC()
+	if first.Value() != nil || entry.Value() != nil {
+		t.Fatalf("the chunk that left the window (chunk %d now first) is still reachable: chunk %v, entry %v",
+			c.head.FirstChunk, first.Value() != nil, entry.Value() != nil)
 	}
 }
