@@ -41,16 +41,19 @@ func (p *partition) flush(emit func(key, value []byte)) error {
 		keys = make([]byte, 0, n*3*(len(p.dirty[0].head.Conv)+12))
 	}
 	key := func(from int) []byte { return keys[from:len(keys):len(keys)] }
-	value := func(m vtMessage) ([]byte, error) {
-		n := m.SizeVT()
+	value := func(r stateRecord) ([]byte, error) {
+		n := r.size()
 		if cap(values)-len(values) < n {
 			// Doubling from a small first slab: a quiet transaction
 			// writes a few small records.
 			values = make([]byte, 0, max(n, min(2*cap(values), changelogSlab), 1<<10))
 		}
-		v := values[len(values) : len(values)+n : len(values)+n]
-		if _, err := m.MarshalToSizedBufferVT(v); err != nil {
+		v, err := r.appendTo(values[len(values) : len(values) : len(values)+n])
+		if err != nil {
 			return nil, err
+		}
+		if len(v) != n {
+			return nil, fmt.Errorf("a changelog record of %d bytes, sized %d", len(v), n)
 		}
 		values = values[:len(values)+n]
 		return v, nil
@@ -61,7 +64,7 @@ func (p *partition) flush(emit func(key, value []byte)) error {
 		p.bytes += cost - c.cost
 		c.cost = cost
 		conv := c.head.Conv
-		v, err := value(c.head)
+		v, err := value(headRecord{c.head, c.pending})
 		if err != nil {
 			return err
 		}
@@ -80,7 +83,7 @@ func (p *partition) flush(emit func(key, value []byte)) error {
 			c.staleMembers[u] = struct{}{}
 			var v []byte
 			if m := c.members[u]; m != nil {
-				if v, err = value(m); err != nil {
+				if v, err = value(vtRecord{m}); err != nil {
 					return err
 				}
 			}
@@ -89,12 +92,12 @@ func (p *partition) flush(emit func(key, value []byte)) error {
 			emit(key(from), v)
 		}
 		for _, ch := range c.newChunks {
-			v, err := value(ch)
+			v, err := value(chunkRecord{ch})
 			if err != nil {
 				return err
 			}
 			from := len(keys)
-			keys = appendChunkKey(keys, conv, ch.Chunk)
+			keys = appendChunkKey(keys, conv, ch.n)
 			emit(key(from), v)
 		}
 		for _, n := range c.droppedChunks {
@@ -254,7 +257,6 @@ func (r *restorer) conv(h *parleyv1.ConvState) (*convState, error) {
 		if ch == nil {
 			return nil, fmt.Errorf("changelog of %s lacks chunk %d (window %d..%d)", conv, n, h.FirstChunk, h.NextChunk-1)
 		}
-		c.chunks = append(c.chunks, ch)
 		window = append(window, ch.Entries...)
 	}
 	window = append(window, h.Pending...)
@@ -264,9 +266,42 @@ func (r *restorer) conv(h *parleyv1.ConvState) (*convState, error) {
 	if n := len(window); n > 0 && (window[0].Seq < 1 || window[n-1].Seq > h.LastSeq) {
 		return nil, fmt.Errorf("changelog of %s: window seqs %d..%d, last seq %d", conv, window[0].Seq, window[n-1].Seq, h.LastSeq)
 	}
+	// The window is copied into chunks of its own: nothing of it shares
+	// the records' memory.
 	c.cmids = cmidIndex{cur: make(map[uint64]int64, len(window))}
-	for _, e := range window {
-		c.index(e)
+	hold := func(ch *winChunk, es []*parleyv1.MessageEntry) error {
+		for _, e := range es {
+			if err := ch.addEntry(e); err != nil {
+				return fmt.Errorf("changelog of %s: %w", conv, err)
+			}
+			c.index(&ch.entries[len(ch.entries)-1], cmidKey{e.From, e.Cmid})
+		}
+		return nil
+	}
+	for n := h.FirstChunk; n < h.NextChunk; n++ {
+		es := r.chunks[conv][n].Entries
+		ch := newWinChunk(len(es), idBytes(es))
+		ch.n = n
+		if err := hold(ch, es); err != nil {
+			return nil, err
+		}
+		c.chunks = append(c.chunks, ch)
+	}
+	if len(h.Pending) > 0 {
+		c.pending = newWinChunk(max(len(h.Pending), chunkSize), idBytes(h.Pending))
+		if err := hold(c.pending, h.Pending); err != nil {
+			return nil, err
+		}
+		h.Pending = nil
 	}
 	return c, nil
+}
+
+// idBytes is the bytes of ids per entry of es, on average.
+func idBytes(es []*parleyv1.MessageEntry) int {
+	n := 0
+	for _, e := range es {
+		n += len(e.MsgId) + len(e.Cmid) + len(e.From)
+	}
+	return n / len(es)
 }

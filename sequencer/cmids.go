@@ -2,8 +2,7 @@ package sequencer
 
 import (
 	"hash/maphash"
-
-	parleyv1 "github.com/parley-im/parley/schema/parley/v1"
+	"strings"
 )
 
 // cmidKey is what a client's retry repeats: its sender and cmid.
@@ -40,54 +39,61 @@ var cmidHash = func(k cmidKey) uint64 { return maphash.Comparable(cmidSeed, k) }
 
 var cmidSeed = maphash.MakeSeed()
 
-// findCmid returns the window entry of from's cmid, or nil.
-func (c *convState) findCmid(from, cmid string) *parleyv1.MessageEntry {
+// findCmid returns the window entry of from's cmid.
+func (c *convState) findCmid(from, cmid string) (winRef, bool) {
 	x, k := &c.cmids, cmidKey{from, cmid}
 	h := cmidHash(k)
-	if e := c.cmidEntry(x.cur, h, k); e != nil {
-		return e
+	if r, ok := c.cmidEntry(x.cur, h, k); ok {
+		return r, true
 	}
-	if e := c.cmidEntry(x.prev, h, k); e != nil {
-		return e
+	if r, ok := c.cmidEntry(x.prev, h, k); ok {
+		return r, true
 	}
 	if seq, ok := x.clash[k]; ok {
-		return c.entry(seq) // nil once it left the window
+		return c.entry(seq) // none once it left the window
 	}
-	return nil
+	return winRef{}, false
 }
 
 // cmidEntry is the window entry that m's seq for hash h points at, if
 // there is one and it has key k.
-func (c *convState) cmidEntry(m map[uint64]int64, h uint64, k cmidKey) *parleyv1.MessageEntry {
+func (c *convState) cmidEntry(m map[uint64]int64, h uint64, k cmidKey) (winRef, bool) {
 	seq, ok := m[h]
 	if !ok {
-		return nil
+		return winRef{}, false
 	}
-	if e := c.entry(seq); e != nil && e.From == k.from && e.Cmid == k.cmid {
-		return e
+	if r, ok := c.entry(seq); ok && r.hasKey(k) {
+		return r, true
 	}
-	return nil
+	return winRef{}, false
 }
 
-// indexCmid adds e, an entry with a cmid that is already in the window, to
-// the index.
-func (c *convState) indexCmid(e *parleyv1.MessageEntry) {
-	x, k := &c.cmids, cmidKey{e.From, e.Cmid}
+// hasKey reports whether the entry's sender and cmid are k's.
+func (r winRef) hasKey(k cmidKey) bool {
+	_, cmid, from := r.ids()
+	return string(from) == k.from && string(cmid) == k.cmid
+}
+
+// indexCmid adds the entry of seq, whose key is k, to the index. The entry
+// is already in the window; k's strings may share memory that changes
+// later (a record's): a key kept is copied.
+func (c *convState) indexCmid(seq int64, k cmidKey) {
+	x := &c.cmids
 	h := cmidHash(k)
 	if x.cur == nil {
 		x.cur = make(map[uint64]int64)
 	}
-	if seq, ok := x.cur[h]; ok {
-		if o := c.entry(seq); o != nil && (o.From != k.from || o.Cmid != k.cmid) {
+	if old, ok := x.cur[h]; ok {
+		if o, ok := c.entry(old); ok && !o.hasKey(k) {
 			if x.clash == nil {
 				x.clash = make(map[cmidKey]int64)
 			}
-			x.clash[k] = e.Seq
+			x.clash[cmidKey{strings.Clone(k.from), strings.Clone(k.cmid)}] = seq
 			return
 		}
 	}
-	x.cur[h] = e.Seq
-	x.curLast = e.Seq
+	x.cur[h] = seq
+	x.curLast = seq
 }
 
 // advance lets go of what left the window, which now starts at start.

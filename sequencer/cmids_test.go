@@ -10,21 +10,25 @@ import (
 )
 
 // windowCmids is what the cmid index finds for each cmid in c's window:
-// the entry itself, if the index is right.
-func windowCmids(c *convState) map[cmidKey]*parleyv1.MessageEntry {
-	found := make(map[cmidKey]*parleyv1.MessageEntry)
-	add := func(es []*parleyv1.MessageEntry) {
-		for _, e := range es {
-			if e.Cmid != "" {
-				found[cmidKey{e.From, e.Cmid}] = c.findCmid(e.From, e.Cmid)
-			}
+// the seq of the entry itself, if the index is right (0: found none).
+func windowCmids(c *convState) map[cmidKey]int64 {
+	found := make(map[cmidKey]int64)
+	for _, e := range windowEntries(c) {
+		if e.Cmid != "" {
+			r, _ := findSeq(c, e.From, e.Cmid)
+			found[cmidKey{e.From, e.Cmid}] = r
 		}
 	}
-	for _, ch := range c.chunks {
-		add(ch.Entries)
-	}
-	add(c.head.Pending)
 	return found
+}
+
+// findSeq is the seq of the entry findCmid finds, if any.
+func findSeq(c *convState, from, cmid string) (int64, bool) {
+	r, ok := c.findCmid(from, cmid)
+	if !ok {
+		return 0, false
+	}
+	return r.entry().seq, true
 }
 
 // TestCmidIndex sends through a window of 64 entries many times over, and
@@ -77,11 +81,11 @@ func TestCmidIndex(t *testing.T) {
 				}
 				start := c.windowStart()
 				for k, seq := range seqs {
-					e := c.findCmid(k.from, k.cmid)
+					got, found := findSeq(c, k.from, k.cmid)
 					switch {
-					case seq >= start && (e == nil || e.Seq != seq):
-						t.Fatalf("after send %d: %v (seq %d, window from %d) found as %v", i, k, seq, start, e)
-					case seq < start && e != nil:
+					case seq >= start && got != seq:
+						t.Fatalf("after send %d: %v (seq %d, window from %d) found as %d (%v)", i, k, seq, start, got, found)
+					case seq < start && found:
 						t.Fatalf("after send %d: %v (seq %d) found after it left the window (from %d)", i, k, seq, start)
 					}
 				}
@@ -92,15 +96,15 @@ func TestCmidIndex(t *testing.T) {
 			// A retry from beyond the window is a new message, found
 			// afterwards at its new seq.
 			k := cmidKey{users[0], "c0"}
-			if c.findCmid(k.from, k.cmid) != nil {
+			if _, found := c.findCmid(k.from, k.cmid); found {
 				t.Fatal("the first send is still in the window")
 			}
 			out := send(k.from, k.cmid)
 			if out.Status != parleyv1.OutcomeStatus_OUTCOME_STATUS_SEQUENCED {
 				t.Fatalf("retry from beyond the window: %v %q", out.Status, out.Message)
 			}
-			if e := c.findCmid(k.from, k.cmid); e == nil || e.Seq != out.Event.Seq {
-				t.Fatalf("resent %v found as %v, want seq %d", k, e, out.Event.Seq)
+			if got, _ := findSeq(c, k.from, k.cmid); got != out.Event.Seq {
+				t.Fatalf("resent %v found as %d, want seq %d", k, got, out.Event.Seq)
 			}
 		})
 	}

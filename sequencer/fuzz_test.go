@@ -99,7 +99,7 @@ func snapshot(p *partition) string {
 	}
 	for _, conv := range convs {
 		c := p.convs[conv]
-		fmt.Fprintf(&b, "%s head {%s} entries %d\n", conv, text(c.head), c.entries)
+		fmt.Fprintf(&b, "%s head {%s} entries %d, %d bytes of ids\n", conv, text(headProto(c)), c.entries, c.idBytes)
 		users := make([]string, 0, len(c.members))
 		for u := range c.members {
 			users = append(users, u)
@@ -109,12 +109,12 @@ func snapshot(p *partition) string {
 			fmt.Fprintf(&b, "  member %s {%s}\n", u, text(c.members[u]))
 		}
 		for _, ch := range c.chunks {
-			fmt.Fprintf(&b, "  chunk {%s}\n", text(ch))
+			fmt.Fprintf(&b, "  chunk {%s}\n", text(chunkProto(ch)))
 		}
 		found := windowCmids(c)
 		keys := make([]string, 0, len(found))
-		for k, e := range found {
-			keys = append(keys, fmt.Sprintf("%q/%q=%d", k.from, k.cmid, e.GetSeq()))
+		for k, seq := range found {
+			keys = append(keys, fmt.Sprintf("%q/%q=%d", k.from, k.cmid, seq))
 		}
 		sort.Strings(keys)
 		fmt.Fprintf(&b, "  cmids %v\n", keys)
@@ -302,7 +302,7 @@ func FuzzChangelogRecord(f *testing.F) {
 			for u := range c.members {
 				c.dirtyMembers[u] = true
 			}
-			c.newChunks = append([]*parleyv1.MessageChunk(nil), c.chunks...)
+			c.newChunks = append([]*winChunk(nil), c.chunks...)
 		}
 		all = flushInto(t, p, all)
 		p2, err := restore(all, base.rules)

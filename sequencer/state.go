@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"slices"
 	"sort"
-	"strings"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/segmentio/ksuid"
@@ -33,14 +32,17 @@ type rules struct {
 
 // convState is everything the sequencer knows about one conversation. The
 // dedup/edit window is a run of entries, oldest first: the full chunks, then
-// head.Pending.
+// the pending entries (see window.go). head.Pending is always empty: the
+// changelog's head record takes pending's entries (headRecord).
 type convState struct {
 	head    *parleyv1.ConvState
 	members map[string]*parleyv1.MemberState
-	chunks  []*parleyv1.MessageChunk
+	chunks  []*winChunk
+	pending *winChunk // nil: none
 	cmids   cmidIndex
 	revoked map[int64]bool
 	entries int // total entries in the window
+	idBytes int // total bytes of their ids
 
 	// For the partition's cache: the transaction that last used it, the
 	// bytes it was last counted at (see estimate), and whether it changed
@@ -58,7 +60,7 @@ type convState struct {
 	// Changes not yet written to the changelog.
 	dirty         bool
 	dirtyMembers  map[string]bool // user -> still a member (false: tombstone)
-	newChunks     []*parleyv1.MessageChunk
+	newChunks     []*winChunk
 	droppedChunks []int64
 }
 
@@ -70,23 +72,26 @@ func newConvState(head *parleyv1.ConvState) *convState {
 	}
 }
 
-// index adds e, which is in the window, to the lookups.
-func (c *convState) index(e *parleyv1.MessageEntry) {
+// index adds the entry e, which is in the window, to the lookups; k is its
+// sender and cmid (see indexCmid).
+func (c *convState) index(e *winEntry, k cmidKey) {
 	c.entries++
-	if e.Cmid != "" {
-		c.indexCmid(e)
+	c.idBytes += e.idBytes()
+	if k.cmid != "" {
+		c.indexCmid(e.seq, k)
 	}
-	if e.Type == parleyv1.EventType_EVENT_TYPE_REVOKE {
-		c.revoked[e.Target] = true
+	if e.typ == parleyv1.EventType_EVENT_TYPE_REVOKE {
+		c.revoked[e.target] = true
 	}
 }
 
 // unindex takes e, which left the window, out of the lookups; the cmid
 // index lets go of it when the window advances (see cmidIndex).
-func (c *convState) unindex(e *parleyv1.MessageEntry) {
+func (c *convState) unindex(e *winEntry) {
 	c.entries--
-	if e.Type == parleyv1.EventType_EVENT_TYPE_REVOKE {
-		delete(c.revoked, e.Target)
+	c.idBytes -= e.idBytes()
+	if e.typ == parleyv1.EventType_EVENT_TYPE_REVOKE {
+		delete(c.revoked, e.target)
 	}
 }
 
@@ -97,50 +102,46 @@ func (c *convState) windowStart() int64 {
 		return 1 // nothing ever left the window
 	}
 	if len(c.chunks) > 0 {
-		return c.chunks[0].Entries[0].Seq
+		return c.chunks[0].first()
 	}
-	if len(c.head.Pending) > 0 {
-		return c.head.Pending[0].Seq
+	if c.pending != nil {
+		return c.pending.first()
 	}
 	return c.head.LastSeq + 1
 }
 
-// entry returns the window entry with the given seq, or nil.
-func (c *convState) entry(seq int64) *parleyv1.MessageEntry {
-	find := func(es []*parleyv1.MessageEntry) *parleyv1.MessageEntry {
-		i := sort.Search(len(es), func(i int) bool { return es[i].Seq >= seq })
-		if i < len(es) && es[i].Seq == seq {
-			return es[i]
-		}
-		return nil
+// entry returns the window entry with the given seq.
+func (c *convState) entry(seq int64) (winRef, bool) {
+	if p := c.pending; p != nil && seq >= p.first() {
+		return p.find(seq)
 	}
-	if p := c.head.Pending; len(p) > 0 && seq >= p[0].Seq {
-		return find(p)
-	}
-	i := sort.Search(len(c.chunks), func(i int) bool {
-		es := c.chunks[i].Entries
-		return es[len(es)-1].Seq >= seq
-	})
+	i := sort.Search(len(c.chunks), func(i int) bool { return c.chunks[i].last() >= seq })
 	if i < len(c.chunks) {
-		return find(c.chunks[i].Entries)
+		return c.chunks[i].find(seq)
 	}
-	return nil
+	return winRef{}, false
 }
 
-// record adds the entry for a sequenced command with a cmid, seals a full
-// chunk, and lets old chunks leave the window.
-func (c *convState) record(e *parleyv1.MessageEntry, r rules, now int64) {
-	c.head.Pending = append(c.head.Pending, e)
-	c.index(e)
+// record adds the entry of ev, a sequenced command's event with a cmid,
+// seals a full chunk, and lets old chunks leave the window. ev's ids are
+// copied.
+func (c *convState) record(ev *parleyv1.Event, r rules, now int64) {
+	p := c.pending
+	if p == nil {
+		p = newWinChunk(chunkSize, len(ev.MsgId)+len(ev.Cmid)+len(ev.From))
+		c.pending = p
+	}
+	p.add(ev.Seq, ev.Type, ev.MsgId, ev.Cmid, ev.From, ev.Ts, ev.Target)
+	c.index(&p.entries[len(p.entries)-1], cmidKey{ev.From, ev.Cmid})
 	// At least: a head restored from a changelog written with larger
 	// chunks holds more pending entries, and seals them all at its next
 	// entry.
-	if len(c.head.Pending) >= chunkSize {
-		ch := &parleyv1.MessageChunk{Chunk: c.head.NextChunk, Entries: c.head.Pending}
+	if len(p.entries) >= chunkSize {
+		p.n = c.head.NextChunk
 		c.head.NextChunk++
-		c.head.Pending = make([]*parleyv1.MessageEntry, 0, chunkSize)
-		c.chunks = append(c.chunks, ch)
-		c.newChunks = append(c.newChunks, ch)
+		c.pending = nil
+		c.chunks = append(c.chunks, p)
+		c.newChunks = append(c.newChunks, p)
 	}
 	// A chunk leaves only when both the entries after it are enough and its
 	// newest entry is old enough: the window is at least windowMinEntries
@@ -148,20 +149,20 @@ func (c *convState) record(e *parleyv1.MessageEntry, r rules, now int64) {
 	left := false
 	for len(c.chunks) > 0 {
 		ch := c.chunks[0]
-		newest := ch.Entries[len(ch.Entries)-1]
-		if c.entries-len(ch.Entries) < r.windowMinEntries || now-newest.Ts < r.windowMinAgeMs {
+		newest := &ch.entries[len(ch.entries)-1]
+		if c.entries-len(ch.entries) < r.windowMinEntries || now-newest.ts < r.windowMinAgeMs {
 			break
 		}
 		left = true
-		for _, e := range ch.Entries {
-			c.unindex(e)
+		for i := range ch.entries {
+			c.unindex(&ch.entries[i])
 		}
 		// The slot is cleared, or the array would keep the chunk and its
 		// entries until the next append moves the window's chunks.
 		c.chunks[0] = nil
 		c.chunks = c.chunks[1:]
-		c.head.FirstChunk = ch.Chunk + 1
-		c.droppedChunks = append(c.droppedChunks, ch.Chunk)
+		c.head.FirstChunk = ch.n + 1
+		c.droppedChunks = append(c.droppedChunks, ch.n)
 		// A chunk sealed and dropped in one transaction is never written.
 		if i := slices.Index(c.newChunks, ch); i >= 0 {
 			c.newChunks = slices.Delete(c.newChunks, i, i+1)
@@ -237,20 +238,20 @@ func (p *partition) ensure(conv string) error {
 }
 
 // Estimated memory of a conversation's state, for the cache's budget. A
-// window entry's figure was measured on the heap with its ids, its
-// chunk's share and its slot in the dedup index, in a window just
-// restored; one that has moved takes up to a fifth more (265–303 bytes an
-// entry in 100 windows of 1,000 entries after 1,000 to 3,000 sends each:
-// the cmid index holds up to two generations of slots). A member and the
-// rest of a conversation are rounded up from their structures.
+// window entry takes entryBytes besides its ids: measured on the heap
+// with its chunk's share and its slots in the dedup index, in 100 windows
+// of 1,000 entries after 1,000 and 2,000 more sends each (the cmid index
+// then holds two generations of slots), 100 bytes an entry with 38 bytes
+// of ids; 62 in a window just restored. A member and the rest of a
+// conversation are rounded up from their structures.
 const (
-	entryBytes  = 248
+	entryBytes  = 64
 	memberBytes = 160
 	convBytes   = 640
 )
 
 func (c *convState) estimate() int64 {
-	return convBytes + int64(c.entries)*entryBytes + int64(len(c.members))*memberBytes
+	return convBytes + int64(c.entries)*entryBytes + int64(c.idBytes) + int64(len(c.members))*memberBytes
 }
 
 // evict brings the cache's estimate to three quarters of budget if it is
@@ -396,14 +397,10 @@ func fillSequenced(o *parleyv1.Outcome, oe *parleyv1.Event, cmd *parleyv1.Comman
 	o.MsgId, o.Conv, o.Status, o.Event = cmd.MsgId, cmd.Conv, parleyv1.OutcomeStatus_OUTCOME_STATUS_SEQUENCED, oe
 }
 
-func duplicate(cmd *parleyv1.Command, conv string, e *parleyv1.MessageEntry) *parleyv1.Outcome {
-	return &parleyv1.Outcome{
-		MsgId: cmd.MsgId, Conv: conv, Status: parleyv1.OutcomeStatus_OUTCOME_STATUS_DUPLICATE,
-		Event: &parleyv1.Event{
-			Conv: conv, Seq: e.Seq, Type: e.Type, MsgId: e.MsgId, Cmid: e.Cmid,
-			From: e.From, Ts: e.Ts, Target: e.Target,
-		},
-	}
+// duplicate is the outcome of a command that repeats the one that became
+// ev (which carries identifiers only).
+func duplicate(cmd *parleyv1.Command, ev *parleyv1.Event) *parleyv1.Outcome {
+	return &parleyv1.Outcome{MsgId: cmd.MsgId, Conv: ev.Conv, Status: parleyv1.OutcomeStatus_OUTCOME_STATUS_DUPLICATE, Event: ev}
 }
 
 // validate checks the fields every command needs and those of its body.
@@ -537,8 +534,8 @@ func (p *partition) apply(cmd *parleyv1.Command, now int64) (*parleyv1.Event, *p
 		return nil, reject(cmd, parleyv1.Reason_REASON_CONV_NOT_FOUND, "no conversation %s", cmd.Conv)
 	}
 	if cmd.Cmid != "" {
-		if e := c.findCmid(cmd.From, cmd.Cmid); e != nil {
-			return nil, duplicate(cmd, cmd.Conv, e)
+		if r, ok := c.findCmid(cmd.From, cmd.Cmid); ok {
+			return nil, duplicate(cmd, r.event(cmd.Conv))
 		}
 	}
 	me := c.members[cmd.From]
@@ -690,14 +687,14 @@ func (p *partition) checkTarget(c *convState, cmd *parleyv1.Command, target int6
 	if target < c.windowStart() {
 		return reject(cmd, parleyv1.Reason_REASON_TARGET_EXPIRED, "message %d is too old to change", target)
 	}
-	e := c.entry(target)
-	if e == nil || e.Type != parleyv1.EventType_EVENT_TYPE_MESSAGE {
+	r, ok := c.entry(target)
+	if !ok || r.entry().typ != parleyv1.EventType_EVENT_TYPE_MESSAGE {
 		return reject(cmd, parleyv1.Reason_REASON_TARGET_NOT_FOUND, "event %d is not a message", target)
 	}
 	if c.revoked[target] {
 		return reject(cmd, parleyv1.Reason_REASON_TARGET_REVOKED, "message %d was revoked", target)
 	}
-	if e.From != cmd.From {
+	if _, _, from := r.ids(); string(from) != cmd.From {
 		ownerMayRevoke := revoke && c.head.Kind == parleyv1.ConvKind_CONV_KIND_GROUP && c.head.Owner == cmd.From
 		if !ownerMayRevoke {
 			return reject(cmd, parleyv1.Reason_REASON_NOT_AUTHOR, "message %d is not %s's", target, cmd.From)
@@ -762,23 +759,23 @@ func (p *partition) create(cmd *parleyv1.Command, cr *parleyv1.Create, now int64
 // (same cmid) or a direct conversation created again by one of its pair
 // gets the original; anything else is refused.
 func (p *partition) createExisting(c *convState, cmd *parleyv1.Command, cr *parleyv1.Create) *parleyv1.Outcome {
-	original := &parleyv1.MessageEntry{
-		Seq: 1, Type: parleyv1.EventType_EVENT_TYPE_CREATED, MsgId: c.head.CreatedMsgId,
+	original := &parleyv1.Event{
+		Conv: cmd.Conv, Seq: 1, Type: parleyv1.EventType_EVENT_TYPE_CREATED, MsgId: c.head.CreatedMsgId,
 		From: c.head.Owner, Ts: c.head.CreatedTs,
 	}
 	if cmd.Cmid != "" {
-		if e := c.findCmid(cmd.From, cmd.Cmid); e != nil {
-			return duplicate(cmd, cmd.Conv, e)
+		if r, ok := c.findCmid(cmd.From, cmd.Cmid); ok {
+			return duplicate(cmd, r.event(cmd.Conv))
 		}
 	}
 	if cmd.From == original.From && cmd.MsgId == original.MsgId {
-		return duplicate(cmd, cmd.Conv, original) // the same command again
+		return duplicate(cmd, original) // the same command again
 	}
 	if c.head.Kind == parleyv1.ConvKind_CONV_KIND_DIRECT && cr.Kind == parleyv1.ConvKind_CONV_KIND_DIRECT {
 		others := dedupe(cr.Members, cmd.From)
 		if len(others) == 1 && schema.DirectConvID(cmd.From, others[0]) == cmd.Conv {
 			// The id is derived from the pair, so the sender is one of the two.
-			return duplicate(cmd, cmd.Conv, original)
+			return duplicate(cmd, original)
 		}
 	}
 	return reject(cmd, parleyv1.Reason_REASON_CONV_EXISTS, "conversation %s already exists", cmd.Conv)
@@ -814,18 +811,7 @@ func (p *partition) sequence(c *convState, ev *parleyv1.Event, now int64) {
 	}
 	h.MemberCount = int64(len(c.members))
 	if ev.Cmid != "" {
-		// The entry's strings, copied in one allocation: ev's may share a
-		// record's memory (see apply).
-		var sb strings.Builder
-		sb.Grow(len(ev.MsgId) + len(ev.Cmid) + len(ev.From))
-		sb.WriteString(ev.MsgId)
-		sb.WriteString(ev.Cmid)
-		sb.WriteString(ev.From)
-		ids := sb.String()
-		a, b := len(ev.MsgId), len(ev.MsgId)+len(ev.Cmid)
-		c.record(&parleyv1.MessageEntry{
-			Seq: ev.Seq, Type: ev.Type, MsgId: ids[:a], Cmid: ids[a:b], From: ids[b:], Ts: ev.Ts, Target: ev.Target,
-		}, p.rules, ev.Ts)
+		c.record(ev, p.rules, ev.Ts)
 	}
 }
 

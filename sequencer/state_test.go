@@ -307,19 +307,15 @@ func TestRestoreLongPending(t *testing.T) {
 		h.ok(g1, "alice", fmt.Sprintf("c%d", i), send("m"))
 	}
 	c := h.p.convs[g1]
-	var all []*parleyv1.MessageEntry
-	for _, ch := range c.chunks {
-		all = append(all, ch.Entries...)
-	}
-	head := proto.Clone(c.head).(*parleyv1.ConvState)
-	head.Pending, head.FirstChunk, head.NextChunk = append(all, head.Pending...), 0, 0
+	head := headProto(c)
+	head.Pending, head.FirstChunk, head.NextChunk = windowEntries(c), 0, 0
 	p := restored(t, head, c.members)
 	h2 := &harness{t: t, p: p, now: h.now, n: h.n}
 	h2.status(parleyv1.OutcomeStatus_OUTCOME_STATUS_DUPLICATE, g1, "alice", "c0", send("retry"))
 	h2.ok(g1, "alice", "after", send("m"))
 	c2 := p.convs[g1]
-	if len(c2.chunks) != 1 || len(c2.chunks[0].Entries) != 3*chunkSize+1 || len(c2.head.Pending) != 0 || c2.head.NextChunk != 1 {
-		t.Fatalf("%d chunks, %d pending, next chunk %d; want the %d entries in chunk 0", len(c2.chunks), len(c2.head.Pending), c2.head.NextChunk, 3*chunkSize+1)
+	if len(c2.chunks) != 1 || len(c2.chunks[0].entries) != 3*chunkSize+1 || c2.pending != nil || c2.head.NextChunk != 1 {
+		t.Fatalf("%d chunks, pending %v, next chunk %d; want the %d entries in chunk 0", len(c2.chunks), c2.pending, c2.head.NextChunk, 3*chunkSize+1)
 	}
 	var keys []string
 	if err := p.flush(func(k, _ []byte) { keys = append(keys, string(k)) }); err != nil {
@@ -341,12 +337,8 @@ func TestRestoreOldChunks(t *testing.T) {
 		h.ok(g1, "alice", fmt.Sprintf("c%d", i), send("m"))
 	}
 	c := h.p.convs[g1]
-	var all []*parleyv1.MessageEntry
-	for _, ch := range c.chunks {
-		all = append(all, ch.Entries...)
-	}
-	all = append(all, c.head.Pending...)
-	head := proto.Clone(c.head).(*parleyv1.ConvState)
+	all := windowEntries(c)
+	head := headProto(c)
 	head.FirstChunk, head.NextChunk, head.Pending = 0, 1, all[32:]
 	p := restored(t, head, c.members, &parleyv1.MessageChunk{Chunk: 0, Entries: all[:32]})
 	h2 := &harness{t: t, p: p, now: h.now, n: h.n}
@@ -357,14 +349,14 @@ func TestRestoreOldChunks(t *testing.T) {
 	// (64) and its newest is old enough; the one sealed after it stays.
 	h2.now += testRules.windowMinAgeMs
 	c2 := p.convs[g1]
-	for i := 0; c2.chunks[0].Chunk == 0; i++ {
+	for i := 0; c2.chunks[0].n == 0; i++ {
 		if i == 100 {
 			t.Fatalf("chunk 0 still in the window with %d entries", c2.entries)
 		}
 		h2.ok(g1, "alice", fmt.Sprintf("d%d", i), send("m"))
 	}
-	if c2.entries < testRules.windowMinEntries || c2.chunks[0].Chunk != 1 || len(c2.chunks[0].Entries) != 9 {
-		t.Fatalf("window of %d entries starting with chunk %d of %d entries", c2.entries, c2.chunks[0].Chunk, len(c2.chunks[0].Entries))
+	if c2.entries < testRules.windowMinEntries || c2.chunks[0].n != 1 || len(c2.chunks[0].entries) != 9 {
+		t.Fatalf("window of %d entries starting with chunk %d of %d entries", c2.entries, c2.chunks[0].n, len(c2.chunks[0].entries))
 	}
 	h2.rejected(parleyv1.Reason_REASON_TARGET_EXPIRED, g1, "alice", "e2", &parleyv1.Edit{Target: 10, Body: []byte(`"late"`)})
 	h2.ok(g1, "alice", "e3", &parleyv1.Edit{Target: 40, Body: []byte(`"in time"`)})
@@ -426,7 +418,7 @@ func TestLeftChunkReleased(t *testing.T) {
 	for i := 0; len(c.chunks) == 0; i++ {
 		h.ok(g1, "alice", fmt.Sprintf("a%d", i), send("m"))
 	}
-	first, entry := weak.Make(c.chunks[0]), weak.Make(c.chunks[0].Entries[0])
+	first, entry := weak.Make(c.chunks[0]), weak.Make(&c.chunks[0].entries[0])
 	for i := 0; c.head.FirstChunk == 0; i++ {
 		h.ok(g1, "bob", fmt.Sprintf("b%d", i), send("m"))
 	}

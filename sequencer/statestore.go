@@ -273,20 +273,20 @@ func (st *stateStore) loadConv(p int32, conv string, add func(key string, value 
 // window. Sealed chunks never change, so the rest is already there.
 func (st *stateStore) put(b *pebble.Batch, p int32, c *convState) error {
 	conv := c.head.Conv
-	set := func(key string, m interface{ MarshalVT() ([]byte, error) }) error {
-		v, err := m.MarshalVT()
+	set := func(key string, r stateRecord) error {
+		v, err := encode(r)
 		if err != nil {
 			return err
 		}
 		return b.Set(partitionKey(p, key), v, nil)
 	}
-	if err := set(headKey(conv), c.head); err != nil {
+	if err := set(headKey(conv), headRecord{c.head, c.pending}); err != nil {
 		return err
 	}
 	for u := range c.staleMembers {
 		var err error
 		if m := c.members[u]; m != nil {
-			err = set(memberKey(conv, u), m)
+			err = set(memberKey(conv, u), vtRecord{m})
 		} else {
 			err = b.Delete(partitionKey(p, memberKey(conv, u)), nil)
 		}
@@ -294,8 +294,8 @@ func (st *stateStore) put(b *pebble.Batch, p int32, c *convState) error {
 			return err
 		}
 	}
-	for i := len(c.chunks) - 1; i >= 0 && c.chunks[i].Chunk >= c.storedNext; i-- {
-		if err := set(chunkKey(conv, c.chunks[i].Chunk), c.chunks[i]); err != nil {
+	for i := len(c.chunks) - 1; i >= 0 && c.chunks[i].n >= c.storedNext; i-- {
+		if err := set(chunkKey(conv, c.chunks[i].n), chunkRecord{c.chunks[i]}); err != nil {
 			return err
 		}
 	}

@@ -190,19 +190,15 @@ func TestStoredPartitionMatchesMemory(t *testing.T) {
 func convRecords(t *testing.T, c *convState) []changelogRecord {
 	t.Helper()
 	var recs []changelogRecord
-	add := func(key string, m interface{ MarshalVT() ([]byte, error) }) {
-		v, err := m.MarshalVT()
-		if err != nil {
-			t.Fatal(err)
-		}
-		recs = append(recs, changelogRecord{key, v})
+	add := func(key string, r stateRecord) {
+		recs = append(recs, changelogRecord{key, mustEncode(t, r)})
 	}
-	add(headKey(c.head.Conv), c.head)
+	add(headKey(c.head.Conv), headRecord{c.head, c.pending})
 	for u, m := range c.members {
-		add(memberKey(c.head.Conv, u), m)
+		add(memberKey(c.head.Conv, u), vtRecord{m})
 	}
 	for _, ch := range c.chunks {
-		add(chunkKey(c.head.Conv, ch.Chunk), ch)
+		add(chunkKey(c.head.Conv, ch.n), chunkRecord{ch})
 	}
 	return recs
 }
