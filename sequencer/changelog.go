@@ -43,6 +43,9 @@ func (p *partition) flush(emit func(key, value []byte)) error {
 	key := func(from int) []byte { return keys[from:len(keys):len(keys)] }
 	value := func(r stateRecord) ([]byte, error) {
 		n := r.size()
+		if n == 0 {
+			return []byte{}, nil // empty, not nil: a nil value is a tombstone
+		}
 		if cap(values)-len(values) < n {
 			// Doubling from a small first slab: a quiet transaction
 			// writes a few small records.

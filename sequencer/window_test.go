@@ -151,3 +151,20 @@ func TestRestoreRefusesLongIDs(t *testing.T) {
 		}
 	}
 }
+
+// TestFlushEmptyValue: a record that encodes to no bytes (a head of all
+// zero fields, which only a damaged changelog restores) is flushed as an
+// empty value, not as nil, which would be a tombstone.
+func TestFlushEmptyValue(t *testing.T) {
+	p := newPartition(testRules)
+	c := newConvState(&parleyv1.ConvState{})
+	p.convs[""] = c
+	p.touch(c)
+	var got [][]byte
+	if err := p.flush(func(_, v []byte) { got = append(got, v) }); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 || got[0] == nil || len(got[0]) != 0 {
+		t.Fatalf("flushed %q, want one empty value", got)
+	}
+}
