@@ -15,7 +15,8 @@ import (
 // it: a chunk keeps its entries in one array and their ids in one byte
 // buffer. As MessageEntry messages, each entry and its ids were two
 // objects holding four pointers: with 38 bytes of ids, 175–205 bytes an
-// entry with its share of the rest, against 62–100 so (see entryBytes).
+// entry with its share of the rest, where a chunk's entry takes 62–100
+// (see entryBytes).
 //
 // The changelog's MessageChunk and ConvState.pending are encoded straight
 // from chunks, byte for byte as their generated code encodes them
