@@ -397,3 +397,51 @@ func stateDump(t *testing.T, s *Sequencer) string {
 	}
 	return b.String()
 }
+
+// TestProduceOutcomes: outcomes go in batches of at most
+// maxOutcomeBatchBytes (an outcome larger than that alone), in their
+// order, each record the batch's encoding by the generated code, keyed
+// and partitioned by the connector they go to.
+func TestProduceOutcomes(t *testing.T) {
+	k := outcomeKey{node: "node-a", partition: 3}
+	var outs []*parleyv1.Outcome
+	for i := range 3000 {
+		outs = append(outs, &parleyv1.Outcome{MsgId: fmt.Sprintf("m%d", i), Conv: g1, Status: parleyv1.OutcomeStatus_OUTCOME_STATUS_SEQUENCED,
+			Event: &parleyv1.Event{Conv: g1, Seq: int64(i + 1), MsgId: fmt.Sprintf("m%d", i), Cmid: strings.Repeat("c", 64), From: "alice", Ts: 1}})
+	}
+	big := &parleyv1.Outcome{MsgId: "big", Conv: g1, Status: parleyv1.OutcomeStatus_OUTCOME_STATUS_REJECTED,
+		Message: strings.Repeat("x", maxOutcomeBatchBytes)}
+	outs = append(outs[:1500:1500], append([]*parleyv1.Outcome{big}, outs[1500:]...)...)
+	var recs []*kgo.Record
+	if err := produceOutcomes("outcomes", map[outcomeKey][]*parleyv1.Outcome{k: outs}, func(r *kgo.Record) { recs = append(recs, r) }); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, r := range recs {
+		var b parleyv1.OutcomeBatch
+		if err := proto.Unmarshal(r.Value, &b); err != nil {
+			t.Fatal(err)
+		}
+		want, err := b.MarshalVT()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(r.Value, want) || string(r.Key) != k.node || b.Node != k.node || r.Partition != k.partition || r.Topic != "outcomes" {
+			t.Fatalf("record %q on %s/%d: not the batch's encoding for %v", r.Key, r.Topic, r.Partition, k)
+		}
+		if len(r.Value) > maxOutcomeBatchBytes && len(b.Outcomes) > 1 {
+			t.Fatalf("a batch of %d outcomes is %d bytes", len(b.Outcomes), len(r.Value))
+		}
+		for _, o := range b.Outcomes {
+			got = append(got, o.MsgId)
+		}
+	}
+	if len(got) != len(outs) || len(recs) < 3 {
+		t.Fatalf("%d outcomes in %d records, want %d in several", len(got), len(recs), len(outs))
+	}
+	for i, o := range outs {
+		if got[i] != o.MsgId {
+			t.Fatalf("outcome %d is %s, want %s", i, got[i], o.MsgId)
+		}
+	}
+}
