@@ -254,26 +254,30 @@ func (r *restorer) conv(h *parleyv1.ConvState) (*convState, error) {
 	if h.FirstChunk < 0 || h.FirstChunk > h.NextChunk {
 		return nil, fmt.Errorf("changelog of %s: window of chunks %d..%d", conv, h.FirstChunk, h.NextChunk-1)
 	}
-	var window []*parleyv1.MessageEntry
+	entries := len(h.Pending)
 	for n := h.FirstChunk; n < h.NextChunk; n++ {
 		ch := r.chunks[conv][n]
 		if ch == nil {
 			return nil, fmt.Errorf("changelog of %s lacks chunk %d (window %d..%d)", conv, n, h.FirstChunk, h.NextChunk-1)
 		}
-		window = append(window, ch.Entries...)
-	}
-	window = append(window, h.Pending...)
-	if err := ascending(window); err != nil {
-		return nil, fmt.Errorf("changelog of %s: %w", conv, err)
-	}
-	if n := len(window); n > 0 && (window[0].Seq < 1 || window[n-1].Seq > h.LastSeq) {
-		return nil, fmt.Errorf("changelog of %s: window seqs %d..%d, last seq %d", conv, window[0].Seq, window[n-1].Seq, h.LastSeq)
+		entries += len(ch.Entries)
 	}
 	// The window is copied into chunks of its own: nothing of it shares
-	// the records' memory.
-	c.cmids = cmidIndex{cur: make(map[uint64]int64, len(window))}
+	// the records' memory. Each chunk joins the window before its entries
+	// are indexed, so that the cmid index finds every one of them (see
+	// indexCmid).
+	c.cmids = cmidIndex{cur: make(map[uint64]int64, entries)}
+	var first, last int64
+	held := 0
 	hold := func(ch *winChunk, es []*parleyv1.MessageEntry) error {
 		for _, e := range es {
+			if held == 0 {
+				first = e.Seq
+			} else if e.Seq <= last {
+				return fmt.Errorf("changelog of %s: window entries out of order (seq %d after %d)", conv, e.Seq, last)
+			}
+			last = e.Seq
+			held++
 			if err := ch.addEntry(e); err != nil {
 				return fmt.Errorf("changelog of %s: %w", conv, err)
 			}
@@ -283,25 +287,28 @@ func (r *restorer) conv(h *parleyv1.ConvState) (*convState, error) {
 	}
 	for n := h.FirstChunk; n < h.NextChunk; n++ {
 		es := r.chunks[conv][n].Entries
-		ch := newWinChunk(len(es), idBytes(es))
+		ch := newWinChunk(len(es), meanIDBytes(es))
 		ch.n = n
+		c.chunks = append(c.chunks, ch)
 		if err := hold(ch, es); err != nil {
 			return nil, err
 		}
-		c.chunks = append(c.chunks, ch)
 	}
 	if len(h.Pending) > 0 {
-		c.pending = newWinChunk(max(len(h.Pending), chunkSize), idBytes(h.Pending))
+		c.pending = newWinChunk(max(len(h.Pending), chunkSize), meanIDBytes(h.Pending))
 		if err := hold(c.pending, h.Pending); err != nil {
 			return nil, err
 		}
 		h.Pending = nil
 	}
+	if entries > 0 && (first < 1 || last > h.LastSeq) {
+		return nil, fmt.Errorf("changelog of %s: window seqs %d..%d, last seq %d", conv, first, last, h.LastSeq)
+	}
 	return c, nil
 }
 
-// idBytes is the bytes of ids per entry of es, on average.
-func idBytes(es []*parleyv1.MessageEntry) int {
+// meanIDBytes is the bytes of ids per entry of es, on average.
+func meanIDBytes(es []*parleyv1.MessageEntry) int {
 	n := 0
 	for _, e := range es {
 		n += len(e.MsgId) + len(e.Cmid) + len(e.From)

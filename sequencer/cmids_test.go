@@ -106,6 +106,21 @@ func TestCmidIndex(t *testing.T) {
 			if got, _ := findSeq(c, k.from, k.cmid); got != out.Event.Seq {
 				t.Fatalf("resent %v found as %d, want seq %d", k, got, out.Event.Seq)
 			}
+			// Restored from its changelog, the window's index finds the
+			// same entries, shared hashes and all.
+			p2, err := restore(flushInto(t, p, nil), p.rules)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want, got := windowCmids(c), windowCmids(p2.convs[conv])
+			if len(got) != len(want) || len(want) < window {
+				t.Fatalf("restored, the index finds %d keys; in memory %d", len(got), len(want))
+			}
+			for k, seq := range want {
+				if seq == 0 || got[k] != seq {
+					t.Fatalf("%v: found at seq %d in memory, %d restored", k, seq, got[k])
+				}
+			}
 		})
 	}
 }

@@ -231,7 +231,9 @@ func (r headRecord) size() int {
 
 // appendTo encodes the head's fields but member_count with its generated
 // code, then pending (field 11) and member_count (field 12): the fields
-// in order, as the generated code would with pending in h.
+// in order, as the generated code would with pending in h. h.MemberCount
+// is zeroed for the call and put back: only the goroutine that owns the
+// partition touches its heads.
 func (r headRecord) appendTo(b []byte) ([]byte, error) {
 	if len(r.h.Pending) > 0 {
 		return b, fmt.Errorf("conversation %s: a head in memory with pending entries", r.h.Conv)
