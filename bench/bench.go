@@ -261,11 +261,15 @@ type Point struct {
 
 // CPU is the CPU time used during the measured phase, in cores (CPU
 // seconds per second): by the server process (when this tool started it
-// or knows it), by this tool, and by everything else on the machine.
+// or knows it), by this tool, and by everything else on the machine; and
+// the time a virtual machine's hypervisor gave its cores to others while
+// they had work (steal). A run with much stolen time measured a slower
+// machine than the one named.
 type CPU struct {
 	Server float64 `json:"server"`
 	Bench  float64 `json:"bench"`
 	Other  float64 `json:"other"`
+	Stolen float64 `json:"stolen"`
 }
 
 // Run runs cfg's scenario. The error is for a run that could not be

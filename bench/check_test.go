@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -200,5 +201,31 @@ func TestLoopbackTakesNoTarget(t *testing.T) {
 	_, err := Run(t.Context(), Config{Scenario: "loopback", Target: "ws://127.0.0.1:1/v1/ws", TokenSecret: "s"})
 	if err == nil || !strings.Contains(err.Error(), "takes no target") {
 		t.Fatalf("loopback with a target: err %v", err)
+	}
+}
+
+// The CPU meter splits the machine's busy time from the time its
+// hypervisor stole, and the report shows both.
+func TestCPUFromProcStat(t *testing.T) {
+	//            user nice system idle iowait irq softirq steal guest guest_nice
+	stat := "cpu  1000 20 300 9000 50 4 6 70 0 0\ncpu0 500 10 150 4500 25 2 3 35 0 0\n"
+	busy, steal, ok := parseProcStat([]byte(stat))
+	if !ok || busy != (1000+20+300+4+6)*10*time.Millisecond || steal != 70*10*time.Millisecond {
+		t.Errorf("busy %v, steal %v, ok %v; want 13.3s, 700ms", busy, steal, ok)
+	}
+	for _, bad := range []string{"", "intr 1 2 3 4 5 6 7 8 9\n", "cpu 1 2 3\n"} {
+		if _, _, ok := parseProcStat([]byte(bad)); ok {
+			t.Errorf("%q parsed", bad)
+		}
+	}
+
+	res := &Result{Scenario: "dm", OK: true, CPU: &CPU{Server: 1.15, Bench: 0.79, Other: 0.03, Stolen: 0.09}}
+	var text bytes.Buffer
+	WriteText(&text, res)
+	if want := "cpu       server 1.15 cores, bench 0.79, other 0.03, stolen 0.09\n"; !strings.Contains(text.String(), want) {
+		t.Errorf("text report %q lacks %q", text.String(), want)
+	}
+	if row := MarkdownRow(res); !strings.Contains(row, "| 1.15 / 0.79 / 0.09 |") {
+		t.Errorf("markdown row %q lacks the CPU column", row)
 	}
 }

@@ -25,7 +25,7 @@ func WriteText(w io.Writer, res *Result) {
 		fmt.Fprintf(w, "  ack       %s\n", l.describe())
 	}
 	if c := res.CPU; c != nil {
-		fmt.Fprintf(w, "  cpu       server %.2f cores, bench %.2f, other %.2f\n", c.Server, c.Bench, c.Other)
+		fmt.Fprintf(w, "  cpu       server %.2f cores, bench %.2f, other %.2f, stolen %.2f\n", c.Server, c.Bench, c.Other, c.Stolen)
 	}
 	for _, k := range slices.Sorted(maps.Keys(res.Counts)) {
 		fmt.Fprintf(w, "  %-28s %d\n", k, res.Counts[k])
@@ -76,7 +76,7 @@ func MarkdownRow(res *Result) string {
 	}
 	cpu := "–"
 	if c := res.CPU; c != nil {
-		cpu = fmt.Sprintf("%.2f / %.2f", c.Server, c.Bench)
+		cpu = fmt.Sprintf("%.2f / %.2f / %.2f", c.Server, c.Bench, c.Stolen)
 	}
 	ok := "ok"
 	if !res.OK {
@@ -90,7 +90,7 @@ func MarkdownRow(res *Result) string {
 }
 
 // MarkdownHeader starts a table of MarkdownRow rows.
-const MarkdownHeader = "| scenario | parameters | result | latency p50 / p90 / p99 / p99.9 (ms) | CPU server / bench (cores) | other figures | checks |\n|---|---|---|---|---|---|---|"
+const MarkdownHeader = "| scenario | parameters | result | latency p50 / p90 / p99 / p99.9 (ms) | CPU server / bench / stolen (cores) | other figures | checks |\n|---|---|---|---|---|---|---|"
 
 // human prints a number with thousands separators, or two decimals when
 // it is small.

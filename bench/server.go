@@ -349,30 +349,42 @@ func selfCPU() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-// machineBusy returns the CPU time all cores spent busy (not idle, not
-// waiting for I/O), from /proc/stat.
-func machineBusy() time.Duration {
+// machineTimes returns, from /proc/stat, the CPU time all cores spent
+// running (user, nice, system, irq, softirq) and the time the hypervisor
+// kept them from running while they had work (steal); zero where there
+// is no /proc/stat.
+func machineTimes() (busy, steal time.Duration) {
 	b, err := os.ReadFile("/proc/stat")
 	if err != nil {
-		return 0
+		return 0, 0
 	}
+	busy, steal, _ = parseProcStat(b)
+	return busy, steal
+}
+
+// parseProcStat reads the busy and stolen time from the "cpu" line that
+// opens /proc/stat, in ticks of 10 ms (USER_HZ).
+func parseProcStat(b []byte) (busy, steal time.Duration, ok bool) {
 	line, _, _ := strings.Cut(string(b), "\n")
 	f := strings.Fields(line)
 	if len(f) < 9 || f[0] != "cpu" {
-		return 0
+		return 0, 0, false
 	}
-	var ticks int64
-	for _, i := range []int{1, 2, 3, 6, 7, 8} { // user nice system irq softirq steal
+	ticks := func(i int) time.Duration {
 		n, _ := strconv.ParseInt(f[i], 10, 64)
-		ticks += n
+		return time.Duration(n) * 10 * time.Millisecond
 	}
-	return time.Duration(ticks) * 10 * time.Millisecond
+	for _, i := range []int{1, 2, 3, 6, 7} { // user nice system irq softirq
+		busy += ticks(i)
+	}
+	return busy, ticks(8), true
 }
 
 // cpuMeter measures the CPU used between its start and its end.
 type cpuMeter struct {
 	servers, helpers []int // pids: the servers', and this tool's other processes'
-	srv, self, busy  time.Duration
+	srv, self        time.Duration
+	busy, steal      time.Duration
 	start            time.Time
 }
 
@@ -387,7 +399,8 @@ func startCPU(srv *server) *cpuMeter {
 // startCPUOf starts measuring the CPU of the server processes servers and
 // of this tool.
 func startCPUOf(servers []int) *cpuMeter {
-	m := &cpuMeter{servers: servers, start: time.Now(), busy: machineBusy()}
+	m := &cpuMeter{servers: servers, start: time.Now()}
+	m.busy, m.steal = machineTimes()
 	m.srv, m.self = m.read()
 	return m
 }
@@ -415,10 +428,12 @@ func (m *cpuMeter) end() *CPU {
 	secs := time.Since(m.start).Seconds()
 	srv, self := m.read()
 	srv, self = srv-m.srv, self-m.self
-	busy := machineBusy() - m.busy
+	busy, steal := machineTimes()
+	busy, steal = busy-m.busy, steal-m.steal
 	return &CPU{
 		Server: srv.Seconds() / secs,
 		Bench:  self.Seconds() / secs,
 		Other:  max(busy-srv-self, 0).Seconds() / secs,
+		Stolen: steal.Seconds() / secs,
 	}
 }
