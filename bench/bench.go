@@ -236,6 +236,9 @@ type Machine struct {
 	MemoryMiB int64  `json:"memory_mib,omitempty"`
 	Go        string `json:"go"`
 	OS        string `json:"os"`
+	// Speed is the machine's speed as the run began; nil if the probe
+	// failed.
+	Speed *Speed `json:"speed,omitempty"`
 }
 
 // Latency is a latency distribution, in milliseconds.
@@ -287,6 +290,11 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		Params:   params(cfg),
 		Counts:   map[string]int64{},
 		Figures:  map[string]float64{},
+	}
+	if sp, err := measureSpeed(); err == nil {
+		res.Machine.Speed = sp
+	} else {
+		cfg.Log.Warn("the machine's speed was not measured", "err", err)
 	}
 	var err error
 	switch cfg.Scenario {

@@ -118,8 +118,8 @@ func TestScenarios(t *testing.T) {
 			if !res.OK || res.ErrorCount != 0 {
 				t.Fatalf("the run failed its checks")
 			}
-			if res.Seconds <= 0 || res.Rate <= 0 || res.Unit == "" {
-				t.Errorf("seconds %v, rate %v %q", res.Seconds, res.Rate, res.Unit)
+			if res.Seconds <= 0 || res.Rate <= 0 || res.Unit == "" || res.Machine.Speed == nil {
+				t.Errorf("seconds %v, rate %v %q, machine %+v", res.Seconds, res.Rate, res.Unit, res.Machine)
 			}
 			tc.check(t, res)
 		})

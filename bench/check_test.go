@@ -229,3 +229,30 @@ func TestCPUFromProcStat(t *testing.T) {
 		t.Errorf("markdown row %q lacks the CPU column", row)
 	}
 }
+
+// The speed probe measures a real round trip over loopback and a real
+// hash rate, and both reports carry them.
+func TestSpeed(t *testing.T) {
+	sp, err := measureSpeed()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A loopback round trip is two system calls each way and two
+	// wake-ups: microseconds, never nothing and never near a second.
+	if sp.LoopbackRTTMicros < 0.5 || sp.LoopbackRTTMicros > 100_000 || sp.SHA256MBPerSec <= 0 {
+		t.Errorf("speed %+v", sp)
+	}
+	res := &Result{Scenario: "dm", OK: true, Machine: Machine{Speed: &Speed{LoopbackRTTMicros: 17.25, SHA256MBPerSec: 1761.4}}}
+	var text bytes.Buffer
+	WriteText(&text, res)
+	if want := "speed     loopback round trip 17.2µs, SHA-256 1761 MB/s on one core\n"; !strings.Contains(text.String(), want) {
+		t.Errorf("text report %q lacks %q", text.String(), want)
+	}
+	if row := MarkdownRow(res); !strings.HasSuffix(row, "| 17.2 / 1761 | ok |") {
+		t.Errorf("markdown row %q lacks the speed column", row)
+	}
+	header, _, _ := strings.Cut(MarkdownHeader, "\n")
+	if row, head := strings.Count(MarkdownRow(res), "|"), strings.Count(header, "|"); row != head {
+		t.Errorf("a row has %d bars, the header %d", row, head)
+	}
+}

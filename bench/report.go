@@ -16,6 +16,9 @@ func WriteText(w io.Writer, res *Result) {
 	}
 	fmt.Fprintf(w, "parley bench %s: %s\n", res.Scenario, status)
 	fmt.Fprintf(w, "  machine   %d cores, %s, %d MiB, %s\n", res.Machine.Cores, res.Machine.CPU, res.Machine.MemoryMiB, res.Machine.Go)
+	if sp := res.Machine.Speed; sp != nil {
+		fmt.Fprintf(w, "  speed     %s\n", sp.describe())
+	}
 	fmt.Fprintf(w, "  params    %s\n", res.Params.describe())
 	fmt.Fprintf(w, "  result    %s %s (%d in %.2fs)\n", human(res.Rate), res.Unit, res.Count, res.Seconds)
 	if l := res.Latency; l != nil {
@@ -39,6 +42,10 @@ func WriteText(w io.Writer, res *Result) {
 	if n := res.ErrorCount - int64(len(res.Errors)); n > 0 {
 		fmt.Fprintf(w, "  … and %d more errors\n", n)
 	}
+}
+
+func (sp *Speed) describe() string {
+	return fmt.Sprintf("loopback round trip %.1fµs, SHA-256 %.0f MB/s on one core", sp.LoopbackRTTMicros, sp.SHA256MBPerSec)
 }
 
 func (l *Latency) describe() string {
@@ -86,11 +93,15 @@ func MarkdownRow(res *Result) string {
 	for _, k := range slices.Sorted(maps.Keys(res.Figures)) {
 		extra = append(extra, fmt.Sprintf("%s %s", k, human(res.Figures[k])))
 	}
-	return fmt.Sprintf("| %s | %s | %s %s | %s | %s | %s | %s |", res.Scenario, res.Params.describe(), human(res.Rate), res.Unit, lat, cpu, strings.Join(extra, ", "), ok)
+	speed := "–"
+	if sp := res.Machine.Speed; sp != nil {
+		speed = fmt.Sprintf("%.1f / %.0f", sp.LoopbackRTTMicros, sp.SHA256MBPerSec)
+	}
+	return fmt.Sprintf("| %s | %s | %s %s | %s | %s | %s | %s | %s |", res.Scenario, res.Params.describe(), human(res.Rate), res.Unit, lat, cpu, strings.Join(extra, ", "), speed, ok)
 }
 
 // MarkdownHeader starts a table of MarkdownRow rows.
-const MarkdownHeader = "| scenario | parameters | result | latency p50 / p90 / p99 / p99.9 (ms) | CPU server / bench / stolen (cores) | other figures | checks |\n|---|---|---|---|---|---|---|"
+const MarkdownHeader = "| scenario | parameters | result | latency p50 / p90 / p99 / p99.9 (ms) | CPU server / bench / stolen (cores) | other figures | machine speed: loopback round trip (µs) / SHA-256 (MB/s) | checks |\n|---|---|---|---|---|---|---|---|"
 
 // human prints a number with thousands separators, or two decimals when
 // it is small.
