@@ -12,8 +12,9 @@ import (
 // started anything: the time a small frame takes to go over loopback TCP
 // to another goroutine and back (the system calls and wake-ups a chat
 // message pays several times on its way), and how fast one core hashes
-// (plain computing). A virtual machine's speed drifts between hours, by
-// up to twice here; runs are comparable only at a similar speed.
+// (plain computing). A virtual machine's speed can drift between hours
+// (by up to half on the one the README's figures come from); runs compare
+// only at a similar speed.
 type Speed struct {
 	LoopbackRTTMicros float64 `json:"loopback_rtt_us"`
 	SHA256MBPerSec    float64 `json:"sha256_mb_per_s"`
