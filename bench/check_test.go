@@ -219,15 +219,20 @@ func TestCPUFromProcStat(t *testing.T) {
 		}
 	}
 
-	res := &Result{Scenario: "dm", OK: true, CPU: &CPU{Server: 1.15, Bench: 0.79, Other: 0.03, Stolen: 0.09}}
-	var text bytes.Buffer
-	WriteText(&text, res)
-	if want := "cpu       server 1.15 cores, bench 0.79, other 0.03, stolen 0.09\n"; !strings.Contains(text.String(), want) {
-		t.Errorf("text report %q lacks %q", text.String(), want)
+	text, row := reports(&Result{Scenario: "dm", OK: true, CPU: &CPU{Server: 1.15, Bench: 0.79, Other: 0.03, Stolen: 0.09}})
+	if want := "cpu       server 1.15 cores, bench 0.79, other 0.03, stolen 0.09\n"; !strings.Contains(text, want) {
+		t.Errorf("text report %q lacks %q", text, want)
 	}
-	if row := MarkdownRow(res); !strings.Contains(row, "| 1.15 / 0.79 / 0.09 |") {
+	if !strings.Contains(row, "| 1.15 / 0.79 / 0.09 |") {
 		t.Errorf("markdown row %q lacks the CPU column", row)
 	}
+}
+
+// reports renders res as the text report and as a markdown row.
+func reports(res *Result) (text, row string) {
+	var b bytes.Buffer
+	WriteText(&b, res)
+	return b.String(), MarkdownRow(res)
 }
 
 // The speed probe measures a real round trip over loopback and a real
@@ -242,17 +247,15 @@ func TestSpeed(t *testing.T) {
 	if sp.LoopbackRTTMicros < 0.5 || sp.LoopbackRTTMicros > 100_000 || sp.SHA256MBPerSec <= 0 {
 		t.Errorf("speed %+v", sp)
 	}
-	res := &Result{Scenario: "dm", OK: true, Machine: Machine{Speed: &Speed{LoopbackRTTMicros: 17.25, SHA256MBPerSec: 1761.4}}}
-	var text bytes.Buffer
-	WriteText(&text, res)
-	if want := "speed     loopback round trip 17.2µs, SHA-256 1761 MB/s on one core\n"; !strings.Contains(text.String(), want) {
-		t.Errorf("text report %q lacks %q", text.String(), want)
+	text, row := reports(&Result{Scenario: "dm", OK: true, Machine: Machine{Speed: &Speed{LoopbackRTTMicros: 17.25, SHA256MBPerSec: 1761.4}}})
+	if want := "speed     loopback round trip 17.2µs, SHA-256 1761 MB/s on one core\n"; !strings.Contains(text, want) {
+		t.Errorf("text report %q lacks %q", text, want)
 	}
-	if row := MarkdownRow(res); !strings.HasSuffix(row, "| 17.2 / 1761 | ok |") {
+	if !strings.HasSuffix(row, "| 17.2 / 1761 | ok |") {
 		t.Errorf("markdown row %q lacks the speed column", row)
 	}
 	header, _, _ := strings.Cut(MarkdownHeader, "\n")
-	if row, head := strings.Count(MarkdownRow(res), "|"), strings.Count(header, "|"); row != head {
-		t.Errorf("a row has %d bars, the header %d", row, head)
+	if bars, want := strings.Count(row, "|"), strings.Count(header, "|"); bars != want {
+		t.Errorf("a row has %d bars, the header %d", bars, want)
 	}
 }
