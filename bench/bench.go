@@ -53,6 +53,10 @@ type Config struct {
 	ParleyBin string
 	// ServerArgs are extra flags for `parley dev`.
 	ServerArgs []string
+	// ServerEnv is extra environment, NAME=value, for the servers this
+	// tool starts (`parley dev`, and the connector nodes of a spread idle
+	// run) and not for the tool itself: the Go runtime's GOGC, say.
+	ServerEnv []string
 	// Partitions of the topics of a started server (or of the embedded
 	// broker of rebuild and sequencer).
 	Partitions int
@@ -155,6 +159,13 @@ func (cfg Config) validate() error {
 		return fmt.Errorf("bad first client %d", cfg.FirstClient)
 	case cfg.BodySize > 32<<10:
 		return fmt.Errorf("body size %d is over 32 KiB", cfg.BodySize)
+	case len(cfg.ServerEnv) > 0 && (cfg.Target != "" || cfg.Scenario == "rebuild" || cfg.Scenario == "sequencer" || cfg.Scenario == "loopback"):
+		return fmt.Errorf("%s starts no server to give the environment to", cfg.Scenario)
+	}
+	for _, kv := range cfg.ServerEnv {
+		if name, _, ok := strings.Cut(kv, "="); !ok || name == "" || strings.ContainsAny(name, " \t") {
+			return fmt.Errorf("server environment %q: want NAME=value", kv)
+		}
 	}
 	return nil
 }
@@ -224,6 +235,7 @@ type Params struct {
 	Convs      int     `json:"convs,omitempty"`
 	BodySize   int     `json:"body_size,omitempty"`
 	ServerArgs string  `json:"server_args,omitempty"`
+	ServerEnv  string  `json:"server_env,omitempty"`
 	// Processes is how many server processes, and as many client
 	// processes, an idle run spread its connections over (0: one each).
 	Processes int `json:"processes,omitempty"`
@@ -324,7 +336,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 }
 
 func params(cfg Config) Params {
-	p := Params{Target: cfg.Target, Partitions: cfg.Partitions, ServerArgs: strings.Join(cfg.ServerArgs, " ")}
+	p := Params{Target: cfg.Target, Partitions: cfg.Partitions, ServerArgs: strings.Join(cfg.ServerArgs, " "), ServerEnv: strings.Join(cfg.ServerEnv, " ")}
 	switch cfg.Scenario {
 	case "dm":
 		p.Clients, p.Rate, p.Window, p.Duration, p.BodySize = cfg.Clients, cfg.Rate, cfg.Window, cfg.Duration.String(), cfg.BodySize

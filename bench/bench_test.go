@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -174,11 +176,11 @@ func TestIdleSpread(t *testing.T) {
 func TestCommand(t *testing.T) {
 	dir := t.TempDir()
 	js, svg, png := filepath.Join(dir, "r.json"), filepath.Join(dir, "r.svg"), filepath.Join(dir, "r.png")
-	out, err := exec.Command(parleyBin, "bench", "dm", "--clients", "4", "--duration", "2s", "--quiet", "--json", js, "--plot", svg).CombinedOutput()
+	out, err := exec.Command(parleyBin, "bench", "dm", "--clients", "4", "--duration", "2s", "--quiet", "--json", js, "--plot", svg, "--server-env", "GOGC=150").CombinedOutput()
 	if err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
-	if !strings.Contains(string(out), "parley bench dm: ok") || !strings.Contains(string(out), "latency   p50") {
+	if !strings.Contains(string(out), "parley bench dm: ok") || !strings.Contains(string(out), "latency   p50") || !strings.Contains(string(out), " server-env=GOGC=150") {
 		t.Errorf("output:\n%s", out)
 	}
 	var res Result
@@ -219,6 +221,49 @@ func TestCommand(t *testing.T) {
 		out, err := exec.Command(parleyBin, args...).CombinedOutput()
 		if err == nil || !strings.Contains(string(out), "parley:") {
 			t.Errorf("parley %v: %v\n%s; want a failure with its reason", args, err, out)
+		}
+	}
+}
+
+// --server-env reaches the servers the tool starts, parley dev and a
+// connector node, and bad entries or runs without a server are refused.
+func TestServerEnv(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	env := []string{"GOGC=150", "BENCH_TEST_ENV=a b"}
+	secret := strings.Repeat("s", 48)
+	dev, err := startServer(ctx, parleyBin, secret, nil, env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dev.stop()
+	node, err := startConnector(ctx, parleyBin, secret, dev.broker, 1, env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer node.stop()
+	for _, s := range []*server{dev, node} {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", s.pid()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		vars := strings.Split(string(b), "\x00")
+		for _, kv := range env {
+			if !slices.Contains(vars, kv) {
+				t.Errorf("%s lacks %q in its environment", s.name, kv)
+			}
+		}
+	}
+
+	for _, cfg := range []Config{
+		{Scenario: "dm", ServerEnv: []string{"GOGC"}},
+		{Scenario: "dm", ServerEnv: []string{"=200"}},
+		{Scenario: "dm", ServerEnv: []string{"GO GC=200"}},
+		{Scenario: "sequencer", ServerEnv: []string{"GOGC=200"}},
+		{Scenario: "dm", ServerEnv: []string{"GOGC=200"}, Target: "ws://127.0.0.1:1/v1/ws", TokenSecret: "s"},
+	} {
+		if _, err := Run(ctx, cfg); err == nil {
+			t.Errorf("%s with server environment %q and target %q ran", cfg.Scenario, cfg.ServerEnv, cfg.Target)
 		}
 	}
 }

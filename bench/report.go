@@ -71,6 +71,7 @@ func (p Params) describe() string {
 	add("body", p.BodySize, p.BodySize > 0)
 	add("partitions", p.Partitions, p.Partitions > 0)
 	add("server-args", p.ServerArgs, p.ServerArgs != "")
+	add("server-env", p.ServerEnv, p.ServerEnv != "")
 	add("processes", p.Processes, p.Processes > 0)
 	return strings.Join(parts, " ")
 }

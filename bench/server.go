@@ -56,7 +56,7 @@ func newRig(ctx context.Context, cfg Config, limits ...string) (*rig, error) {
 	_, _ = rand.Read(secret)
 	r.secret = []byte(hex.EncodeToString(secret))
 	args := append([]string{"--partitions", strconv.Itoa(cfg.Partitions)}, limits...)
-	srv, err := startServer(ctx, cfg.ParleyBin, string(r.secret), append(args, cfg.ServerArgs...))
+	srv, err := startServer(ctx, cfg.ParleyBin, string(r.secret), append(args, cfg.ServerArgs...), cfg.ServerEnv)
 	if err != nil {
 		return nil, err
 	}
@@ -123,14 +123,14 @@ type server struct {
 	done   chan error
 }
 
-// startServer starts `parley dev` on a fresh data dir and waits until it
-// prints its addresses.
-func startServer(ctx context.Context, bin, secret string, extra []string) (*server, error) {
+// startServer starts `parley dev` on a fresh data dir, with env added to
+// this process's environment, and waits until it prints its addresses.
+func startServer(ctx context.Context, bin, secret string, extra, env []string) (*server, error) {
 	args := func(dir string) []string {
 		return append([]string{"dev", "--data-dir", filepath.Join(dir, "data"), "--broker-listen", "127.0.0.1:0",
 			"--listen", "127.0.0.1:0", "--log-level", "warn", "--token-secret", secret}, extra...)
 	}
-	s, err := startChild(ctx, "parley dev", bin, args, false, func(s *server, line string, ready func()) {
+	s, err := startChild(ctx, "parley dev", bin, args, env, false, func(s *server, line string, ready func()) {
 		f := strings.Fields(line)
 		switch {
 		case len(f) >= 2 && f[0] == "public":
@@ -154,8 +154,9 @@ func startServer(ctx context.Context, bin, secret string, extra []string) (*serv
 // startConnector starts `parley connector` number n on broker (a parley
 // dev's), with an embedded store of its own, and waits until it listens.
 // It has no push endpoint: it serves the connections of the idle
-// scenario, to which nothing is pushed.
-func startConnector(ctx context.Context, bin, secret, broker string, n int) (*server, error) {
+// scenario, to which nothing is pushed. env is added to this process's
+// environment.
+func startConnector(ctx context.Context, bin, secret, broker string, n int, env []string) (*server, error) {
 	// Info level for the line that gives the listener's address; the
 	// connector logs nothing else at that level per connection.
 	args := func(dir string) []string {
@@ -163,7 +164,7 @@ func startConnector(ctx context.Context, bin, secret, broker string, n int) (*se
 			"--listen", "127.0.0.1:0", "--node-id", fmt.Sprintf("bench-node-%d", n), "--token-secret", secret,
 			"--log-level", "info", "--log-format", "json"}
 	}
-	return startChild(ctx, "parley connector", bin, args, true, func(s *server, line string, ready func()) {
+	return startChild(ctx, "parley connector", bin, args, env, true, func(s *server, line string, ready func()) {
 		var l struct{ Level, Msg, Addr string }
 		if json.Unmarshal([]byte(line), &l) != nil || l.Level == "WARN" || l.Level == "ERROR" {
 			fmt.Fprintf(os.Stderr, "connector %d: %s\n", n, line)
@@ -176,12 +177,13 @@ func startConnector(ctx context.Context, bin, secret, broker string, n int) (*se
 }
 
 // startChild starts bin (default: this executable) with args(dir), dir a
-// fresh directory for its data, and hands each line it writes on its
+// fresh directory for its data, and env added to this process's
+// environment, and hands each line it writes on its
 // standard output (or, with fromStderr, its standard error; the other
 // stream goes to this process's standard error or nowhere) to line, which
 // calls ready once the process is ready. It returns then, or when the
 // process exits, within 60s, or ctx ends.
-func startChild(ctx context.Context, name, bin string, args func(dir string) []string, fromStderr bool, line func(s *server, text string, ready func())) (*server, error) {
+func startChild(ctx context.Context, name, bin string, args func(dir string) []string, env []string, fromStderr bool, line func(s *server, text string, ready func())) (*server, error) {
 	if bin == "" {
 		exe, err := os.Executable()
 		if err != nil {
@@ -194,6 +196,9 @@ func startChild(ctx context.Context, name, bin string, args func(dir string) []s
 		return nil, err
 	}
 	cmd := exec.Command(bin, args(dir)...)
+	if len(env) > 0 {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	cmd.SysProcAttr = childAttr()
 	var out io.Reader
 	if fromStderr {

@@ -273,7 +273,7 @@ func runIdleSpread(ctx context.Context, cfg Config, res *Result) error {
 		}
 	}()
 	for i := 1; i < procs; i++ {
-		s, err := startConnector(ctx, cfg.ParleyBin, string(rg.secret), rg.srv.broker, i)
+		s, err := startConnector(ctx, cfg.ParleyBin, string(rg.secret), rg.srv.broker, i, cfg.ServerEnv)
 		if err != nil {
 			return fmt.Errorf("connector %d: %w", i, err)
 		}

@@ -35,6 +35,7 @@ func runBench(ctx context.Context, args []string) error {
 	fs.StringVar(&cfg.Target, "target", "", "WebSocket URL of a running node (default: start parley dev)")
 	fs.StringVar(&cfg.TokenSecret, "token-secret", "", "secret the target verifies tokens with (with --target)")
 	serverArgs := fs.String("server-args", "", "extra flags for the parley dev it starts, space-separated")
+	serverEnv := fs.String("server-env", "", "extra environment for the servers it starts, NAME=value, space-separated (GOGC=200, say); not for the tool itself")
 	fs.IntVar(&cfg.Partitions, "partitions", 8, "partitions per topic")
 	fs.IntVar(&cfg.Clients, "clients", 0, "dm: clients, in pairs (default 200); idle: connections (default 10000); loopback: connections (default 2000)")
 	fs.IntVar(&cfg.Members, "members", 0, "group: members, all online (default 200)")
@@ -65,6 +66,7 @@ func runBench(ctx context.Context, args []string) error {
 	}
 	cfg.Log = log
 	cfg.ServerArgs = strings.Fields(*serverArgs)
+	cfg.ServerEnv = strings.Fields(*serverEnv)
 	if !*quiet {
 		cfg.Progress = os.Stderr
 	}
