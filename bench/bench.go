@@ -159,7 +159,9 @@ func (cfg Config) validate() error {
 		return fmt.Errorf("bad first client %d", cfg.FirstClient)
 	case cfg.BodySize > 32<<10:
 		return fmt.Errorf("body size %d is over 32 KiB", cfg.BodySize)
-	case len(cfg.ServerEnv) > 0 && (cfg.Target != "" || cfg.Scenario == "rebuild" || cfg.Scenario == "sequencer" || cfg.Scenario == "loopback"):
+	case len(cfg.ServerEnv) > 0 && cfg.Target != "":
+		return errors.New("the server environment is for servers this tool starts, not for a target")
+	case len(cfg.ServerEnv) > 0 && (cfg.Scenario == "rebuild" || cfg.Scenario == "sequencer" || cfg.Scenario == "loopback"):
 		return fmt.Errorf("%s starts no server to give the environment to", cfg.Scenario)
 	}
 	for _, kv := range cfg.ServerEnv {

@@ -255,15 +255,18 @@ func TestServerEnv(t *testing.T) {
 		}
 	}
 
-	for _, cfg := range []Config{
-		{Scenario: "dm", ServerEnv: []string{"GOGC"}},
-		{Scenario: "dm", ServerEnv: []string{"=200"}},
-		{Scenario: "dm", ServerEnv: []string{"GO GC=200"}},
-		{Scenario: "sequencer", ServerEnv: []string{"GOGC=200"}},
-		{Scenario: "dm", ServerEnv: []string{"GOGC=200"}, Target: "ws://127.0.0.1:1/v1/ws", TokenSecret: "s"},
+	for _, tc := range []struct {
+		cfg  Config
+		want string
+	}{
+		{Config{Scenario: "dm", ServerEnv: []string{"GOGC"}}, "want NAME=value"},
+		{Config{Scenario: "dm", ServerEnv: []string{"=200"}}, "want NAME=value"},
+		{Config{Scenario: "dm", ServerEnv: []string{"GO GC=200"}}, "want NAME=value"},
+		{Config{Scenario: "sequencer", ServerEnv: []string{"GOGC=200"}}, "starts no server"},
+		{Config{Scenario: "dm", ServerEnv: []string{"GOGC=200"}, Target: "ws://127.0.0.1:1/v1/ws", TokenSecret: "s"}, "not for a target"},
 	} {
-		if _, err := Run(ctx, cfg); err == nil {
-			t.Errorf("%s with server environment %q and target %q ran", cfg.Scenario, cfg.ServerEnv, cfg.Target)
+		if _, err := Run(ctx, tc.cfg); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s with server environment %q and target %q: %v; want %q", tc.cfg.Scenario, tc.cfg.ServerEnv, tc.cfg.Target, err, tc.want)
 		}
 	}
 }

@@ -177,12 +177,12 @@ func startConnector(ctx context.Context, bin, secret, broker string, n int, env 
 }
 
 // startChild starts bin (default: this executable) with args(dir), dir a
-// fresh directory for its data, and env added to this process's
-// environment, and hands each line it writes on its
-// standard output (or, with fromStderr, its standard error; the other
-// stream goes to this process's standard error or nowhere) to line, which
-// calls ready once the process is ready. It returns then, or when the
-// process exits, within 60s, or ctx ends.
+// fresh directory for its data, and with env added to this process's
+// environment. It hands each line the child writes on its standard output
+// (or, with fromStderr, its standard error; the other stream goes to this
+// process's standard error or nowhere) to line, which calls ready once the
+// child is ready. It returns then, or when the child exits, within 60s,
+// or when ctx ends.
 func startChild(ctx context.Context, name, bin string, args func(dir string) []string, env []string, fromStderr bool, line func(s *server, text string, ready func())) (*server, error) {
 	if bin == "" {
 		exe, err := os.Executable()
