@@ -209,6 +209,9 @@ type Result struct {
 	// rate is fixed); AckLatency is send → ack.
 	Latency    *Latency `json:"latency,omitempty"`
 	AckLatency *Latency `json:"ack_latency,omitempty"`
+	// Trend tells whether the deliveries kept up with the sends (dm and
+	// group).
+	Trend *Trend `json:"trend,omitempty"`
 	// Timeline has one point per second of the measured phase.
 	Timeline []Point `json:"timeline,omitempty"`
 	// CPU is the cores used during the measured phase.

@@ -50,6 +50,10 @@ func TestScenarios(t *testing.T) {
 			if res.Latency == nil || res.AckLatency == nil || res.Latency.P50 <= 0 {
 				t.Errorf("latency %+v, ack %+v", res.Latency, res.AckLatency)
 			}
+			// Deliveries in both compared quarters of the sending.
+			if tr := res.Trend; tr == nil || tr.EarlyCount == 0 || tr.LateCount == 0 || tr.EarlyP50 <= 0 || tr.LateP50 <= 0 {
+				t.Errorf("trend %+v", res.Trend)
+			}
 		}},
 		{Config{Scenario: "dm", Clients: 4, Rate: 40, Duration: 2 * time.Second}, func(t *testing.T, res *Result) {
 			// A fixed rate: 40/s for 2 s is 80 messages, give or take the
@@ -61,6 +65,9 @@ func TestScenarios(t *testing.T) {
 		{Config{Scenario: "group", Members: 20, Senders: 2, Rate: 20, Duration: 2 * time.Second}, func(t *testing.T, res *Result) {
 			if a := res.Counts["acked"]; a == 0 || res.Count != a*19 {
 				t.Errorf("%d deliveries to others of %d messages; want 19 each", res.Count, a)
+			}
+			if tr := res.Trend; tr == nil || tr.EarlyCount == 0 || tr.LateCount == 0 {
+				t.Errorf("trend %+v", res.Trend)
 			}
 		}},
 		{Config{Scenario: "idle", Clients: 50, Duration: time.Second}, func(t *testing.T, res *Result) {

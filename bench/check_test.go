@@ -259,3 +259,62 @@ func TestSpeed(t *testing.T) {
 		t.Errorf("a row has %d bars, the header %d", bars, want)
 	}
 }
+
+// The trend compares the deliveries of the second and the last quarter of
+// the sending, and calls a run that fell behind what it is.
+func TestTrend(t *testing.T) {
+	start := time.Unix(1000, 0)
+	at := func(sec float64) int64 { return start.Add(time.Duration(sec * float64(time.Second))).UnixNano() }
+	ms := func(v float64) time.Duration { return time.Duration(v * float64(time.Millisecond)) }
+	for _, tc := range []struct {
+		name        string
+		early, late float64 // milliseconds, each quarter's deliveries
+		sustained   bool
+	}{
+		{"flat", 300, 310, true},
+		{"growing with the time", 2000, 4600, false}, // 2.3 times
+		{"a little slower", 300, 440, true},          // 1.47 times
+		{"twice a low latency", 8, 24, true},         // less than 100 ms apart
+		{"just past both bounds", 250, 376, false},   // 1.504 times, 126 ms
+	} {
+		tr := newTrendRecorder(start, 8*time.Second) // quarters: [2s, 4s) and [6s, 8s)
+		for i := range 100 {
+			tr.record(i, at(2+float64(i)/50), ms(tc.early))
+			tr.record(i, at(6+float64(i)/50), ms(tc.late))
+			// Outside the two quarters: the start, the third quarter,
+			// and the catching up after the sending.
+			tr.record(i, at(float64(i)/50), ms(10*tc.late))
+			tr.record(i, at(4+float64(i)/50), ms(10*tc.late))
+			tr.record(i, at(8+float64(i)/50), ms(10*tc.late))
+		}
+		got := tr.trend()
+		if got == nil {
+			t.Fatalf("%s: no trend", tc.name)
+		}
+		if got.EarlyCount != 100 || got.LateCount != 100 || got.Sustained != tc.sustained ||
+			got.EarlyP50 < tc.early*0.99 || got.EarlyP50 > tc.early*1.01 || got.LateP50 < tc.late*0.99 || got.LateP50 > tc.late*1.01 {
+			t.Errorf("%s: %+v; want p50 %v → %v ms over 100 each, sustained %v", tc.name, got, tc.early, tc.late, tc.sustained)
+		}
+	}
+
+	// Nothing delivered in one of the quarters (a short run): no trend.
+	tr := newTrendRecorder(start, 8*time.Second)
+	tr.record(0, at(3), ms(5))
+	if got := tr.trend(); got != nil {
+		t.Errorf("one quarter empty: %+v", got)
+	}
+
+	text, row := reports(&Result{Scenario: "dm", OK: true, Rate: 52104, Unit: "msgs/s",
+		Trend: &Trend{EarlyP50: 2016.26, LateP50: 5570.56, EarlyCount: 214799, LateCount: 190886}})
+	if want := "trend     NOT SUSTAINED, deliveries fell behind the sends: p50 2016.26ms for the deliveries in the second quarter of the sending, 5570.56ms in the last (214799 and 190886 samples)\n"; !strings.Contains(text, want) {
+		t.Errorf("text report %q lacks %q", text, want)
+	}
+	if !strings.Contains(row, "| 52,104 msgs/s **not sustained** (p50 2016 → 5571 ms) |") {
+		t.Errorf("markdown row %q does not say the run was not sustained", row)
+	}
+	text, row = reports(&Result{Scenario: "dm", OK: true, Rate: 35575, Unit: "msgs/s",
+		Trend: &Trend{EarlyP50: 282.88, LateP50: 281.34, EarlyCount: 5, LateCount: 6, Sustained: true}})
+	if want := "trend     sustained: p50 282.88ms"; !strings.Contains(text, want) || !strings.Contains(row, "| 35,575 msgs/s |") {
+		t.Errorf("a sustained run's reports: %q, %q", text, row)
+	}
+}

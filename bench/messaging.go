@@ -128,6 +128,8 @@ func measure(ctx context.Context, cfg Config, rg *rig, t *traffic, res *Result, 
 		return fmt.Sprintf("sent %d", sent)
 	})
 	sendCtx, cancel := context.WithTimeout(ctx, cfg.Duration+drainTimeout)
+	trend := newTrendRecorder(start, cfg.Duration)
+	t.trend.Store(trend)
 	t.run(sendCtx, start)
 	// Wait for every acked message to be delivered.
 	want = wantAll()
@@ -170,6 +172,7 @@ func measure(ctx context.Context, cfg Config, rg *rig, t *traffic, res *Result, 
 	res.Counts["retries"], res.Counts["gap_fills"], res.Counts["duplicate_pushes"], res.Counts["reconnects"] = retries, gaps, dups, reconnects
 	res.Latency = latency(t.rec.total())
 	res.AckLatency = latency(t.acks.total())
+	res.Trend = trend.trend()
 	first, n := t.sendErr.snapshot()
 	res.Errors, res.ErrorCount = first, n
 	if g := got(); g != want {

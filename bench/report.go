@@ -27,6 +27,9 @@ func WriteText(w io.Writer, res *Result) {
 	if l := res.AckLatency; l != nil {
 		fmt.Fprintf(w, "  ack       %s\n", l.describe())
 	}
+	if tr := res.Trend; tr != nil {
+		fmt.Fprintf(w, "  trend     %s\n", tr.describe())
+	}
 	if c := res.CPU; c != nil {
 		fmt.Fprintf(w, "  cpu       server %.2f cores, bench %.2f, other %.2f, stolen %.2f\n", c.Server, c.Bench, c.Other, c.Stolen)
 	}
@@ -98,7 +101,11 @@ func MarkdownRow(res *Result) string {
 	if sp := res.Machine.Speed; sp != nil {
 		speed = fmt.Sprintf("%.1f / %.0f", sp.LoopbackRTTMicros, sp.SHA256MBPerSec)
 	}
-	return fmt.Sprintf("| %s | %s | %s %s | %s | %s | %s | %s | %s |", res.Scenario, res.Params.describe(), human(res.Rate), res.Unit, lat, cpu, strings.Join(extra, ", "), speed, ok)
+	result := human(res.Rate) + " " + res.Unit
+	if tr := res.Trend; tr != nil && !tr.Sustained {
+		result += fmt.Sprintf(" **not sustained** (p50 %.0f → %.0f ms)", tr.EarlyP50, tr.LateP50)
+	}
+	return fmt.Sprintf("| %s | %s | %s | %s | %s | %s | %s | %s |", res.Scenario, res.Params.describe(), result, lat, cpu, strings.Join(extra, ", "), speed, ok)
 }
 
 // MarkdownHeader starts a table of MarkdownRow rows.

@@ -22,9 +22,10 @@ import (
 type traffic struct {
 	cfg   Config
 	rig   *rig
-	rec   *recorder      // send → receive, deliveries to others than the sender
-	acks  *recorder      // send → ack
-	users map[string]int // sender user → index in senders
+	rec   *recorder                     // send → receive, deliveries to others than the sender
+	acks  *recorder                     // send → ack
+	trend atomic.Pointer[trendRecorder] // set when the sending starts
+	users map[string]int                // sender user → index in senders
 
 	senders   []*sender
 	receivers []*receiver
@@ -161,7 +162,11 @@ func (t *traffic) deliver(r *receiver, ev client.Event, now time.Time) {
 		t.rec.errs.add(fmt.Sprintf("%s: message %s/%s has a body not sent by this tool: %.60s", r.user, ev.From, ev.CMID, ev.Body))
 		return
 	}
-	t.rec.record(r.idx, now, now.Sub(time.Unix(0, sent)))
+	d := now.Sub(time.Unix(0, sent))
+	t.rec.record(r.idx, now, d)
+	if tr := t.trend.Load(); tr != nil {
+		tr.record(r.idx, now.UnixNano(), d)
+	}
 }
 
 // sentAt reads the send time from a body {"t":N,...}.
