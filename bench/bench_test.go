@@ -51,7 +51,7 @@ func TestScenarios(t *testing.T) {
 				t.Errorf("latency %+v, ack %+v", res.Latency, res.AckLatency)
 			}
 			// Deliveries in both compared quarters of the sending.
-			if tr := res.Trend; tr == nil || tr.EarlyCount == 0 || tr.LateCount == 0 || tr.EarlyP50 <= 0 || tr.LateP50 <= 0 {
+			if tr := res.Trend; tr == nil || tr.EarlyCount == 0 || tr.LateCount == 0 || tr.EarlyP50 <= 0 || tr.LateP50 <= 0 || tr.WhileSending <= 0 {
 				t.Errorf("trend %+v", res.Trend)
 			}
 		}},

@@ -291,9 +291,10 @@ func TestTrend(t *testing.T) {
 		if got == nil {
 			t.Fatalf("%s: no trend", tc.name)
 		}
-		if got.EarlyCount != 100 || got.LateCount != 100 || got.Sustained != tc.sustained ||
+		// 400 of the 500 deliveries were made while the sends lasted (8 s).
+		if got.EarlyCount != 100 || got.LateCount != 100 || got.Sustained != tc.sustained || got.WhileSending != 50 ||
 			got.EarlyP50 < tc.early*0.99 || got.EarlyP50 > tc.early*1.01 || got.LateP50 < tc.late*0.99 || got.LateP50 > tc.late*1.01 {
-			t.Errorf("%s: %+v; want p50 %v → %v ms over 100 each, sustained %v", tc.name, got, tc.early, tc.late, tc.sustained)
+			t.Errorf("%s: %+v; want p50 %v → %v ms over 100 each, sustained %v, 50 a second while sending", tc.name, got, tc.early, tc.late, tc.sustained)
 		}
 	}
 
@@ -305,11 +306,11 @@ func TestTrend(t *testing.T) {
 	}
 
 	text, row := reports(&Result{Scenario: "dm", OK: true, Rate: 52104, Unit: "msgs/s",
-		Trend: &Trend{EarlyP50: 2016.26, LateP50: 5570.56, EarlyCount: 214799, LateCount: 190886}})
-	if want := "trend     NOT SUSTAINED, deliveries fell behind the sends: p50 2016.26ms for the deliveries in the second quarter of the sending, 5570.56ms in the last (214799 and 190886 samples)\n"; !strings.Contains(text, want) {
+		Trend: &Trend{EarlyP50: 2016.26, LateP50: 5570.56, EarlyCount: 214799, LateCount: 190886, WhileSending: 41234}})
+	if want := "trend     NOT SUSTAINED, deliveries fell behind the sends: p50 2016.26ms for the deliveries in the second quarter of the sending, 5570.56ms in the last (214799 and 190886 samples); 41,234 msgs/s while sending\n"; !strings.Contains(text, want) {
 		t.Errorf("text report %q lacks %q", text, want)
 	}
-	if !strings.Contains(row, "| 52,104 msgs/s **not sustained** (p50 2016 → 5571 ms) |") {
+	if !strings.Contains(row, "| 52,104 msgs/s **not sustained** (p50 2016 → 5571 ms; 41,234 while sending) |") {
 		t.Errorf("markdown row %q does not say the run was not sustained", row)
 	}
 	text, row = reports(&Result{Scenario: "dm", OK: true, Rate: 35575, Unit: "msgs/s",

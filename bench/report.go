@@ -28,7 +28,7 @@ func WriteText(w io.Writer, res *Result) {
 		fmt.Fprintf(w, "  ack       %s\n", l.describe())
 	}
 	if tr := res.Trend; tr != nil {
-		fmt.Fprintf(w, "  trend     %s\n", tr.describe())
+		fmt.Fprintf(w, "  trend     %s\n", tr.describe(res.Unit))
 	}
 	if c := res.CPU; c != nil {
 		fmt.Fprintf(w, "  cpu       server %.2f cores, bench %.2f, other %.2f, stolen %.2f\n", c.Server, c.Bench, c.Other, c.Stolen)
@@ -103,7 +103,7 @@ func MarkdownRow(res *Result) string {
 	}
 	result := human(res.Rate) + " " + res.Unit
 	if tr := res.Trend; tr != nil && !tr.Sustained {
-		result += fmt.Sprintf(" **not sustained** (p50 %.0f → %.0f ms)", tr.EarlyP50, tr.LateP50)
+		result += fmt.Sprintf(" **not sustained** (p50 %.0f → %.0f ms; %s while sending)", tr.EarlyP50, tr.LateP50, human(tr.WhileSending))
 	}
 	return fmt.Sprintf("| %s | %s | %s | %s | %s | %s | %s | %s |", res.Scenario, res.Params.describe(), result, lat, cpu, strings.Join(extra, ", "), speed, ok)
 }

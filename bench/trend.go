@@ -3,6 +3,7 @@ package bench
 import (
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/HdrHistogram/hdrhistogram-go"
@@ -34,18 +35,22 @@ type Trend struct {
 	LateP50    float64 `json:"late_p50_ms"`  // in its last quarter
 	EarlyCount int64   `json:"early_count"`
 	LateCount  int64   `json:"late_count"`
+	// WhileSending is the rate of the deliveries made while the sends
+	// lasted, in the run's unit: the rate the run sustained when it kept
+	// up, more than it sustained when it did not.
+	WhileSending float64 `json:"while_sending"`
 	// Sustained is false when the deliveries fell behind the sends: the
 	// late median more than 1.5 times the early one and 100 ms above it.
 	Sustained bool `json:"sustained"`
 }
 
-func (tr *Trend) describe() string {
+func (tr *Trend) describe(unit string) string {
 	verdict := "sustained"
 	if !tr.Sustained {
 		verdict = "NOT SUSTAINED, deliveries fell behind the sends"
 	}
-	return fmt.Sprintf("%s: p50 %.2fms for the deliveries in the second quarter of the sending, %.2fms in the last (%d and %d samples)",
-		verdict, tr.EarlyP50, tr.LateP50, tr.EarlyCount, tr.LateCount)
+	return fmt.Sprintf("%s: p50 %.2fms for the deliveries in the second quarter of the sending, %.2fms in the last (%d and %d samples); %s %s while sending",
+		verdict, tr.EarlyP50, tr.LateP50, tr.EarlyCount, tr.LateCount, human(tr.WhileSending), unit)
 }
 
 // trendShards spreads the receivers' records over this many locks.
@@ -54,20 +59,21 @@ const trendShards = 16
 // trendRecorder collects the latencies a Trend compares, from many
 // goroutines at once.
 type trendRecorder struct {
-	early, mid, late, end int64 // Unix ns: early is [early, mid), late is [late, end)
-	shards                [trendShards]trendShard
+	start, early, mid, late, end int64 // Unix ns: early is [early, mid), late is [late, end)
+	shards                       [trendShards]trendShard
 }
 
 type trendShard struct {
 	mu          sync.Mutex
 	early, late *hdrhistogram.Histogram
-	_           [40]byte // keeps shards off each other's cache lines
+	sending     atomic.Int64 // deliveries made while the sends lasted
+	_           [32]byte     // keeps shards off each other's cache lines
 }
 
 // newTrendRecorder is for a sending from start for d.
 func newTrendRecorder(start time.Time, d time.Duration) *trendRecorder {
 	t0 := start.UnixNano()
-	tr := &trendRecorder{early: t0 + int64(d/4), mid: t0 + int64(d/2), late: t0 + int64(d*3/4), end: t0 + int64(d)}
+	tr := &trendRecorder{start: t0, early: t0 + int64(d/4), mid: t0 + int64(d/2), late: t0 + int64(d*3/4), end: t0 + int64(d)}
 	for i := range tr.shards {
 		tr.shards[i].early, tr.shards[i].late = newHist(), newHist()
 	}
@@ -77,6 +83,10 @@ func newTrendRecorder(start time.Time, d time.Duration) *trendRecorder {
 // record adds the latency d of a delivery made at (Unix ns), if it falls
 // in one of the two quarters, to shard (any int).
 func (tr *trendRecorder) record(shard int, at int64, d time.Duration) {
+	s := &tr.shards[uint(shard)%trendShards]
+	if at >= tr.start && at < tr.end {
+		s.sending.Add(1)
+	}
 	var early bool
 	switch {
 	case at >= tr.early && at < tr.mid:
@@ -86,7 +96,6 @@ func (tr *trendRecorder) record(shard int, at int64, d time.Duration) {
 		return
 	}
 	us := min(max(int64(d/time.Microsecond), histMin), histMax)
-	s := &tr.shards[uint(shard)%trendShards]
 	s.mu.Lock()
 	if early {
 		_ = s.early.RecordValue(us)
@@ -99,14 +108,20 @@ func (tr *trendRecorder) record(shard int, at int64, d time.Duration) {
 // trend is what was recorded; nil if either quarter has nothing.
 func (tr *trendRecorder) trend() *Trend {
 	early, late := newHist(), newHist()
+	var sending int64
 	for i := range tr.shards {
 		s := &tr.shards[i]
 		s.mu.Lock()
 		early.Merge(s.early)
 		late.Merge(s.late)
 		s.mu.Unlock()
+		sending += s.sending.Load()
 	}
-	return judgeTrend(early, late)
+	t := judgeTrend(early, late)
+	if t != nil {
+		t.WhileSending = float64(sending) / (time.Duration(tr.end - tr.start).Seconds())
+	}
+	return t
 }
 
 // judgeTrend compares two latency distributions (microseconds).
