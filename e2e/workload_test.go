@@ -202,6 +202,31 @@ func (w *workload) checkOutcomes(t *testing.T, byConv map[string][]*parleyv1.Eve
 	}
 }
 
+// missingSeqs lists, as ranges, the seqs of want that got lacks.
+func missingSeqs(got, want []*parleyv1.Event) string {
+	have := make(map[int64]bool, len(got))
+	for _, e := range got {
+		have[e.Seq] = true
+	}
+	var out []string
+	for i := 0; i < len(want); i++ {
+		if have[want[i].Seq] {
+			continue
+		}
+		j := i
+		for j+1 < len(want) && !have[want[j+1].Seq] {
+			j++
+		}
+		if j == i {
+			out = append(out, strconv.FormatInt(want[i].Seq, 10))
+		} else {
+			out = append(out, fmt.Sprintf("%d–%d", want[i].Seq, want[j].Seq))
+		}
+		i = j
+	}
+	return strings.Join(out, ", ")
+}
+
 // checkStore verifies that the store holds exactly the log's timelines.
 func checkStore(t *testing.T, st store.Store, byConv map[string][]*parleyv1.Event) {
 	t.Helper()
@@ -221,7 +246,11 @@ func checkStore(t *testing.T, st store.Store, byConv map[string][]*parleyv1.Even
 			after = page[len(page)-1].Seq
 		}
 		if len(got) != len(evs) {
-			t.Fatalf("store has %d events of %s, the log %d", len(got), conv, len(evs))
+			// The store reads up to the conversation's head: say which it
+			// lacks, the events or the head.
+			h, herr := st.Conversation(ctx, conv)
+			t.Fatalf("store has %d events of %s, the log %d; its head: last seq %d (%v); seqs missing: %s",
+				len(got), conv, len(evs), h.LastSeq, herr, missingSeqs(got, evs))
 		}
 		for i := range evs {
 			if !proto.Equal(got[i], evs[i]) {

@@ -42,8 +42,28 @@ func Launch(t testing.TB) *Instance {
 		if err != nil {
 			t.Logf("stopping Cassandra in %s: %v\n%s", in.Dir, err, out)
 		}
+		if t.Failed() {
+			// The node's own account, before and after a restart: the
+			// test's directory goes when it ends.
+			for _, name := range []string{"system.log.prev", "system.log"} {
+				t.Logf("--- Cassandra %s (last %d lines) ---\n%s", name, logTail, tail(filepath.Join(in.Dir, name), logTail))
+			}
+		}
 	})
 	return in
+}
+
+// logTail is how many lines of a failed test's node logs it shows.
+const logTail = 80
+
+// tail returns the last n lines of the file at path, or why it cannot.
+func tail(path string, n int) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err.Error()
+	}
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }
 
 // Kill ends the node with SIGKILL and waits until it is gone.
