@@ -112,7 +112,7 @@ func (c Config) withDefaults() Config {
 		c.StateCacheBytes = DefaultStateCacheBytes
 	}
 	if c.StateSyncRecords == 0 {
-		c.StateSyncRecords = 100_000
+		c.StateSyncRecords = DefaultStateSyncRecords
 	}
 	if c.MaxMembers == 0 {
 		c.MaxMembers = 10000
@@ -168,6 +168,9 @@ const ProduceLinger = time.Second
 
 // DefaultStateCacheBytes is Config.StateCacheBytes's default.
 const DefaultStateCacheBytes = 256 << 20
+
+// DefaultStateSyncRecords is Config.StateSyncRecords's default.
+const DefaultStateSyncRecords = 100_000
 
 // Stats counts what a Sequencer has done since it started. Counts cover
 // committed and aborted transactions alike. Undecodable counts the records

@@ -66,6 +66,30 @@ func TestLingerFlag(t *testing.T) {
 	}
 }
 
+func TestStateSyncFlag(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want int
+	}{
+		{nil, sequencer.DefaultStateSyncRecords},
+		{[]string{"--state-sync-records", "5000"}, 5000},
+	} {
+		fs := newFlags("test")
+		sync := stateSyncFlag(fs)
+		if err := parse(fs, c.args); err != nil {
+			t.Fatal(err)
+		}
+		if n, err := sync(); err != nil || n != c.want {
+			t.Fatalf("%v gave %d, %v; want %d", c.args, n, err, c.want)
+		}
+	}
+	// Refused before the role touches the broker.
+	err := runSequencer(context.Background(), []string{"--state-sync-records", "0"})
+	if err == nil || !strings.Contains(err.Error(), "--state-sync-records 0: must be at least 1") {
+		t.Fatalf("--state-sync-records 0: %v", err)
+	}
+}
+
 func TestCommitIntervalFlag(t *testing.T) {
 	fs := newFlags("test")
 	interval := commitIntervalFlag(fs)

@@ -101,6 +101,19 @@ func lingerFlag(fs *flag.FlagSet) func() (time.Duration, error) {
 	}
 }
 
+// stateSyncFlag adds the sequencer's --state-sync-records flag; the
+// function it returns gives the value once the flags are parsed.
+func stateSyncFlag(fs *flag.FlagSet) func() (int, error) {
+	n := fs.Int("state-sync-records", sequencer.DefaultStateSyncRecords,
+		"changelog records of a partition after which the conversations they changed are written to --state-dir (they are after a minute anyway): a restore after an aborted transaction reads at most about this many")
+	return func() (int, error) {
+		if *n < 1 {
+			return 0, fmt.Errorf("--state-sync-records %d: must be at least 1", *n)
+		}
+		return *n, nil
+	}
+}
+
 // commitIntervalFlag adds the flag of how often the writer and fanout
 // commit the offsets of what they have finished with; the function it
 // returns gives the value once the flags are parsed.
@@ -209,6 +222,7 @@ func runSequencer(ctx context.Context, args []string) error {
 		"directory of this instance's local copy of its partitions' state, filled from the changelog and kept for the next run after a clean stop (one sequencer to a directory)")
 	stateCache := fs.Int64("state-cache-mb", sequencer.DefaultStateCacheBytes>>20,
 		"MiB of conversation state kept in memory; the rest is read from --state-dir when needed")
+	stateSyncFor := stateSyncFlag(fs)
 	adminAddr := adminFlag(fs)
 	log, k, err := rf.parse(args)
 	if err != nil {
@@ -221,9 +235,13 @@ func runSequencer(ctx context.Context, args []string) error {
 	if *stateCache < 1 {
 		return fmt.Errorf("--state-cache-mb %d: must be at least 1", *stateCache)
 	}
+	stateSync, err := stateSyncFor()
+	if err != nil {
+		return err
+	}
 	reg := newRegistry()
 	s, err := sequencer.New(sequencer.Config{Kafka: k, NodeID: *nodeID, Group: *group, Linger: linger, Logger: log, Registerer: reg,
-		StateDir: *stateDir, StateCacheBytes: *stateCache << 20})
+		StateDir: *stateDir, StateCacheBytes: *stateCache << 20, StateSyncRecords: stateSync})
 	if err != nil {
 		return err
 	}
