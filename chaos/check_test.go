@@ -114,6 +114,23 @@ func (lv *logView) memberAt(conv, user string, seq int64) bool {
 	return false
 }
 
+// spans says when user was a member of conv, as seq ranges ("none" if
+// never).
+func (lv *logView) spans(conv, user string) string {
+	var out []string
+	for _, s := range lv.members[conv][user] {
+		if s.to == 0 {
+			out = append(out, fmt.Sprintf("%d–", s.from))
+		} else {
+			out = append(out, fmt.Sprintf("%d–%d", s.from, s.to))
+		}
+	}
+	if len(out) == 0 {
+		return "none"
+	}
+	return strings.Join(out, ", ")
+}
+
 // event returns conv's event at seq, if the log has it where it belongs.
 func (lv *logView) event(conv string, seq int64) *parleyv1.Event {
 	evs := lv.byConv[conv]
@@ -171,7 +188,8 @@ func checkDevices(v *verdict, lv *logView, l *load) {
 		for conv, got := range d.got {
 			for _, g := range got {
 				if !lv.memberAt(conv, d.user, g.ev.Seq) {
-					v.violate(ruleMembersOnly, "%s got %s seq %d (%s) while %s was not a member", d.name, conv, g.ev.Seq, g.ev.Type, d.user)
+					v.violate(ruleMembersOnly, "%s got %s seq %d (%s) while %s was not a member (member at %s), at %s",
+						d.name, conv, g.ev.Seq, g.ev.Type, d.user, lv.spans(conv, d.user), g.at.UTC().Format("15:04:05.000"))
 				}
 				want := lv.event(conv, g.ev.Seq)
 				if want == nil {

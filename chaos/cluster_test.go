@@ -86,7 +86,11 @@ func startCluster(t *testing.T, dir string) *cluster {
 	cass := []string{"--cassandra", fmt.Sprintf("127.0.0.1:%d", c.cass.Port), "--keyspace", "parley"}
 	common := []string{"--brokers", brokers, "--log-level", "warn"}
 	for i := 1; i <= 2; i++ {
-		c.add(fmt.Sprintf("sequencer-%d", i), "sequencer", append([]string{"--node-id", fmt.Sprintf("seq-%d", i)}, common...))
+		// Each sequencer keeps its state in a directory of its own, kept
+		// across its restarts (one sequencer to a directory: a second
+		// one on it would fail to start).
+		c.add(fmt.Sprintf("sequencer-%d", i), "sequencer", append([]string{"--node-id", fmt.Sprintf("seq-%d", i),
+			"--state-dir", filepath.Join(dir, fmt.Sprintf("sequencer-%d-state", i))}, common...))
 		c.add(fmt.Sprintf("writer-%d", i), "writer", append(append([]string{}, common...), cass...))
 		c.add(fmt.Sprintf("fanout-%d", i), "fanout", append(append([]string{"--push-secret", pushSecret, "--instance-id", fmt.Sprintf("fanout-%d", i)}, common...), cass...))
 	}

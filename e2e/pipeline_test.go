@@ -191,7 +191,9 @@ func TestSequencerKilled(t *testing.T) {
 	c := newCluster(t)
 	w := newWorkload(nConvs, nSenders, nSends, retryFrac, 2)
 	outs := c.collectOutcomes(context.Background())
-	args := []string{"sequencer", "--brokers", c.broker.Addr(), "--node-id", "seq-k", "--log-level", "warn"}
+	// Both runs on one state directory: the second finds the state of a
+	// crashed run, which it must not trust.
+	args := []string{"sequencer", "--brokers", c.broker.Addr(), "--node-id", "seq-k", "--log-level", "warn", "--state-dir", t.TempDir()}
 	seq := startChild(t, "sequencer-1", args...)
 	c.produce(w.creates...)
 	c.produce(w.sends...)
