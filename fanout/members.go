@@ -19,9 +19,11 @@ import (
 // the member events fanout reads. A conversation not in the cache is loaded
 // from the timeline store once the store holds the events before the one
 // being pushed (the writer consumes the same log) and cached from then on.
-// If the store is still behind when the poll's wait for it runs out, the
-// load serves that one event and is not cached; it may lack member changes
-// the store has not seen yet.
+// If the store is still behind when the poll's wait for it runs out, its
+// members may include users removed since, who must get nothing after
+// their removal: that one event then goes only to the users certainly
+// members at its seq (sureRecipients), and nothing is cached. The others
+// get it from history, as after any missed push.
 //
 // A load can see member changes from after the event being pushed (the
 // store may be ahead of fanout). Members who joined later are filtered out
@@ -133,8 +135,9 @@ func (m *members) load(ctx context.Context, conv string, atLeast int64, waitUnti
 // sequenced (for a removal, including those removed), and applies ev's
 // membership change to the cache. The list may be shared with other events
 // of the conversation: it must not be modified. A conversation not cached
-// is loaded from the store, waiting for the writer until waitUntil; a load
-// from a store still behind serves this event only and is not cached.
+// is loaded from the store, waiting for the writer until waitUntil; if the
+// store is still behind then, ev goes to sureRecipients only, and nothing
+// is cached.
 //
 // A cached conversation takes only the event after the last one resolved
 // from it; any other gets errOutOfSequence and changes nothing.
@@ -154,14 +157,15 @@ func (m *members) recipients(ctx context.Context, ev *parleyv1.Event, waitUntil 
 		m.put(c)
 	}
 	if c == nil {
-		var current bool
-		var err error
-		if c, current, err = m.load(ctx, strings.Clone(ev.Conv), ev.Seq-1, waitUntil); err != nil {
+		loaded, current, err := m.load(ctx, strings.Clone(ev.Conv), ev.Seq-1, waitUntil)
+		if err != nil {
 			return nil, err
 		}
-		if current {
-			m.put(c)
+		if !current {
+			return sureRecipients(ev), nil
 		}
+		c = loaded
+		m.put(c)
 	}
 	c.last = ev.Seq
 	removal := ev.Type == parleyv1.EventType_EVENT_TYPE_MEMBER_REMOVED
@@ -195,6 +199,25 @@ func (m *members) recipients(ctx context.Context, ev *parleyv1.Event, waitUntil 
 	}
 	c.recips, c.recipsUntil = slices.Clip(out), until
 	return c.recips, nil
+}
+
+// sureRecipients returns the users certainly members of ev's conversation
+// at its seq, whatever the events before it: its sender (the sequencer
+// takes nothing else from a non-member) and, for a member change, the
+// users it adds or removes (a removal reaches the removed).
+func sureRecipients(ev *parleyv1.Event) []string {
+	out := make([]string, 0, 1+len(ev.Members))
+	if ev.From != "" {
+		out = append(out, strings.Clone(ev.From))
+	}
+	if ev.Type == parleyv1.EventType_EVENT_TYPE_MEMBER_ADDED || ev.Type == parleyv1.EventType_EVENT_TYPE_MEMBER_REMOVED {
+		for _, u := range ev.Members {
+			if u != ev.From {
+				out = append(out, strings.Clone(u))
+			}
+		}
+	}
+	return out
 }
 
 // current returns conv's members as the cache, or else the store, knows
