@@ -77,6 +77,9 @@ type Report struct {
 	SlowestAfter    string            `json:"slowest_recovery_after"`
 	Client          map[string]int64  `json:"client_stats"`
 	Recoveries      map[string]string `json:"recoveries"`
+	// ExitedByItself counts, per process, the runs that ended without a
+	// fault (or the end of the test) signaling them.
+	ExitedByItself map[string]int `json:"exited_by_itself,omitempty"`
 }
 
 // TestChaos is the chaos run: the cluster, the clients, the fault loop for
@@ -154,6 +157,14 @@ func TestChaos(t *testing.T) {
 	}
 
 	rep := report(s, ran, l, stats, lv, f, v)
+	for _, p := range c.procs {
+		if n := p.exitedByItself(); n > 0 {
+			if rep.ExitedByItself == nil {
+				rep.ExitedByItself = map[string]int{}
+			}
+			rep.ExitedByItself[p.name] = n
+		}
+	}
 	out, _ := json.MarshalIndent(rep, "", "  ")
 	fmt.Printf("chaos report:\n%s\nfault log:\n  %s\nchecker:\n%s", out, strings.Join(f.log, "\n  "), v)
 	if s.report != "" {

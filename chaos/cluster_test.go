@@ -157,6 +157,11 @@ type proc struct {
 	mu   sync.Mutex
 	cmd  *exec.Cmd
 	done chan struct{}
+	// signaled is set when the harness signals the running process;
+	// selfExits counts the runs that ended without it (a role that exits
+	// by itself stays down until the end of the run).
+	signaled  bool
+	selfExits int
 }
 
 func (p *proc) start() {
@@ -174,8 +179,24 @@ func (p *proc) start() {
 		p.t.Fatalf("start %s: %v", p.name, err)
 	}
 	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
-	p.cmd, p.done = cmd, done
+	go func() {
+		_ = cmd.Wait()
+		p.mu.Lock()
+		if !p.signaled {
+			p.selfExits++
+		}
+		p.mu.Unlock()
+		close(done)
+	}()
+	p.cmd, p.done, p.signaled = cmd, done, false
+}
+
+// exitedByItself returns how many of the process's runs ended without the
+// harness signaling it.
+func (p *proc) exitedByItself() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.selfExits
 }
 
 func (p *proc) running() bool {
@@ -197,6 +218,13 @@ func (p *proc) running() bool {
 func (p *proc) signal(sig syscall.Signal, wait time.Duration) {
 	p.mu.Lock()
 	cmd, done := p.cmd, p.done
+	if cmd != nil {
+		select {
+		case <-done: // it exited already
+		default:
+			p.signaled = true
+		}
+	}
 	p.mu.Unlock()
 	if cmd == nil {
 		return
@@ -232,3 +260,22 @@ func quietLogger() *slog.Logger {
 type kfakeLogger struct{}
 
 func (kfakeLogger) Logf(kfake.LogLevel, string, ...any) {}
+
+// TestProcExitedByItself: the harness counts the runs of a role process
+// that ended without its signal, and not those it ended.
+func TestProcExitedByItself(t *testing.T) {
+	dir := t.TempDir()
+	p := &proc{t: t, name: "p", args: []string{"no-such-command"}, log: filepath.Join(dir, "p.log")}
+	p.start()
+	<-p.done
+	if n := p.exitedByItself(); n != 1 {
+		t.Fatalf("a process that exited by itself counted %d times", n)
+	}
+	p.args = []string{"dev", "--data-dir", filepath.Join(dir, "dev"), "--broker-listen", "127.0.0.1:0", "--listen", "127.0.0.1:0"}
+	p.start()
+	p.kill()
+	p.kill() // a second signal to an exited process changes nothing
+	if n := p.exitedByItself(); n != 1 {
+		t.Fatalf("after a run the harness killed: %d exits by itself, want 1\n%s", n, p.tail(2000))
+	}
+}
