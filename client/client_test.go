@@ -671,12 +671,14 @@ func TestSendDuringOutage(t *testing.T) {
 func TestKeepalive(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	// The idle timeout is six ping intervals: a ping comes every 100 to 150
-	// ms, and the keepalive may be held up by 450 ms (a loaded machine
-	// running the suite) before the server gives the connection up.
-	n := e.node("node-1", func(c *connector.GatewayConfig) { c.IdleTimeout = 600 * time.Millisecond })
+	// The idle timeout is six ping intervals: a ping comes every 250 to 375
+	// ms, and the keepalive may be held up by over a second (a loaded
+	// machine running the suite) before the server gives the connection
+	// up. The client gives up a connection that received nothing for three
+	// intervals and a quarter (812 ms here; a pong answers each ping).
+	n := e.node("node-1", func(c *connector.GatewayConfig) { c.IdleTimeout = 1500 * time.Millisecond })
 	cfg := config(t, "alice", n.url)
-	cfg.PingInterval = 100 * time.Millisecond
+	cfg.PingInterval = 250 * time.Millisecond
 	c, err := client.Dial(bg(t), cfg)
 	if err != nil {
 		t.Fatal(err)
