@@ -160,6 +160,12 @@ func (f *faults) slow() {
 func (f *faults) leadership() {
 	switch f.rng.IntN(3) {
 	case 0:
+		// Every leader epoch moves on. A consumer that asks about the
+		// epoch it consumed at before anything is written at the new one
+		// is told the broker does not know it, and goes back to the start
+		// of the partition: the roles must not act twice on what they
+		// read again (the sequencer skips commands it applied, the writer
+		// and fanout events they took).
 		f.logf("every partition gets a new leader")
 		f.c.kf.ShufflePartitionLeaders()
 	case 1:

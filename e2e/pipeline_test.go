@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -214,6 +215,59 @@ func TestSequencerKilled(t *testing.T) {
 	waitFor(t, time.Minute, "the writer to catch up", func() bool { return c.groupCaughtUp("parley-writer", c.kc.Topics().Events) })
 	stop()
 	w.check(t, c.events(), outs, st)
+}
+
+// TestSequencerSkipsReplays: a sequencer's Kafka client that goes back in
+// the commands log does not get a command applied twice. The broker's
+// partitions get new leader epochs before anything is written at them;
+// asked where the epoch the client consumed at ends, the embedded broker
+// then answers that it does not know it, and the client goes back to the
+// start of each partition it consumed. With a dedup window of a few
+// entries, the commands read again would otherwise be sequenced again.
+func TestSequencerSkipsReplays(t *testing.T) {
+	c := newCluster(t)
+	w := newWorkload(10, 10, 1_000, 0, 11)
+	outs := c.collectOutcomes(context.Background())
+	s, err := sequencer.New(sequencer.Config{Kafka: c.kc, NodeID: "seq-replays", Logger: testLogger(t),
+		WindowMinAge: time.Millisecond, WindowMinEntries: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runInProcess(t, "sequencer", s.Run)
+	// The sends before the new epochs come in two parts, each answered
+	// before the next: the second moves each conversation's window past
+	// the first.
+	c.produce(w.creates...)
+	sent := 0
+	for _, part := range []int{len(w.sends) * 2 / 5, len(w.sends) * 3 / 5} {
+		c.produce(w.sends[sent:part]...)
+		sent = part
+		waitFor(t, time.Minute, fmt.Sprintf("%d outcomes", len(w.creates)+sent), func() bool { return outs.answered() >= len(w.creates)+sent })
+	}
+
+	// The client asks about its epoch of the commands once it sees the new
+	// ones; the rest of the sends come after the broker has answered.
+	kf := c.broker.Cluster()
+	var asked atomic.Bool
+	kf.ControlKey(int16(kmsg.OffsetForLeaderEpoch), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		kf.KeepControl()
+		for _, rt := range req.(*kmsg.OffsetForLeaderEpochRequest).Topics {
+			if rt.Topic == c.kc.Topics().Commands {
+				asked.Store(true)
+			}
+		}
+		return nil, nil, false
+	})
+	kf.ShufflePartitionLeaders()
+	waitFor(t, time.Minute, "the sequencer's client to ask about its epoch", asked.Load)
+	c.produce(w.sends[sent:]...)
+	waitFor(t, time.Minute, "every outcome", func() bool { return outs.answered() >= w.commands() })
+	w.check(t, c.events(), outs, nil)
+	replayed := s.Stats().Replayed
+	t.Logf("%d commands skipped as applied already", replayed)
+	if replayed == 0 {
+		t.Fatal("the sequencer's client did not go back: the test tested nothing")
+	}
 }
 
 // TestSequencerLeaves is run 3: two sequencers in one group, one leaving

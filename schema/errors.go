@@ -29,10 +29,13 @@ const (
 	// already).
 	// The sequencer never writes one; it comes from another producer.
 	SkipOutOfSequence = "out_of_sequence"
+	// SkipReplayed: a command the sequencer has applied already, handed
+	// back by its Kafka client after going back in the log.
+	SkipReplayed = "replayed"
 )
 
 // SkipReasons lists every reason, for metrics that start each at zero.
-var SkipReasons = []string{SkipUndecodable, SkipMalformed, SkipOutOfSequence}
+var SkipReasons = []string{SkipUndecodable, SkipMalformed, SkipOutOfSequence, SkipReplayed}
 
 // SkipReason maps an error of a decoder in this package to its reason:
 // SkipUndecodable for ErrUndecodable, SkipMalformed for anything else.

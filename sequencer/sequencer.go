@@ -177,11 +177,13 @@ const DefaultStateSyncRecords = 100_000
 // skipped as undecodable (parley_records_skipped_total). StateLoads counts
 // the conversations whose state was loaded from the state store, not
 // being in memory; RestoredRecords the changelog records read to restore
-// partitions' state.
+// partitions' state. Replayed counts the commands skipped as applied
+// already (parley_records_skipped_total; see skipApplied).
 type Stats struct {
 	Commands, Events, Duplicates, Unchanged, Rejected, Undecodable int64
 	Committed, Aborted                                             int64
 	StateLoads, RestoredRecords                                    int64
+	Replayed                                                       int64
 }
 
 // Sequencer is the sequencer role.
@@ -353,6 +355,7 @@ func (s *Sequencer) Stats() Stats {
 		Rejected: s.stats.rejected.Load(), Undecodable: s.skipped.Count(s.cfg.Kafka.Topics().Commands, schema.SkipUndecodable),
 		Committed: s.stats.committed.Load(), Aborted: s.stats.aborted.Load(),
 		StateLoads: s.stats.loads.Load(), RestoredRecords: s.stats.restored.Load(),
+		Replayed: s.skipped.Count(s.cfg.Kafka.Topics().Commands, schema.SkipReplayed),
 	}
 }
 
@@ -604,6 +607,9 @@ func (s *Sequencer) session(ctx context.Context) error {
 		if fetches.NumRecords() == 0 {
 			continue
 		}
+		if s.skipApplied(fetches); fetches.NumRecords() == 0 {
+			continue
+		}
 		if err := s.restore(ctx, fetches); err != nil {
 			// Nothing was produced yet: end the (empty) transaction as an
 			// abort so the records are polled again.
@@ -682,6 +688,54 @@ func (s *Sequencer) session(ctx context.Context) error {
 		}
 		if err != nil {
 			return fmt.Errorf("end transaction: %w", err)
+		}
+	}
+}
+
+// skipApplied takes out of fetches the commands that a partition's state
+// in memory holds already. The Kafka
+// client hands such commands back when it suspects the log was truncated
+// under it (the leader's answer for the epoch it consumed at does not
+// match what it consumed): it goes back to where that answer, or its
+// reset policy (the partition's start), points, and returns again what
+// it had returned. Applied again, a command older than its conversation's
+// dedup window would be sequenced twice. A partition's state only ever
+// moves forward from where it was restored, which matches the committed
+// offsets: after an abort or a revocation it is dropped, and with it this
+// check, until commands are applied to it again.
+func (s *Sequencer) skipApplied(fetches kgo.Fetches) {
+	var next map[int32]int64 // partition -> the offset after its last command here
+	for i := range fetches {
+		for j := range fetches[i].Topics {
+			for k := range fetches[i].Topics[j].Partitions {
+				fp := &fetches[i].Topics[j].Partitions[k]
+				if len(fp.Records) == 0 {
+					continue
+				}
+				n, ok := next[fp.Partition]
+				if !ok {
+					part := s.parts[fp.Partition]
+					n, ok = part.applied()
+				}
+				if from := fp.Records[0].Offset; ok && from < n {
+					keep := slices.IndexFunc(fp.Records, func(r *kgo.Record) bool { return r.Offset >= n })
+					if keep < 0 {
+						keep = len(fp.Records)
+					}
+					s.log.Warn("skipping commands applied already: the Kafka client went back",
+						"partition", fp.Partition, "from", from, "next", n, "skipped", keep, "reason", schema.SkipReplayed)
+					for range keep {
+						s.skipped.Add(fetches[i].Topics[j].Topic, schema.SkipReplayed)
+					}
+					fp.Records = fp.Records[keep:]
+				}
+				if len(fp.Records) > 0 {
+					if next == nil {
+						next = make(map[int32]int64)
+					}
+					next[fp.Partition] = fp.Records[len(fp.Records)-1].Offset + 1
+				}
+			}
 		}
 	}
 }
@@ -1137,6 +1191,7 @@ func (s *Sequencer) decidePartition(w partitionWork, now int64, produce func(*kg
 				}
 			}
 		}
+		part.next = recs[len(recs)-1].Offset + 1
 	}
 	// The partition's changes go to the changelog once, after all its
 	// commands: a conversation's head is one record however many of its

@@ -190,6 +190,9 @@ type partition struct {
 
 	id    int32
 	store *stateStore
+	// next is the commands offset after the last command applied to this
+	// state, 0 until one is (see applied).
+	next  int64
 	clock uint64 // transactions flushed
 	bytes int64  // estimated memory of convs
 	loads int64  // conversations loaded from the store
@@ -197,6 +200,16 @@ type partition struct {
 
 func newPartition(r rules) *partition {
 	return &partition{convs: make(map[string]*convState), rules: r}
+}
+
+// applied returns the offset after the last command applied to p, and
+// whether one was: p's state holds every command of its partition below
+// that offset. p may be nil (no state in memory).
+func (p *partition) applied() (int64, bool) {
+	if p == nil || p.next == 0 {
+		return 0, false
+	}
+	return p.next, true
 }
 
 // newStoredPartition is partition id of st, whose state st holds.

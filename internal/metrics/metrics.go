@@ -29,7 +29,7 @@ func NewSkipped(reg prometheus.Registerer, role string, topics ...string) (*Skip
 	}
 	vec, err := Register(prometheus.WrapRegistererWith(prometheus.Labels{"role": role}, reg), prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "parley_records_skipped_total",
-		Help: "Records consumed and skipped, without acting on them, by topic and reason (undecodable, malformed, out_of_sequence).",
+		Help: "Records consumed and skipped, without acting on them, by topic and reason (undecodable, malformed, out_of_sequence, replayed).",
 	}, []string{"topic", "reason"}))
 	if err != nil {
 		return nil, err
