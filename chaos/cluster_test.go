@@ -116,7 +116,7 @@ func startCluster(t *testing.T, dir string) *cluster {
 	}
 	t.Cleanup(func() {
 		for _, p := range c.procs {
-			p.kill()
+			p.stop()
 		}
 	})
 	return c
@@ -132,7 +132,8 @@ func (c *cluster) client(opts ...kgo.Opt) *kgo.Client {
 }
 
 func (c *cluster) add(name, role string, args []string) *proc {
-	p := &proc{t: c.t, name: name, role: role, args: append([]string{role}, args...), log: filepath.Join(c.dir, name+".log")}
+	p := &proc{t: c.t, name: name, role: role, args: append([]string{role}, args...), log: filepath.Join(c.dir, name+".log"),
+		restartAfter: time.Second}
 	c.procs = append(c.procs, p)
 	return p
 }
@@ -153,42 +154,99 @@ type proc struct {
 	args   []string
 	log    string
 	listen string // a connector's public address
+	// restartAfter, if set, starts the process again after a run that
+	// ended without the harness signaling it, as a service manager would:
+	// that long after the first such exit in a row, twice as long after
+	// each further one (up to maxRestartDelay).
+	restartAfter time.Duration
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
 	done chan struct{}
+	runs int // started so far
 	// signaled is set when the harness signals the running process;
-	// selfExits counts the runs that ended without it (a role that exits
-	// by itself stays down until the end of the run).
+	// selfExits counts the runs that ended without it, inARow those in a
+	// row that ran shorter than maxRestartDelay, restarts the restarts
+	// that followed them. stopped is set at the end of the test: nothing
+	// starts the process again.
 	signaled  bool
 	selfExits int
+	inARow    int
+	restarts  int
+	stopped   bool
 }
 
+// maxRestartDelay bounds the wait before a restart after an exit.
+const maxRestartDelay = 8 * time.Second
+
+// start starts a run of the process, unless one is running (restarted
+// after exiting by itself before a fault started it again) or the test
+// is over.
 func (p *proc) start() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if err := p.startLocked(); err != nil {
+		p.t.Fatal(err)
+	}
+}
+
+func (p *proc) startLocked() error {
+	if p.stopped || p.runningLocked() {
+		return nil
+	}
 	f, err := os.OpenFile(p.log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
-		p.t.Fatal(err)
+		return err
 	}
 	defer f.Close()
 	fmt.Fprintf(f, "=== %s start %s\n", time.Now().Format(time.RFC3339Nano), p.name)
 	cmd := exec.Command(parleyBin, p.args...)
 	cmd.Stdout, cmd.Stderr = f, f
 	if err := cmd.Start(); err != nil {
-		p.t.Fatalf("start %s: %v", p.name, err)
+		return fmt.Errorf("start %s: %w", p.name, err)
 	}
 	done := make(chan struct{})
+	p.runs++
+	run, started := p.runs, time.Now()
 	go func() {
 		_ = cmd.Wait()
 		p.mu.Lock()
-		if !p.signaled {
-			p.selfExits++
+		defer p.mu.Unlock()
+		defer close(done) // once the run is counted
+		if p.signaled {
+			return
 		}
-		p.mu.Unlock()
-		close(done)
+		p.selfExits++
+		if time.Since(started) >= maxRestartDelay {
+			p.inARow = 0
+		}
+		p.inARow++
+		if p.restartAfter <= 0 || p.stopped {
+			return
+		}
+		p.restarts++
+		delay := min(p.restartAfter<<min(p.inARow-1, 16), maxRestartDelay)
+		time.AfterFunc(delay, func() {
+			p.mu.Lock()
+			defer p.mu.Unlock()
+			if p.runs != run { // started again meanwhile
+				return
+			}
+			if err := p.startLocked(); err != nil {
+				p.t.Errorf("restarting %s after it exited by itself: %v", p.name, err)
+			}
+		})
 	}()
 	p.cmd, p.done, p.signaled = cmd, done, false
+	return nil
+}
+
+// stop ends the process for good: it is not started again.
+func (p *proc) stop() {
+	p.mu.Lock()
+	p.stopped = true
+	p.mu.Unlock()
+	p.kill()
 }
 
 // exitedByItself returns how many of the process's runs ended without the
@@ -202,6 +260,10 @@ func (p *proc) exitedByItself() int {
 func (p *proc) running() bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	return p.runningLocked()
+}
+
+func (p *proc) runningLocked() bool {
 	if p.cmd == nil {
 		return false
 	}
@@ -278,4 +340,42 @@ func TestProcExitedByItself(t *testing.T) {
 	if n := p.exitedByItself(); n != 1 {
 		t.Fatalf("after a run the harness killed: %d exits by itself, want 1\n%s", n, p.tail(2000))
 	}
+}
+
+// TestProcRestart: a process that exits by itself is started again by the
+// harness, one it kills is not, one running is not started twice, and
+// once stopped nothing starts it.
+func TestProcRestart(t *testing.T) {
+	dir := t.TempDir()
+	runs := func(p *proc) int {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return p.runs
+	}
+	p := &proc{t: t, name: "p", args: []string{"no-such-command"}, log: filepath.Join(dir, "p.log"), restartAfter: 10 * time.Millisecond}
+	p.start()
+	testutil.WaitFor(t, 30*time.Second, "three restarts after exits by itself", func() bool { return runs(p) >= 4 })
+	p.stop()
+	n := runs(p)
+	p.start()
+	if runs(p) != n {
+		t.Fatal("a stopped process was started again")
+	}
+
+	q := &proc{t: t, name: "q", log: filepath.Join(dir, "q.log"), restartAfter: 10 * time.Millisecond,
+		args: []string{"dev", "--data-dir", filepath.Join(dir, "dev"), "--broker-listen", "127.0.0.1:0", "--listen", "127.0.0.1:0"}}
+	q.start()
+	q.kill()
+	q.mu.Lock()
+	restarts := q.restarts
+	q.mu.Unlock()
+	if restarts != 0 {
+		t.Fatalf("a process the harness killed is to be restarted (%d)", restarts)
+	}
+	q.start() // as a fault does after a kill
+	q.start() // as one would after a restart came first
+	if n := runs(q); n != 2 {
+		t.Fatalf("%d runs started, want 2\n%s", n, q.tail(2000))
+	}
+	q.stop()
 }
