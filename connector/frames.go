@@ -73,8 +73,8 @@ func appendStringField(dst []byte, key, v string) []byte {
 	return schema.AppendJSONString(append(dst, key...), v)
 }
 
-func errorReply(id, code, msg string) reply {
-	return reply{Op: "error", ID: id, Code: code, Message: msg}
+func errorReply(id, code, msg string) *reply {
+	return &reply{Op: "error", ID: id, Code: code, Message: msg}
 }
 
 // connLimits tells a client, in auth_ok, the rate its frames may come at,

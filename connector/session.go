@@ -152,7 +152,7 @@ func (s *session) start() bool {
 	}
 	// auth_ok is the first frame: queued before the session can get pushes,
 	// written once the writer starts (after the presence record, below).
-	s.send(reply{Op: "auth_ok", ID: req.ID, User: user, Device: s.device, Node: g.cmd.cfg.NodeID,
+	s.send(&reply{Op: "auth_ok", ID: req.ID, User: user, Device: s.device, Node: g.cmd.cfg.NodeID,
 		Limits: &connLimits{Rate: g.cfg.RatePerSecond, Burst: g.cfg.RateBurst}})
 	if !g.hub.add(s, g.cfg.MaxConnsPerUser, claim) {
 		g.m.authFailures.WithLabelValues(authTooMany).Inc()
@@ -314,7 +314,7 @@ func (s *session) handle(data []byte) {
 func (s *session) dispatch(req *request) {
 	switch req.Op {
 	case "ping":
-		s.send(reply{Op: "pong", ID: req.ID})
+		s.send(&reply{Op: "pong", ID: req.ID})
 	case "send", "edit", "revoke", "create", "members", "read", "history", "sync":
 		if s.draining.Load() {
 			s.send(errorReply(req.ID, schema.CodeUnavailable, "server draining: reconnect and retry"))
@@ -433,9 +433,9 @@ func (r *commandRequest) end(status string) {
 func (s *session) reply(req *request, cmd *parleyv1.Command, o *parleyv1.Outcome) {
 	switch req.Op {
 	case "create":
-		s.send(reply{Op: "created", ID: req.ID, Conv: cmd.Conv})
+		s.send(&reply{Op: "created", ID: req.ID, Conv: cmd.Conv})
 	case "read", "members":
-		s.send(reply{Op: "ok", ID: req.ID})
+		s.send(&reply{Op: "ok", ID: req.ID})
 	default:
 		s.sendAck(req.ID, cmd.Conv, cmd.Cmid, o.Event.GetMsgId(), o.Event.GetSeq())
 	}
@@ -557,7 +557,7 @@ func trimPage(evs []*parleyv1.Event, backward bool) (kept []*parleyv1.Event, cut
 	return evs[:keep], cut
 }
 
-func (s *session) send(r reply) { s.sendValue(r) }
+func (s *session) send(r *reply) { s.sendValue(r) }
 
 // sendValue queues a frame (enqueue).
 func (s *session) sendValue(v any) {
