@@ -693,16 +693,16 @@ func (s *Sequencer) session(ctx context.Context) error {
 }
 
 // skipApplied takes out of fetches the commands that a partition's state
-// in memory holds already. The Kafka
-// client hands such commands back when it suspects the log was truncated
-// under it (the leader's answer for the epoch it consumed at does not
-// match what it consumed): it goes back to where that answer, or its
-// reset policy (the partition's start), points, and returns again what
-// it had returned. Applied again, a command older than its conversation's
-// dedup window would be sequenced twice. A partition's state only ever
-// moves forward from where it was restored, which matches the committed
-// offsets: after an abort or a revocation it is dropped, and with it this
-// check, until commands are applied to it again.
+// in memory holds already. The Kafka client hands such commands back when
+// it suspects the log was truncated under it (the leader's answer for the
+// epoch it consumed at does not match what it consumed): it goes back to
+// where that answer, or its reset policy (the partition's start), points,
+// and returns again what it had returned. Applied again, a command older
+// than its conversation's dedup window would be sequenced twice. A
+// partition's state only ever moves forward from where it was restored,
+// which matches the committed offsets: after an abort or a revocation it
+// is dropped, and with it this check, until commands are applied to it
+// again.
 func (s *Sequencer) skipApplied(fetches kgo.Fetches) {
 	var next map[int32]int64 // partition -> the offset after its last command here
 	for i := range fetches {
