@@ -164,8 +164,7 @@ func (f *faults) leadership() {
 		// epoch it consumed at before anything is written at the new one
 		// is told the broker does not know it, and goes back to the start
 		// of the partition: the roles must not act twice on what they
-		// read again (the sequencer skips commands it applied, the writer
-		// and fanout events they took).
+		// read again (each skips what it handled: kafka.Replays).
 		f.logf("every partition gets a new leader")
 		f.c.kf.ShufflePartitionLeaders()
 	case 1:

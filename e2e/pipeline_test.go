@@ -19,6 +19,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/parley-im/parley/kafka"
+	"github.com/parley-im/parley/schema"
 	parleyv1 "github.com/parley-im/parley/schema/parley/v1"
 	"github.com/parley-im/parley/sequencer"
 	"github.com/parley-im/parley/store/pebblestore"
@@ -217,13 +218,14 @@ func TestSequencerKilled(t *testing.T) {
 	w.check(t, c.events(), outs, st)
 }
 
-// TestSequencerSkipsReplays: a sequencer's Kafka client that goes back in
-// the commands log does not get a command applied twice. The broker's
+// TestSequencerSkipsReplays: a sequencer's and a writer's Kafka clients
+// that go back in the log do not get a record handled twice. The broker's
 // partitions get new leader epochs before anything is written at them;
-// asked where the epoch the client consumed at ends, the embedded broker
+// asked where the epoch a client consumed at ends, the embedded broker
 // then answers that it does not know it, and the client goes back to the
 // start of each partition it consumed. With a dedup window of a few
-// entries, the commands read again would otherwise be sequenced again.
+// entries, the commands read again would otherwise be sequenced again;
+// the writer would take the events read again for out of sequence.
 func TestSequencerSkipsReplays(t *testing.T) {
 	c := newCluster(t)
 	w := newWorkload(10, 10, 1_000, 0, 11)
@@ -234,6 +236,13 @@ func TestSequencerSkipsReplays(t *testing.T) {
 		t.Fatal(err)
 	}
 	runInProcess(t, "sequencer", s.Run)
+	st := openStore(t, t.TempDir())
+	defer st.Close()
+	wr, err := writer.New(writer.Config{Kafka: c.kc, Logger: testLogger(t)}, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopWriter := runInProcess(t, "writer", wr.Run)
 	// The sends before the new epochs come in two parts, each answered
 	// before the next: the second moves each conversation's window past
 	// the first.
@@ -245,28 +254,37 @@ func TestSequencerSkipsReplays(t *testing.T) {
 		waitFor(t, time.Minute, fmt.Sprintf("%d outcomes", len(w.creates)+sent), func() bool { return outs.answered() >= len(w.creates)+sent })
 	}
 
-	// The client asks about its epoch of the commands once it sees the new
-	// ones; the rest of the sends come after the broker has answered.
+	// The clients ask about their epochs of the commands and the events
+	// once they see the new ones; the rest of the sends come after the
+	// broker has answered.
 	kf := c.broker.Cluster()
-	var asked atomic.Bool
+	var askedCommands, askedEvents atomic.Bool
 	kf.ControlKey(int16(kmsg.OffsetForLeaderEpoch), func(req kmsg.Request) (kmsg.Response, error, bool) {
 		kf.KeepControl()
 		for _, rt := range req.(*kmsg.OffsetForLeaderEpochRequest).Topics {
-			if rt.Topic == c.kc.Topics().Commands {
-				asked.Store(true)
+			switch rt.Topic {
+			case c.kc.Topics().Commands:
+				askedCommands.Store(true)
+			case c.kc.Topics().Events:
+				askedEvents.Store(true)
 			}
 		}
 		return nil, nil, false
 	})
 	kf.ShufflePartitionLeaders()
-	waitFor(t, time.Minute, "the sequencer's client to ask about its epoch", asked.Load)
+	waitFor(t, time.Minute, "the clients to ask about their epochs", func() bool { return askedCommands.Load() && askedEvents.Load() })
 	c.produce(w.sends[sent:]...)
 	waitFor(t, time.Minute, "every outcome", func() bool { return outs.answered() >= w.commands() })
-	w.check(t, c.events(), outs, nil)
-	replayed := s.Stats().Replayed
-	t.Logf("%d commands skipped as applied already", replayed)
-	if replayed == 0 {
-		t.Fatal("the sequencer's client did not go back: the test tested nothing")
+	waitFor(t, time.Minute, "the writer to catch up", func() bool { return c.groupCaughtUp("parley-writer", c.kc.Topics().Events) })
+	stopWriter()
+	w.check(t, c.events(), outs, st)
+	replayed, stored := s.Stats().Replayed, wr.Skipped(schema.SkipReplayed)
+	t.Logf("%d commands and %d events skipped as handled already", replayed, stored)
+	if replayed == 0 || stored == 0 {
+		t.Fatal("a client did not go back: the test tested nothing")
+	}
+	if n := wr.Skipped(schema.SkipOutOfSequence); n != 0 {
+		t.Fatalf("the writer took %d events read again for out of sequence", n)
 	}
 }
 

@@ -137,6 +137,7 @@ type Fanout struct {
 	pushes, failed, notified atomic.Int64
 	notifyFailed, notifyLost atomic.Int64 // this poll's failures; all so far
 	skipped                  *metrics.Skipped
+	replays                  kafka.Replays
 	m                        fanoutMetrics
 }
 
@@ -273,7 +274,10 @@ func (f *Fanout) Run(ctx context.Context) error {
 
 	// Another instance may have applied member events this one has not
 	// seen: a rebalance starts the cache afresh.
-	clearMembers := func(context.Context, *kgo.Client, map[string][]int32) { f.members.clear() }
+	clearMembers := func(_ context.Context, _ *kgo.Client, lost map[string][]int32) {
+		f.replays.Forget(lost)
+		f.members.clear()
+	}
 	opts := append(metrics.KafkaClient(f.cfg.Registerer, "fanout", "events"),
 		kgo.ConsumerGroup(f.cfg.Group),
 		kgo.ConsumeTopics(t.Events, t.Ephemeral),
@@ -305,6 +309,7 @@ func (f *Fanout) Run(ctx context.Context) error {
 		fetches.EachError(func(topic string, p int32, err error) {
 			f.log.Warn("fetch error", "topic", topic, "partition", p, "err", err)
 		})
+		f.replays.Skip(fetches, f.skipped.Replays(f.log))
 		if recs := fetches.Records(); len(recs) > 0 {
 			if err := f.handle(ctx, cl, view, recs); err != nil {
 				cl.AllowRebalance()

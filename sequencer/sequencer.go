@@ -693,51 +693,15 @@ func (s *Sequencer) session(ctx context.Context) error {
 }
 
 // skipApplied takes out of fetches the commands that a partition's state
-// in memory holds already. The Kafka client hands such commands back when
-// it suspects the log was truncated under it (the leader's answer for the
-// epoch it consumed at does not match what it consumed): it goes back to
-// where that answer, or its reset policy (the partition's start), points,
-// and returns again what it had returned. Applied again, a command older
+// in memory holds already, which the Kafka client hands back after going
+// back in the log (see kafka.SkipReplays). Applied again, a command older
 // than its conversation's dedup window would be sequenced twice. A
 // partition's state only ever moves forward from where it was restored,
 // which matches the committed offsets: after an abort or a revocation it
 // is dropped, and with it this check, until commands are applied to it
 // again.
 func (s *Sequencer) skipApplied(fetches kgo.Fetches) {
-	var next map[int32]int64 // partition -> the offset after its last command here
-	for i := range fetches {
-		for j := range fetches[i].Topics {
-			for k := range fetches[i].Topics[j].Partitions {
-				fp := &fetches[i].Topics[j].Partitions[k]
-				if len(fp.Records) == 0 {
-					continue
-				}
-				n, ok := next[fp.Partition]
-				if !ok {
-					part := s.parts[fp.Partition]
-					n, ok = part.applied()
-				}
-				if from := fp.Records[0].Offset; ok && from < n {
-					keep := slices.IndexFunc(fp.Records, func(r *kgo.Record) bool { return r.Offset >= n })
-					if keep < 0 {
-						keep = len(fp.Records)
-					}
-					s.log.Warn("skipping commands applied already: the Kafka client went back",
-						"partition", fp.Partition, "from", from, "next", n, "skipped", keep, "reason", schema.SkipReplayed)
-					for range keep {
-						s.skipped.Add(fetches[i].Topics[j].Topic, schema.SkipReplayed)
-					}
-					fp.Records = fp.Records[keep:]
-				}
-				if len(fp.Records) > 0 {
-					if next == nil {
-						next = make(map[int32]int64)
-					}
-					next[fp.Partition] = fp.Records[len(fp.Records)-1].Offset + 1
-				}
-			}
-		}
-	}
+	kafka.SkipReplays(fetches, func(_ string, p int32) (int64, bool) { return s.parts[p].applied() }, s.skipped.Replays(s.log))
 }
 
 // gather polls for more commands to go with fetches until the deadline

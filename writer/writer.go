@@ -75,6 +75,7 @@ type Writer struct {
 	stored  prometheus.Counter // parley_writer_events_total
 	lag     *metrics.Lag
 	seq     *sequence
+	replays kafka.Replays
 	lastErr atomic.Pointer[error] // the current batch's last store error; nil once stored
 }
 
@@ -119,7 +120,7 @@ func New(cfg Config, st store.Store) (*Writer, error) {
 
 // Stored returns the number of events appended to the store so far
 // (replays included) and the number of records skipped (undecodable,
-// malformed or out of sequence; parley_records_skipped_total).
+// malformed, out of sequence or read again; parley_records_skipped_total).
 func (w *Writer) Stored() (events, skipped int64) {
 	t := w.cfg.Kafka.Topics().Events
 	for _, r := range schema.SkipReasons {
@@ -137,7 +138,9 @@ func (w *Writer) Skipped(reason string) int64 {
 // Run writes until ctx ends. A record that is undecodable, malformed or
 // out of sequence (schema.SkipReasons) is skipped, logged and counted:
 // it is the same bytes on every read, so retrying it would stop the
-// partition for good. Every other event is one the store can hold, so a
+// partition for good. So is one that the Kafka client hands back after
+// going back in the log (kafka.Replays): it is stored already. Every
+// other event is one the store can hold, so a
 // store error is an outage: it is retried with backoff, never skipped, and
 // the writer does not move past a batch the store has not taken.
 func (w *Writer) Run(ctx context.Context) error {
@@ -172,6 +175,7 @@ func (w *Writer) Run(ctx context.Context) error {
 		fetches.EachError(func(topic string, p int32, err error) {
 			w.log.Warn("fetch error", "topic", topic, "partition", p, "err", err)
 		})
+		w.replays.Skip(fetches, w.skipped.Replays(w.log))
 		if fetches.NumRecords() > 0 {
 			if err := w.writeBatch(ctx, fetches.Records()); err != nil {
 				cl.AllowRebalance()
@@ -192,6 +196,7 @@ func (w *Writer) Run(ctx context.Context) error {
 }
 
 func (w *Writer) forget(_ context.Context, _ *kgo.Client, lost map[string][]int32) {
+	w.replays.Forget(lost)
 	for _, ps := range lost {
 		w.seq.forget(ps)
 	}

@@ -5,6 +5,8 @@
 package metrics
 
 import (
+	"log/slog"
+
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
@@ -44,6 +46,17 @@ func NewSkipped(reg prometheus.Registerer, role string, topics ...string) (*Skip
 
 // Add counts one record of topic skipped for reason.
 func (s *Skipped) Add(topic, reason string) { s.vec.WithLabelValues(topic, reason).Inc() }
+
+// Replays returns what a consumer gives kafka.SkipReplays (or
+// kafka.Replays.Skip) to hear of the records it takes out: each run is
+// logged as a warning and counted as replayed.
+func (s *Skipped) Replays(log *slog.Logger) func(topic string, partition int32, from, next int64, n int) {
+	return func(topic string, partition int32, from, next int64, n int) {
+		log.Warn("skipping records handled already: the Kafka client went back in the log",
+			"topic", topic, "partition", partition, "from", from, "next", next, "skipped", n, "reason", schema.SkipReplayed)
+		s.vec.WithLabelValues(topic, schema.SkipReplayed).Add(float64(n))
+	}
+}
 
 // Count returns how many records of topic were skipped for reason.
 func (s *Skipped) Count(topic, reason string) int64 {
