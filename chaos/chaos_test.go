@@ -130,11 +130,13 @@ func TestChaos(t *testing.T) {
 	testutil.WaitFor(t, 3*time.Minute, "the writers to store every event", func() bool {
 		return c.groupCaughtUp("parley-writer", topics.Events)
 	})
-	for _, err := range l.catchUp(2 * time.Minute) {
+	caughtUp := time.Now()
+	for _, err := range l.catchUp(3 * time.Minute) {
 		if err != nil {
 			t.Error(err)
 		}
 	}
+	t.Logf("every device caught up in %v", time.Since(caughtUp).Round(time.Millisecond))
 	stats := l.stats()
 	l.close()
 

@@ -262,14 +262,16 @@ func (l *load) catchUp(timeout time.Duration) []error {
 	var wg sync.WaitGroup
 	errs := make([]error, len(l.devices))
 	sem := make(chan struct{}, 32)
+	// One deadline for them all: devices that cannot catch up fail the run
+	// after timeout, not after timeout for each batch of 32 of them.
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
 	for i, d := range l.devices {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			ctx, cancel := context.WithTimeout(context.Background(), timeout)
-			defer cancel()
 			if _, err := d.c.CatchUp(ctx); err != nil {
 				errs[i] = fmt.Errorf("%s: catch-up: %w", d.name, err)
 			}
