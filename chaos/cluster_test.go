@@ -353,6 +353,7 @@ func TestProcRestart(t *testing.T) {
 		return p.runs
 	}
 	p := &proc{t: t, name: "p", args: []string{"no-such-command"}, log: filepath.Join(dir, "p.log"), restartAfter: 10 * time.Millisecond}
+	t.Cleanup(p.stop)
 	p.start()
 	testutil.WaitFor(t, 30*time.Second, "three restarts after exits by itself", func() bool { return runs(p) >= 4 })
 	p.stop()
@@ -364,6 +365,7 @@ func TestProcRestart(t *testing.T) {
 
 	q := &proc{t: t, name: "q", log: filepath.Join(dir, "q.log"), restartAfter: 10 * time.Millisecond,
 		args: []string{"dev", "--data-dir", filepath.Join(dir, "dev"), "--broker-listen", "127.0.0.1:0", "--listen", "127.0.0.1:0"}}
+	t.Cleanup(q.stop) // on a failure too
 	q.start()
 	q.kill()
 	q.mu.Lock()
@@ -377,5 +379,4 @@ func TestProcRestart(t *testing.T) {
 	if n := runs(q); n != 2 {
 		t.Fatalf("%d runs started, want 2\n%s", n, q.tail(2000))
 	}
-	q.stop()
 }
