@@ -176,7 +176,7 @@ func (c *cluster) collectOutcomes(ctx context.Context) *outcomes {
 	go func() {
 		defer close(done)
 		defer cl.Close()
-		// The client may go back in the log (see TestSequencerSkipsReplays):
+		// The client may go back in the log (see TestSkipsReplays):
 		// what it hands back again is not another outcome.
 		next := make(map[int32]int64)
 		for ctx.Err() == nil {

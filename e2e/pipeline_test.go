@@ -18,6 +18,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/parley-im/parley/fanout"
 	"github.com/parley-im/parley/kafka"
 	"github.com/parley-im/parley/schema"
 	parleyv1 "github.com/parley-im/parley/schema/parley/v1"
@@ -218,15 +219,17 @@ func TestSequencerKilled(t *testing.T) {
 	w.check(t, c.events(), outs, st)
 }
 
-// TestSequencerSkipsReplays: a sequencer's and a writer's Kafka clients
-// that go back in the log do not get a record handled twice. The broker's
-// partitions get new leader epochs before anything is written at them;
-// asked where the epoch a client consumed at ends, the embedded broker
-// then answers that it does not know it, and the client goes back to the
-// start of each partition it consumed. With a dedup window of a few
-// entries, the commands read again would otherwise be sequenced again;
-// the writer would take the events read again for out of sequence.
-func TestSequencerSkipsReplays(t *testing.T) {
+// TestSkipsReplays: the sequencer's, the writer's and fanout's Kafka
+// clients that go back in the log do not get a record handled twice. The
+// broker's partitions get new leader epochs before anything is written at
+// them; asked where the epoch a client consumed at ends, the embedded
+// broker then answers that it does not know it, and the client goes back
+// to the start of each partition it consumed. With a dedup window of a
+// few entries, the commands read again would otherwise be sequenced again;
+// the writer and fanout would take the events read again for out of
+// sequence (and fanout would push again those of conversations it has not
+// cached).
+func TestSkipsReplays(t *testing.T) {
 	c := newCluster(t)
 	w := newWorkload(10, 10, 1_000, 0, 11)
 	outs := c.collectOutcomes(context.Background())
@@ -243,6 +246,11 @@ func TestSequencerSkipsReplays(t *testing.T) {
 		t.Fatal(err)
 	}
 	stopWriter := runInProcess(t, "writer", wr.Run)
+	fo, err := fanout.New(fanout.Config{Kafka: c.kc, PushSecret: []byte(rtPushSecret), Logger: testLogger(t)}, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopFanout := runInProcess(t, "fanout", fo.Run)
 	// The sends before the new epochs come in two parts, each answered
 	// before the next: the second moves each conversation's window past
 	// the first.
@@ -253,38 +261,43 @@ func TestSequencerSkipsReplays(t *testing.T) {
 		sent = part
 		waitFor(t, time.Minute, fmt.Sprintf("%d outcomes", len(w.creates)+sent), func() bool { return outs.answered() >= len(w.creates)+sent })
 	}
+	events := c.kc.Topics().Events
+	waitFor(t, time.Minute, "fanout to route every event so far", func() bool { return c.groupCaughtUp("parley-fanout", events) })
 
-	// The clients ask about their epochs of the commands and the events
-	// once they see the new ones; the rest of the sends come after the
-	// broker has answered.
+	// The clients ask about their epochs once they see the new ones (one
+	// request each: the sequencer about the commands, the writer and fanout
+	// about the events); nothing is written until the broker has answered
+	// them all, or a batch of the new epoch would make its answer right.
 	kf := c.broker.Cluster()
-	var askedCommands, askedEvents atomic.Bool
+	var askedCommands, askedEvents atomic.Int64
 	kf.ControlKey(int16(kmsg.OffsetForLeaderEpoch), func(req kmsg.Request) (kmsg.Response, error, bool) {
 		kf.KeepControl()
 		for _, rt := range req.(*kmsg.OffsetForLeaderEpochRequest).Topics {
 			switch rt.Topic {
 			case c.kc.Topics().Commands:
-				askedCommands.Store(true)
-			case c.kc.Topics().Events:
-				askedEvents.Store(true)
+				askedCommands.Add(1)
+			case events:
+				askedEvents.Add(1)
 			}
 		}
 		return nil, nil, false
 	})
 	kf.ShufflePartitionLeaders()
-	waitFor(t, time.Minute, "the clients to ask about their epochs", func() bool { return askedCommands.Load() && askedEvents.Load() })
+	waitFor(t, time.Minute, "the clients to ask about their epochs", func() bool { return askedCommands.Load() >= 1 && askedEvents.Load() >= 2 })
 	c.produce(w.sends[sent:]...)
 	waitFor(t, time.Minute, "every outcome", func() bool { return outs.answered() >= w.commands() })
-	waitFor(t, time.Minute, "the writer to catch up", func() bool { return c.groupCaughtUp("parley-writer", c.kc.Topics().Events) })
+	waitFor(t, time.Minute, "the writer to catch up", func() bool { return c.groupCaughtUp("parley-writer", events) })
+	waitFor(t, time.Minute, "fanout to catch up", func() bool { return c.groupCaughtUp("parley-fanout", events) })
 	stopWriter()
+	stopFanout()
 	w.check(t, c.events(), outs, st)
-	replayed, stored := s.Stats().Replayed, wr.Skipped(schema.SkipReplayed)
-	t.Logf("%d commands and %d events skipped as handled already", replayed, stored)
-	if replayed == 0 || stored == 0 {
-		t.Fatal("a client did not go back: the test tested nothing")
+	if n, m := wr.Skipped(schema.SkipOutOfSequence), fo.Skipped(events, schema.SkipOutOfSequence); n != 0 || m != 0 {
+		t.Fatalf("events read again taken for out of sequence: %d by the writer, %d by fanout", n, m)
 	}
-	if n := wr.Skipped(schema.SkipOutOfSequence); n != 0 {
-		t.Fatalf("the writer took %d events read again for out of sequence", n)
+	commands, stored, routed := s.Stats().Replayed, wr.Skipped(schema.SkipReplayed), fo.Skipped(events, schema.SkipReplayed)
+	t.Logf("skipped as handled already: %d commands, %d events by the writer, %d by fanout", commands, stored, routed)
+	if commands == 0 || stored == 0 || routed == 0 {
+		t.Fatal("a client did not go back: the test tested nothing")
 	}
 }
 
